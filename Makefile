@@ -1,0 +1,44 @@
+# catbird-db: every target installs what it needs into .venv on first use.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+DATABASE_URL ?= postgresql://postgres@127.0.0.1:5432/catbird_demo
+
+.PHONY: install test lint demo migrate plan-test bench check clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev,bench]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+test: $(STAMP)
+	$(BIN)/pytest -q
+
+plan-test: $(STAMP)
+	$(BIN)/pytest -q -m plan tests/test_plans.py
+
+lint: $(STAMP)
+	$(BIN)/ruff check catbird_db tests bench
+	$(BIN)/ruff format --check catbird_db tests bench
+	$(BIN)/mypy
+	$(BIN)/sqlfluff lint sql migrations
+	$(BIN)/squawk migrations/*.sql
+
+demo: $(STAMP)
+	$(BIN)/python -m catbird_db.demo --database-url '$(DATABASE_URL)'
+
+migrate: $(STAMP)
+	DATABASE_URL='$(DATABASE_URL)' $(BIN)/catbird-db migrate
+
+check: $(STAMP)
+	DATABASE_URL='$(DATABASE_URL)' $(BIN)/catbird-db check
+
+bench: $(STAMP)
+	$(BIN)/python -m bench
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info

@@ -1,0 +1,31 @@
+"""Why an actor was refused: shared by the entity modules after a guarded statement
+matched no row.
+
+Every write checks membership inside its own statement, so the decision is atomic; this
+second read only names the refusal, and only on the failure path.
+"""
+
+from __future__ import annotations
+
+from uuid import UUID
+
+from .database import Executor
+from .errors import NotAMember, NotAnAdmin, NotFound
+from .models import Access
+from .sql import statement
+
+_ACCESS_OF = statement("access_of")
+
+
+async def check(conn: Executor, convo_id: UUID, actor_did: str, *, admin: bool = False) -> Access:
+    """Raise NotFound, NotAMember or NotAnAdmin if the actor may not act; else the access."""
+    access = await conn.fetch_one(
+        _ACCESS_OF, {"convo_id": convo_id, "actor_did": actor_did}, Access
+    )
+    if access is None or not access.convo_exists:
+        raise NotFound(f"conversation {convo_id} does not exist")
+    if not access.is_member:
+        raise NotAMember(f"{actor_did} is not an active member of conversation {convo_id}")
+    if admin and not access.is_admin:
+        raise NotAnAdmin(f"{actor_did} is not an admin of conversation {convo_id}")
+    return access

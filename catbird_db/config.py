@@ -1,0 +1,70 @@
+"""DbConfig: pool settings and the limits the boundary checks enforce."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+DEFAULT_URL = "postgresql://postgres@127.0.0.1:5432/catbird"
+_ENV_PREFIX = "CATBIRD_DB_"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DbConfig:
+    """Everything `Database.connect` needs; every field has a production-minded default."""
+
+    database_url: str = DEFAULT_URL
+    min_size: int = 2
+    max_size: int = 10
+    # Seconds a caller waits for a pooled connection before DatabaseUnavailable.
+    acquire_timeout: float = 5.0
+    # Seconds `connect` waits for the first connections: a bad URL fails this fast.
+    connect_timeout: float = 10.0
+    idle_timeout: float = 600.0
+    max_lifetime: float = 3600.0
+    # None disables server-side prepared statements (PgBouncer in transaction mode).
+    prepare_threshold: int | None = 2
+    application_name: str = "catbird-db"
+    statement_timeout_ms: int = 30_000
+    lock_timeout_ms: int = 10_000
+    # Signs page cursors. Set the same secret on every server instance so a cursor
+    # made by one is accepted by another; the default lives as long as the process.
+    cursor_secret: bytes = field(default_factory=lambda: secrets.token_bytes(32), repr=False)
+    max_page_size: int = 100
+    default_page_size: int = 50
+    # Application messages may carry the current epoch or one this many epochs older.
+    epoch_window: int = 0
+    max_message_bytes: int = 1024 * 1024
+    max_key_package_bytes: int = 64 * 1024
+    key_package_lifetime_s: int = 90 * 24 * 3600
+    max_welcome_bytes: int = 1024 * 1024
+    max_blob_bytes: int = 50 * 1024 * 1024
+    user_quota_bytes: int = 1024 * 1024 * 1024
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None, **overrides: Any) -> DbConfig:
+        """Build a config from DATABASE_URL and CATBIRD_DB_<FIELD> variables, then overrides."""
+        env = dict(os.environ if environ is None else environ)
+        values: dict[str, Any] = {}
+        if "DATABASE_URL" in env:
+            values["database_url"] = env["DATABASE_URL"]
+        for f in fields(cls):
+            raw = env.get(_ENV_PREFIX + f.name.upper())
+            if raw is not None:
+                values[f.name] = _parse(f.name, str(f.type), raw)
+        values.update(overrides)
+        return cls(**values)
+
+
+def _parse(name: str, type_name: str, raw: str) -> Any:
+    if name == "cursor_secret":
+        return raw.encode()
+    if type_name == "int | None":
+        return None if raw.lower() in ("", "none") else int(raw)
+    if type_name == "int":
+        return int(raw)
+    if type_name == "float":
+        return float(raw)
+    return raw

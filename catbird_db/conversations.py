@@ -1,0 +1,171 @@
+"""Conversations: creation, lookup, the member's list, the epoch compare-and-swap."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime
+from uuid import UUID, uuid4
+
+from . import access, validate
+from .database import Executor
+from .errors import EpochConflict, InvalidInput, NotFound
+from .models import Conversation, ConversationSummary
+from .pages import Page
+from .sql import statement
+
+__all__ = [
+    "create_conversation",
+    "create_conversation_with_members",
+    "delete_conversation",
+    "get_conversation",
+    "get_current_epoch",
+    "list_conversations",
+    "update_conversation_epoch",
+]
+
+MAX_TITLE_CHARS = 256
+MAX_INITIAL_MEMBERS = 1000
+_FIRST_PAGE = (datetime.fromisoformat("9999-12-31T23:59:59+00:00"), UUID(int=2**128 - 1))
+
+_CREATE_WITH_MEMBERS = statement("create_conversation_with_members")
+_GET = statement("get_conversation")
+_LIST = statement("list_conversations")
+_UPDATE_EPOCH = statement("update_conversation_epoch")
+_GET_EPOCH = statement("get_current_epoch")
+_DELETE = statement("delete_conversation")
+
+
+async def create_conversation(
+    conn: Executor,
+    *,
+    creator_did: str,
+    cipher_suite: int,
+    title: str | None = None,
+    convo_id: UUID | None = None,
+) -> Conversation:
+    """Create a conversation at epoch 0 whose only member is its creator, as admin."""
+    return await create_conversation_with_members(
+        conn,
+        creator_did=creator_did,
+        cipher_suite=cipher_suite,
+        title=title,
+        convo_id=convo_id,
+        member_dids=(),
+    )
+
+
+async def create_conversation_with_members(
+    conn: Executor,
+    *,
+    creator_did: str,
+    cipher_suite: int,
+    member_dids: Iterable[str],
+    title: str | None = None,
+    convo_id: UUID | None = None,
+) -> Conversation:
+    """Create a conversation, its creator as admin and its first members, atomically.
+
+    Raises AlreadyExists if `convo_id` is taken, InvalidInput on a bad argument.
+    """
+    creator = validate.did(creator_did, "creator_did")
+    if isinstance(member_dids, str):
+        raise InvalidInput("member_dids must be a collection of DIDs, not one string")
+    dids = sorted({validate.did(d, "member_dids") for d in member_dids})
+    if len(dids) > MAX_INITIAL_MEMBERS:
+        raise InvalidInput(f"at most {MAX_INITIAL_MEMBERS} initial members")
+    params = {
+        "convo_id": uuid4() if convo_id is None else validate.uuid(convo_id, "convo_id"),
+        "creator_did": creator,
+        "cipher_suite": validate.cipher_suite(cipher_suite),
+        "title": validate.optional_text(title, "title", MAX_TITLE_CHARS),
+        "member_dids": dids,
+    }
+    convo = await conn.fetch_one(_CREATE_WITH_MEMBERS, params, Conversation)
+    assert convo is not None  # an INSERT ... RETURNING that did not raise returns its row
+    return convo
+
+
+async def get_conversation(
+    conn: Executor, convo_id: UUID, *, actor_did: str
+) -> Conversation | None:
+    """The conversation, or None if it does not exist; NotAMember if the actor is not in it."""
+    convo, actor = validate.uuid(convo_id, "convo_id"), validate.did(actor_did, "actor_did")
+    params = {"convo_id": convo, "actor_did": actor}
+    found = await conn.fetch_one(_GET, params, Conversation)
+    if found is None:
+        try:
+            await access.check(conn, convo, actor)
+        except NotFound:
+            return None
+    return found
+
+
+async def list_conversations(
+    conn: Executor, *, actor_did: str, limit: int = 50, cursor: str | None = None
+) -> Page[ConversationSummary]:
+    """The actor's active conversations, newest activity first, one keyset page at a time.
+
+    A conversation with new activity during a walk moves to the front: a client that
+    wants it re-reads the first page.
+    """
+    actor = validate.did(actor_did, "actor_did")
+    size = validate.limit(limit, conn.config.max_page_size)
+    before = _FIRST_PAGE
+    if cursor is not None:
+        before = conn.cursors.decode(cursor, "conversations", actor, (datetime, UUID))  # type: ignore[assignment]
+    rows = await conn.fetch_all(
+        _LIST,
+        {
+            "actor_did": actor,
+            "before_updated_at": before[0],
+            "before_id": before[1],
+            "limit": size + 1,
+        },
+        ConversationSummary,
+    )
+    more = len(rows) > size
+    items = tuple(rows[:size])
+    next_cursor = (
+        conn.cursors.encode("conversations", actor, (items[-1].updated_at, items[-1].id))
+        if more
+        else None
+    )
+    return Page(items, next_cursor)
+
+
+async def update_conversation_epoch(
+    conn: Executor, convo_id: UUID, *, actor_did: str, expected_epoch: int
+) -> int:
+    """Advance the epoch by one if it equals `expected_epoch`; returns the new epoch.
+
+    Of concurrent callers with the same expected epoch exactly one wins; the others get
+    EpochConflict carrying the current epoch.
+    """
+    convo, actor = validate.uuid(convo_id, "convo_id"), validate.did(actor_did, "actor_did")
+    expected = validate.non_negative(expected_epoch, "expected_epoch")
+    params = {"convo_id": convo, "actor_did": actor, "expected_epoch": expected}
+    epoch = await conn.fetch_value(_UPDATE_EPOCH, params)
+    if epoch is None:
+        seen = await access.check(conn, convo, actor)
+        raise EpochConflict(seen.epoch if seen.epoch is not None else -1)
+    return int(epoch)
+
+
+async def get_current_epoch(conn: Executor, convo_id: UUID, *, actor_did: str) -> int:
+    """The conversation's epoch; NotFound or NotAMember otherwise."""
+    convo, actor = validate.uuid(convo_id, "convo_id"), validate.did(actor_did, "actor_did")
+    params = {"convo_id": convo, "actor_did": actor}
+    epoch = await conn.fetch_value(_GET_EPOCH, params)
+    if epoch is None:
+        await access.check(conn, convo, actor)
+        raise NotFound(f"conversation {convo_id} does not exist")
+    return int(epoch)
+
+
+async def delete_conversation(conn: Executor, convo_id: UUID, *, actor_did: str) -> None:
+    """Delete the conversation with everything in it; only an active admin may."""
+    convo, actor = validate.uuid(convo_id, "convo_id"), validate.did(actor_did, "actor_did")
+    params = {"convo_id": convo, "actor_did": actor}
+    if await conn.execute(_DELETE, params) == 0:
+        await access.check(conn, convo, actor, admin=True)
+        raise NotFound(f"conversation {convo_id} does not exist")

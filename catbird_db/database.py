@@ -1,0 +1,346 @@
+"""Database: the pool, transactions, fetch and execute helpers, error translation.
+
+Every public operation takes an `Executor`: the `Database` itself (each call checks out
+a pooled connection and runs in autocommit, one statement, one round trip) or a
+`Transaction` (calls share its connection, commit together, roll back together).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
+from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass, fields
+from typing import Any, Protocol, TypeVar
+
+import psycopg
+import psycopg_pool
+from psycopg import AsyncConnection, IsolationLevel
+from psycopg.rows import BaseRowFactory, RowMaker, tuple_row
+
+from .config import DbConfig
+from .errors import (
+    CatbirdDbError,
+    RetryableError,
+    SchemaNotMigrated,
+    SqlRegistryError,
+    translate,
+)
+from .models import HealthReport
+from .pages import CursorCodec
+from .paths import MIGRATIONS_DIR
+from .sql import Statement, registry, statement
+
+__all__ = ["Database", "Executor", "IsolationLevel", "Params", "Tracer", "Transaction"]
+
+T = TypeVar("T")
+Params = Mapping[str, Any]
+Tracer = Callable[[Statement, Params, float], None]
+_RETRY_SQLSTATES = frozenset({"40001", "40P01"})
+
+_CONFIGURE_SESSION = statement("configure_session")
+_LIST_APPLIED_MIGRATIONS = statement("list_applied_migrations")
+_HEALTH_CHECK = statement("health_check")
+
+
+class Executor(Protocol):
+    """What a typed query function runs on: a Database or a Transaction."""
+
+    @property
+    def config(self) -> DbConfig:
+        """The limits and settings of the Database this executor belongs to."""
+
+    @property
+    def cursors(self) -> CursorCodec:
+        """Signs and checks page cursors."""
+
+    async def fetch_one(self, stmt: Statement, params: Params, row: type[T]) -> T | None:
+        """The first row as `row`, or None."""
+
+    async def fetch_all(self, stmt: Statement, params: Params, row: type[T]) -> list[T]:
+        """Every row as `row`."""
+
+    async def fetch_value(self, stmt: Statement, params: Params) -> Any:
+        """The first column of the first row, or None when there is no row."""
+
+    async def execute(self, stmt: Statement, params: Params) -> int:
+        """Run a statement for its effect; returns the number of rows it touched."""
+
+    def transaction(
+        self, *, isolation: IsolationLevel | None = None
+    ) -> Any:  # an async context manager yielding a Transaction
+        """A transaction (on a Database) or a savepoint (on a Transaction)."""
+
+
+def _model_factory(cls: type[T]) -> BaseRowFactory[T]:
+    names = tuple(f.name for f in fields(cls))  # type: ignore[arg-type]
+
+    def factory(cur: Any) -> RowMaker[T]:
+        got = tuple(d.name for d in cur.description or ())
+        if got != names:
+            raise SqlRegistryError(
+                f"columns {got} do not match the fields of {cls.__name__} {names}"
+            )
+        return lambda values: cls(*values)
+
+    return factory
+
+
+_FACTORIES: dict[type[Any], BaseRowFactory[Any]] = {}
+
+
+def _factory_for(cls: type[T]) -> BaseRowFactory[T]:
+    try:
+        return _FACTORIES[cls]
+    except KeyError:
+        return _FACTORIES.setdefault(cls, _model_factory(cls))
+
+
+@contextmanager
+def _translated() -> Iterator[None]:
+    try:
+        yield
+    except CatbirdDbError:
+        raise
+    except (psycopg.Error, psycopg_pool.PoolTimeout, psycopg_pool.PoolClosed) as exc:
+        raise translate(exc) from exc
+
+
+class _Runner:
+    """The fetch and execute helpers, over whatever connection `_connection` yields."""
+
+    _db: Database
+
+    @property
+    def config(self) -> DbConfig:
+        """The limits and settings of the Database this executor belongs to."""
+        return self._db._config
+
+    @property
+    def cursors(self) -> CursorCodec:
+        """Signs and checks page cursors."""
+        return self._db._cursors
+
+    def _connection(self) -> Any:
+        raise NotImplementedError
+
+    async def fetch_one(self, stmt: Statement, params: Params, row: type[T]) -> T | None:
+        """The first row as `row`, or None."""
+        rows = await self._run(stmt, params, _factory_for(row), fetch=True)
+        return rows[0] if rows else None
+
+    async def fetch_all(self, stmt: Statement, params: Params, row: type[T]) -> list[T]:
+        """Every row as `row`."""
+        rows: list[T] = await self._run(stmt, params, _factory_for(row), fetch=True)
+        return rows
+
+    async def fetch_value(self, stmt: Statement, params: Params) -> Any:
+        """The first column of the first row, or None when there is no row."""
+        rows = await self._run(stmt, params, tuple_row, fetch=True)
+        return rows[0][0] if rows else None
+
+    async def execute(self, stmt: Statement, params: Params) -> int:
+        """Run a statement for its effect; returns the number of rows it touched."""
+        count: int = await self._run(stmt, params, tuple_row, fetch=False)
+        return count
+
+    async def _run(self, stmt: Statement, params: Params, factory: Any, *, fetch: bool) -> Any:
+        tracer = self._db._tracer
+        started = time.perf_counter() if tracer else 0.0
+        with _translated():
+            async with self._connection() as conn:
+                cur = conn.cursor(row_factory=factory, binary=True)
+                await cur.execute(stmt.text, params)
+                result = await cur.fetchall() if fetch else cur.rowcount
+        if tracer:
+            tracer(stmt, params, time.perf_counter() - started)
+        return result
+
+
+class Transaction(_Runner):
+    """Statements run through this share one connection and commit or roll back together.
+
+    Not safe to share between concurrently running tasks: one transaction is one
+    sequence of statements.
+    """
+
+    def __init__(self, conn: AsyncConnection[Any], db: Database) -> None:
+        self._conn = conn
+        self._db = db
+
+    @asynccontextmanager
+    async def _connection(self) -> AsyncIterator[AsyncConnection[Any]]:
+        yield self._conn
+
+    @asynccontextmanager
+    async def transaction(
+        self, *, isolation: IsolationLevel | None = None
+    ) -> AsyncIterator[Transaction]:
+        """A savepoint: an exception inside rolls back to it and propagates."""
+        if isolation is not None:
+            raise ValueError("a savepoint cannot change the isolation level")
+        with _translated():
+            async with self._conn.transaction():
+                yield self
+
+
+class Database(_Runner):
+    """The connection pool and the entry point of every operation."""
+
+    def __init__(
+        self,
+        pool: psycopg_pool.AsyncConnectionPool[Any],
+        config: DbConfig,
+        tracer: Tracer | None = None,
+    ) -> None:
+        self._pool = pool
+        self._config = config
+        self._cursors = CursorCodec(config.cursor_secret)
+        self._tracer = tracer
+        self._db = self
+
+    @classmethod
+    @asynccontextmanager
+    async def connect(
+        cls,
+        config: DbConfig | None = None,
+        *,
+        tracer: Tracer | None = None,
+        check_schema: bool = True,
+    ) -> AsyncIterator[Database]:
+        """Open the pool, fail fast on a bad URL or an unmigrated schema; close on exit.
+
+        `tracer`, if given, is called after every statement with the statement, its
+        parameters and the seconds it took.
+        """
+        config = config or DbConfig.from_env()
+        registry()  # parse every SQL file now: a malformed one fails start-up, not a call
+        db: Database | None = None
+
+        async def configure(conn: AsyncConnection[Any]) -> None:
+            await conn.execute(
+                _CONFIGURE_SESSION.text,
+                {
+                    "statement_timeout": f"{config.statement_timeout_ms}ms",
+                    "lock_timeout": f"{config.lock_timeout_ms}ms",
+                },
+            )
+
+        pool: psycopg_pool.AsyncConnectionPool[Any] = psycopg_pool.AsyncConnectionPool(
+            config.database_url,
+            open=False,
+            min_size=config.min_size,
+            max_size=config.max_size,
+            timeout=config.acquire_timeout,
+            max_idle=config.idle_timeout,
+            max_lifetime=config.max_lifetime,
+            check=psycopg_pool.AsyncConnectionPool.check_connection,
+            configure=configure,
+            name=config.application_name,
+            kwargs={
+                "autocommit": True,
+                "prepare_threshold": config.prepare_threshold,
+                "application_name": config.application_name,
+            },
+        )
+        try:
+            with _translated():
+                await pool.open(wait=True, timeout=config.connect_timeout)
+            db = cls(pool, config, tracer)
+            if check_schema:
+                await db._check_schema()
+            yield db
+        finally:
+            await pool.close()
+
+    @asynccontextmanager
+    async def _connection(self) -> AsyncIterator[AsyncConnection[Any]]:
+        async with self._pool.connection() as conn:
+            yield conn
+
+    @asynccontextmanager
+    async def transaction(
+        self, *, isolation: IsolationLevel | None = None
+    ) -> AsyncIterator[Transaction]:
+        """BEGIN on a pooled connection; COMMIT on success, ROLLBACK on exception.
+
+        Nested `tx.transaction()` makes a savepoint. Nothing is retried here: use
+        `run_transaction` for a body that may be re-run after a serialization failure.
+        """
+        with _translated():
+            async with self._pool.connection() as conn:
+                if isolation is not None:
+                    await conn.set_isolation_level(isolation)
+                try:
+                    async with conn.transaction():
+                        yield Transaction(conn, self)
+                finally:
+                    if isolation is not None and not conn.closed:
+                        await conn.set_isolation_level(None)
+
+    async def run_transaction(
+        self,
+        body: Callable[[Transaction], Awaitable[T]],
+        *,
+        isolation: IsolationLevel | None = None,
+        retries: int = 3,
+    ) -> T:
+        """Run `body` in a transaction, re-running it after a serialization failure or
+        deadlock up to `retries` times; the last such error propagates as RetryableError.
+
+        A context manager cannot re-run its block, hence a callable. `body` must have no
+        effects outside the database, since it may run more than once.
+        """
+        for attempt in range(retries + 1):
+            try:
+                async with self.transaction(isolation=isolation) as tx:
+                    return await body(tx)
+            except RetryableError as exc:
+                cause = exc.__cause__
+                state = getattr(cause, "sqlstate", None)
+                if attempt == retries or state not in _RETRY_SQLSTATES:
+                    raise
+                await asyncio.sleep(random.uniform(0, 0.005 * 2**attempt))
+        raise AssertionError("unreachable")
+
+    async def health_check(self) -> HealthReport:
+        """Round-trip to the server; report the latency and the pool's statistics."""
+        started = time.perf_counter()
+        row = await self.fetch_all(_HEALTH_CHECK, {}, _HealthRow)
+        latency = time.perf_counter() - started
+        stats = self._pool.get_stats()
+        return HealthReport(
+            latency_s=latency,
+            server_version=row[0].server_version,
+            in_recovery=row[0].in_recovery,
+            pool_size=stats.get("pool_size", 0),
+            pool_available=stats.get("pool_available", 0),
+            requests_waiting=stats.get("requests_waiting", 0),
+        )
+
+    async def _check_schema(self) -> None:
+        expected = {p.name.removesuffix(".sql") for p in MIGRATIONS_DIR.glob("*.sql")} - {
+            p.name.removesuffix(".sql") for p in MIGRATIONS_DIR.glob("*.rollback.sql")
+        }
+        try:
+            rows = await self.fetch_all(_LIST_APPLIED_MIGRATIONS, {}, _MigrationRow)
+        except CatbirdDbError as exc:
+            if getattr(exc.__cause__, "sqlstate", None) == "42P01":  # no yoyo table yet
+                raise SchemaNotMigrated("the database has no migrations applied") from None
+            raise
+        missing = sorted(expected - {r.migration_id for r in rows})
+        if missing:
+            raise SchemaNotMigrated(f"migrations not applied: {', '.join(missing)}")
+
+
+@dataclass(frozen=True, slots=True)
+class _HealthRow:
+    server_version: int
+    in_recovery: bool
+
+
+@dataclass(frozen=True, slots=True)
+class _MigrationRow:
+    migration_id: str

@@ -1,0 +1,105 @@
+"""Members: who belongs to a conversation, joining, leaving and rejoining."""
+
+from __future__ import annotations
+
+from uuid import UUID
+
+from . import access, validate
+from .database import Executor
+from .errors import LastAdmin, NotFound
+from .models import Member, Membership, Role
+from .pages import Page
+from .sql import statement
+
+__all__ = ["add_member", "get_membership", "is_member", "list_members", "remove_member"]
+
+_ADD = statement("add_member")
+_REMOVE = statement("remove_member")
+_IS_MEMBER = statement("is_member")
+_LIST = statement("list_members")
+_GET = statement("get_membership")
+
+
+def _ids(convo_id: UUID, member_did: str) -> dict[str, object]:
+    return {
+        "convo_id": validate.uuid(convo_id, "convo_id"),
+        "member_did": validate.did(member_did, "member_did"),
+    }
+
+
+async def add_member(
+    conn: Executor, convo_id: UUID, member_did: str, *, actor_did: str, role: Role = "member"
+) -> Member:
+    """Add a member, or reactivate one who left; only an active admin may.
+
+    The member sees only messages sent after this call. Adding an active member changes
+    nothing and returns their membership.
+    """
+    convo, member = validate.uuid(convo_id, "convo_id"), validate.did(member_did, "member_did")
+    actor = validate.did(actor_did, "actor_did")
+    params = {"convo_id": convo, "member_did": member, "actor_did": actor}
+    params["role"] = validate.role(role)
+    added = await conn.fetch_one(_ADD, params, Member)
+    if added is not None:
+        return added
+    await access.check(conn, convo, actor, admin=True)
+    existing = await get_membership(conn, convo, member)
+    if existing is None or existing.left_at is not None:
+        raise NotFound(f"{member} could not be added to {convo}")  # removed meanwhile
+    return Member(
+        existing.convo_id,
+        existing.member_did,
+        existing.role,
+        existing.joined_at,
+        existing.left_at,
+        existing.joined_seq,
+        existing.last_read_seq,
+    )
+
+
+async def remove_member(
+    conn: Executor, convo_id: UUID, member_did: str, *, actor_did: str
+) -> Member:
+    """Soft-delete a member (an admin removes anyone, a member themselves); returns the row.
+
+    LastAdmin if it would leave no active admin; NotFound if the DID is not an active member.
+    """
+    convo, member = validate.uuid(convo_id, "convo_id"), validate.did(member_did, "member_did")
+    actor = validate.did(actor_did, "actor_did")
+    params = {"convo_id": convo, "member_did": member, "actor_did": actor}
+    removed = await conn.fetch_one(_REMOVE, params, Member)
+    if removed is not None:
+        return removed
+    await access.check(conn, convo, actor, admin=actor != member)
+    if not await is_member(conn, convo_id, member_did):
+        raise NotFound(f"{member_did} is not an active member of {convo_id}")
+    raise LastAdmin(f"{member_did} is the last admin of {convo_id}")
+
+
+async def is_member(conn: Executor, convo_id: UUID, member_did: str) -> bool:
+    """Whether the DID is an active member (False for a conversation that does not exist)."""
+    return bool(await conn.fetch_value(_IS_MEMBER, _ids(convo_id, member_did)))
+
+
+async def list_members(
+    conn: Executor, convo_id: UUID, *, actor_did: str, limit: int = 50, cursor: str | None = None
+) -> Page[Member]:
+    """The active members in DID order, one keyset page at a time; the actor must be one."""
+    convo = validate.uuid(convo_id, "convo_id")
+    actor = validate.did(actor_did, "actor_did")
+    size = validate.limit(limit, conn.config.max_page_size)
+    scope = f"{convo}:{actor}"
+    after = "" if cursor is None else str(conn.cursors.decode(cursor, "members", scope, (str,))[0])
+    params = {"convo_id": convo, "actor_did": actor, "after_did": after, "limit": size + 1}
+    rows = await conn.fetch_all(_LIST, params, Member)
+    if not rows:
+        await access.check(conn, convo, actor)
+    more = len(rows) > size
+    items = tuple(rows[:size])
+    next_cursor = conn.cursors.encode("members", scope, (items[-1].member_did,)) if more else None
+    return Page(items, next_cursor)
+
+
+async def get_membership(conn: Executor, convo_id: UUID, member_did: str) -> Membership | None:
+    """The DID's membership, active or left, with its unread count; None if never a member."""
+    return await conn.fetch_one(_GET, _ids(convo_id, member_did), Membership)

@@ -1,0 +1,77 @@
+"""Schema migrations: a thin wrapper over yoyo that takes ordinary PostgreSQL URLs."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from yoyo import get_backend, read_migrations
+
+from .paths import MIGRATIONS_DIR
+
+__all__ = ["MigrationStatus", "apply", "new", "rollback", "status", "yoyo_url"]
+
+_SCHEME = re.compile(r"^(postgres|postgresql)(\+psycopg)?://")
+
+
+@dataclass(frozen=True, slots=True)
+class MigrationStatus:
+    """One migration and whether the database has it."""
+
+    migration_id: str
+    applied: bool
+
+
+def yoyo_url(database_url: str) -> str:
+    """The URL yoyo needs: it picks psycopg 3 only for `postgresql+psycopg://`."""
+    if not _SCHEME.match(database_url):
+        raise ValueError(f"not a PostgreSQL URL: {database_url!r}")
+    return _SCHEME.sub("postgresql+psycopg://", database_url, count=1)
+
+
+def _open(database_url: str, directory: Path) -> tuple[Any, Any]:
+    return get_backend(yoyo_url(database_url)), read_migrations(str(directory))
+
+
+def apply(database_url: str, directory: Path = MIGRATIONS_DIR) -> list[str]:
+    """Apply every pending migration, in order; returns the ids applied."""
+    backend, migrations = _open(database_url, directory)
+    with backend.lock():
+        pending = backend.to_apply(migrations)
+        backend.apply_migrations(pending)
+    return [m.id for m in pending]
+
+
+def rollback(
+    database_url: str, count: int | None = 1, directory: Path = MIGRATIONS_DIR
+) -> list[str]:
+    """Roll back the newest `count` applied migrations (None: all); returns their ids."""
+    backend, migrations = _open(database_url, directory)
+    with backend.lock():
+        applied = backend.to_rollback(migrations)
+        chosen = applied if count is None else applied[:count]
+        backend.rollback_migrations(chosen)
+    return [m.id for m in chosen]
+
+
+def status(database_url: str, directory: Path = MIGRATIONS_DIR) -> list[MigrationStatus]:
+    """Every migration shipped, in order, and whether it is applied."""
+    backend, migrations = _open(database_url, directory)
+    return [MigrationStatus(m.id, bool(backend.is_applied(m))) for m in migrations]
+
+
+def new(name: str, directory: Path = MIGRATIONS_DIR) -> tuple[Path, Path]:
+    """Create the next `NNNN_name.sql` and its `.rollback.sql`, depending on the last one."""
+    if not re.fullmatch(r"[a-z][a-z0-9_]*", name):
+        raise ValueError("a migration name is snake_case")
+    ids = sorted(p.name.removesuffix(".sql") for p in directory.glob("[0-9]*.sql"))
+    ids = [i for i in ids if not i.endswith(".rollback")]
+    number = int(ids[-1].split("_", 1)[0]) + 1 if ids else 1
+    stem = f"{number:04d}_{name}"
+    up, down = directory / f"{stem}.sql", directory / f"{stem}.rollback.sql"
+    depends = f"-- depends: {ids[-1]}\n" if ids else ""
+    up.write_text(f"-- {name.replace('_', ' ')}\n{depends}\n")
+    down.write_text(f"-- undo {stem}\n")
+    return up, down

@@ -1,0 +1,88 @@
+"""Frozen, slotted dataclasses: one per row shape a query returns.
+
+Field order is the column order of the statements that fill them (rows are built
+positionally; the wrapper checks the column names once per execution).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Literal
+from uuid import UUID
+
+Role = Literal["admin", "member"]
+MessageType = Literal["app", "commit"]
+
+
+@dataclass(frozen=True, slots=True)
+class Conversation:
+    """An MLS group: its current epoch and its message counter."""
+
+    id: UUID
+    creator_did: str
+    cipher_suite: int
+    epoch: int
+    last_seq: int
+    title: str | None
+    created_at: datetime
+    updated_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class ConversationSummary:
+    """A row of a member's conversation list: the conversation and the member's view of it."""
+
+    id: UUID
+    creator_did: str
+    cipher_suite: int
+    epoch: int
+    last_seq: int
+    title: str | None
+    created_at: datetime
+    updated_at: datetime
+    role: Role
+    last_read_seq: int
+    unread_count: int
+
+
+@dataclass(frozen=True, slots=True)
+class Member:
+    """A DID's membership of a conversation; `left_at` is set once they leave."""
+
+    convo_id: UUID
+    member_did: str
+    role: Role
+    joined_at: datetime
+    left_at: datetime | None
+    joined_seq: int
+    last_read_seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class Membership(Member):
+    """A membership with its unread count, derived from the read marker."""
+
+    unread_count: int
+
+
+@dataclass(frozen=True, slots=True)
+class Access:
+    """What an actor may do in a conversation, read to explain a refused write."""
+
+    convo_exists: bool
+    is_member: bool
+    is_admin: bool
+    epoch: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class HealthReport:
+    """The server's answer to a ping, and the pool's state at that moment."""
+
+    latency_s: float
+    server_version: int
+    in_recovery: bool
+    pool_size: int
+    pool_available: int
+    requests_waiting: int

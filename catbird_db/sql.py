@@ -1,0 +1,122 @@
+"""The registry of named SQL statements, loaded once from `sql/*.sql`.
+
+A file holds one entity's statements. `-- name: get_conversation` starts a statement;
+the comment lines right after it are its documentation; the rest up to the next name is
+its body. Placeholders are psycopg's `%(name)s`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from types import MappingProxyType
+
+from .errors import SqlRegistryError
+from .paths import SQL_DIR
+
+__all__ = ["Statement", "load_registry", "registry", "statement"]
+
+_NAME_LINE = re.compile(r"^--\s*name:\s*(?P<name>\S+)\s*$")
+_VALID_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+_PARAM = re.compile(r"%\((\w+)\)s")
+
+
+@dataclass(frozen=True, slots=True)
+class Statement:
+    """One named statement: `text` is what runs, prefixed with a comment naming it."""
+
+    name: str
+    entity: str
+    text: str
+    doc: str
+    params: frozenset[str]
+    path: Path
+    line: int
+
+    @property
+    def qualified_name(self) -> str:
+        """`entity.name`, as it appears in server logs and pg_stat_statements."""
+        return f"{self.entity}.{self.name}"
+
+
+def _parse_file(path: Path) -> list[Statement]:
+    entity = path.stem
+    found: list[Statement] = []
+    name: str | None = None
+    start = 0
+    doc: list[str] = []
+    body: list[str] = []
+    in_doc = False
+
+    def close() -> None:
+        if name is None:
+            return
+        text = "\n".join(body).strip()
+        if not text or all(ln.strip().startswith("--") or not ln.strip() for ln in body):
+            raise SqlRegistryError(f"{path.name}:{start}: statement {name!r} has an empty body")
+        found.append(
+            Statement(
+                name=name,
+                entity=entity,
+                text=f"/* catbird_db:{entity}.{name} */\n{text}",
+                doc=" ".join(doc).strip(),
+                params=frozenset(_PARAM.findall(text)),
+                path=path,
+                line=start,
+            )
+        )
+
+    for lineno, raw in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        match = _NAME_LINE.match(raw.strip())
+        if match:
+            close()
+            name, start, doc, body, in_doc = match["name"], lineno, [], [], True
+            if not _VALID_NAME.match(name):
+                raise SqlRegistryError(f"{path.name}:{lineno}: {name!r} is not snake_case")
+            continue
+        stripped = raw.strip()
+        if name is None:
+            if stripped and not stripped.startswith("--"):
+                raise SqlRegistryError(f"{path.name}:{lineno}: SQL outside a named block")
+            continue
+        if in_doc and stripped.startswith("--"):
+            doc.append(stripped.lstrip("-").strip())
+            continue
+        in_doc = False
+        body.append(raw.rstrip())
+    close()
+    return found
+
+
+def load_registry(directory: Path) -> Mapping[str, Statement]:
+    """Parse every `*.sql` file of `directory`; malformed files raise SqlRegistryError."""
+    statements: dict[str, Statement] = {}
+    for path in sorted(directory.glob("*.sql")):
+        for stmt in _parse_file(path):
+            if stmt.name in statements:
+                other = statements[stmt.name]
+                raise SqlRegistryError(
+                    f"{path.name}:{stmt.line}: duplicate name {stmt.name!r} "
+                    f"(first in {other.path.name}:{other.line})"
+                )
+            statements[stmt.name] = stmt
+    if not statements:
+        raise SqlRegistryError(f"no named statements in {directory}")
+    return MappingProxyType(statements)
+
+
+@cache
+def registry() -> Mapping[str, Statement]:
+    """The shipped statements, parsed on first use and never again."""
+    return load_registry(SQL_DIR)
+
+
+def statement(name: str) -> Statement:
+    """The shipped statement `name`; entity modules bind theirs at import, so a typo fails then."""
+    try:
+        return registry()[name]
+    except KeyError:
+        raise SqlRegistryError(f"no named statement {name!r} in {SQL_DIR}") from None

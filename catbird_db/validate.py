@@ -1,0 +1,133 @@
+"""Boundary checks: every argument is checked here before any SQL runs.
+
+Each check returns the value in the form the SQL expects, or raises InvalidInput
+naming the argument. The database repeats these rules as CHECK constraints.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from uuid import UUID
+
+from .errors import InvalidInput
+
+__all__ = [
+    "MAX_BIGINT",
+    "bytes_",
+    "cipher_suite",
+    "did",
+    "limit",
+    "non_negative",
+    "optional_text",
+    "role",
+    "text",
+    "timestamp",
+    "uuid",
+]
+
+MAX_BIGINT = 2**63 - 1
+MAX_LIMIT_ARGUMENT = 2**31 - 1
+# https://atproto.com/specs/did: method, then method-specific id, at most 2 KiB.
+_DID = re.compile(r"did:[a-z]+:[a-zA-Z0-9._:%-]*[a-zA-Z0-9._-]")
+_MAX_DID_BYTES = 2048
+# RFC 9420 section 17.1: the registered cipher suites.
+CIPHER_SUITES = frozenset(range(1, 8))
+ROLES = ("admin", "member")
+
+
+def did(value: object, name: str = "did") -> str:
+    """An AT Protocol DID, such as `did:plc:ewvi7nxzyoun6zhxrhs64oiz`."""
+    if not isinstance(value, str):
+        raise InvalidInput(f"{name} must be a string DID")
+    if len(value.encode()) > _MAX_DID_BYTES:
+        raise InvalidInput(f"{name} is longer than {_MAX_DID_BYTES} bytes")
+    if not _DID.fullmatch(value):
+        raise InvalidInput(f"{name} is not a DID")
+    return value
+
+
+def uuid(value: object, name: str) -> UUID:
+    """A UUID, given as one or as its string form."""
+    if isinstance(value, UUID):
+        return value
+    if isinstance(value, str):
+        try:
+            return UUID(value)
+        except ValueError:
+            pass
+    raise InvalidInput(f"{name} is not a UUID")
+
+
+def text(value: object, name: str, max_chars: int) -> str:
+    """Non-empty text of at most `max_chars` characters, with no NUL."""
+    if not isinstance(value, str):
+        raise InvalidInput(f"{name} must be a string")
+    if not value.strip():
+        raise InvalidInput(f"{name} is empty")
+    if len(value) > max_chars:
+        raise InvalidInput(f"{name} is longer than {max_chars} characters")
+    if "\x00" in value:
+        raise InvalidInput(f"{name} contains a NUL character")
+    return value
+
+
+def optional_text(value: object, name: str, max_chars: int) -> str | None:
+    """`text`, or None."""
+    return None if value is None else text(value, name, max_chars)
+
+
+def non_negative(value: object, name: str) -> int:
+    """An integer in 0..2**63-1 (a bigint column); bools are refused."""
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise InvalidInput(f"{name} must be an integer")
+    if not 0 <= value <= MAX_BIGINT:
+        raise InvalidInput(f"{name} must be between 0 and {MAX_BIGINT}")
+    return value
+
+
+def cipher_suite(value: object) -> int:
+    """One of the MLS cipher suites registered by RFC 9420 (1-7)."""
+    if isinstance(value, bool) or value not in CIPHER_SUITES:
+        raise InvalidInput(f"cipher_suite must be one of {sorted(CIPHER_SUITES)}")
+    assert isinstance(value, int)
+    return value
+
+
+def role(value: object) -> str:
+    """`admin` or `member`."""
+    if value not in ROLES:
+        raise InvalidInput(f"role must be one of {ROLES}")
+    assert isinstance(value, str)
+    return value
+
+
+def limit(value: object, max_page_size: int) -> int:
+    """A page size: at least 1; above `max_page_size` it is clamped to it.
+
+    Zero, negatives, non-integers and values past 2**31-1 are refused rather than
+    guessed at.
+    """
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise InvalidInput("limit must be an integer")
+    if not 1 <= value <= MAX_LIMIT_ARGUMENT:
+        raise InvalidInput(f"limit must be between 1 and {MAX_LIMIT_ARGUMENT}")
+    return min(value, max_page_size)
+
+
+def bytes_(value: object, name: str, max_bytes: int, min_bytes: int = 1) -> bytes:
+    """Bytes (or a bytearray / memoryview, taken as-is) of a bounded size."""
+    if isinstance(value, bytearray | memoryview):
+        value = bytes(value)
+    if not isinstance(value, bytes):
+        raise InvalidInput(f"{name} must be bytes")
+    if not min_bytes <= len(value) <= max_bytes:
+        raise InvalidInput(f"{name} must be {min_bytes} to {max_bytes} bytes long")
+    return value
+
+
+def timestamp(value: object, name: str) -> datetime:
+    """A timezone-aware datetime (a naive one is ambiguous, so refused)."""
+    if not isinstance(value, datetime) or value.tzinfo is None:
+        raise InvalidInput(f"{name} must be a timezone-aware datetime")
+    return value

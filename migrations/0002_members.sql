@@ -1,0 +1,25 @@
+-- Members: who belongs to which conversation, since which seq, and what they have read.
+-- depends: 0001_conversations
+
+CREATE TABLE members (
+    convo_id uuid NOT NULL REFERENCES conversations (id) ON DELETE CASCADE,
+    member_did did NOT NULL,
+    role text NOT NULL DEFAULT 'member' CHECK (role IN ('admin', 'member')),
+    joined_at timestamptz NOT NULL DEFAULT now(),
+    -- Soft delete: set when the member leaves or is removed, cleared when they rejoin.
+    left_at timestamptz,
+    -- The member sees only messages with seq > joined_seq.
+    joined_seq bigint NOT NULL DEFAULT 0 CHECK (joined_seq >= 0),
+    -- Read marker: unread counts are derived from it, never stored.
+    last_read_seq bigint NOT NULL DEFAULT 0 CHECK (last_read_seq >= 0),
+    PRIMARY KEY (convo_id, member_did),
+    CHECK (last_read_seq >= joined_seq)
+);
+
+-- list_conversations: a member's active conversations.
+CREATE INDEX members_active_by_member ON members (member_did, convo_id)
+WHERE left_at IS NULL;
+
+-- list_members: a conversation's active members, in DID order.
+CREATE INDEX members_active_by_convo ON members (convo_id, member_did)
+WHERE left_at IS NULL;

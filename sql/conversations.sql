@@ -1,0 +1,113 @@
+-- name: create_conversation_with_members
+-- Creates the conversation, its creator as admin and the other members, in one
+-- statement; a DID listed twice (or the creator listed again) joins once.
+WITH convo AS (
+    INSERT INTO conversations (id, creator_did, cipher_suite, title)
+    VALUES (%(convo_id)s, %(creator_did)s, %(cipher_suite)s, %(title)s)
+    RETURNING id, creator_did, cipher_suite, epoch, last_seq, title, created_at, updated_at
+),
+
+joined AS (
+    INSERT INTO members (convo_id, member_did, role)
+    SELECT
+        convo.id,
+        dids.did,
+        CASE WHEN dids.did = convo.creator_did THEN 'admin' ELSE 'member' END
+    FROM convo
+    CROSS JOIN (
+        SELECT unnest(%(member_dids)s::text []) AS did
+        UNION
+        SELECT %(creator_did)s::text
+    ) AS dids
+)
+
+SELECT id, creator_did, cipher_suite, epoch, last_seq, title, created_at, updated_at
+FROM convo;
+
+-- name: get_conversation
+-- A conversation, seen by one of its active members.
+SELECT c.id, c.creator_did, c.cipher_suite, c.epoch, c.last_seq, c.title, c.created_at, c.updated_at
+FROM conversations AS c
+WHERE
+    c.id = %(convo_id)s
+    AND EXISTS (
+        SELECT 1
+        FROM members AS m
+        WHERE m.convo_id = c.id AND m.member_did = %(actor_did)s AND m.left_at IS NULL
+    );
+
+-- name: list_conversations
+-- The actor's active conversations, newest activity first, after a keyset position
+-- (the first page passes 'infinity' and the greatest uuid). Unread counts are derived
+-- from each read marker: app messages from others after it.
+SELECT
+    c.id,
+    c.creator_did,
+    c.cipher_suite,
+    c.epoch,
+    c.last_seq,
+    c.title,
+    c.created_at,
+    c.updated_at,
+    m.role,
+    m.last_read_seq,
+    (
+        SELECT count(*)
+        FROM messages AS msg
+        WHERE
+            msg.convo_id = c.id
+            AND msg.seq > m.last_read_seq
+            AND msg.message_type = 'app'
+            AND msg.sender_did <> m.member_did
+    ) AS unread_count
+FROM members AS m
+INNER JOIN conversations AS c ON m.convo_id = c.id
+WHERE
+    m.member_did = %(actor_did)s
+    AND m.left_at IS NULL
+    AND (c.updated_at, c.id) < (%(before_updated_at)s::timestamptz, %(before_id)s::uuid)
+ORDER BY c.updated_at DESC, c.id DESC
+LIMIT %(limit)s;
+
+-- name: update_conversation_epoch
+-- Compare-and-swap: advances the epoch by one only if it still equals the expected one
+-- and the actor is an active member. No row back means it lost (or was refused).
+UPDATE conversations AS c
+SET epoch = c.epoch + 1
+WHERE
+    c.id = %(convo_id)s
+    AND c.epoch = %(expected_epoch)s
+    AND EXISTS (
+        SELECT 1
+        FROM members AS m
+        WHERE m.convo_id = c.id AND m.member_did = %(actor_did)s AND m.left_at IS NULL
+    )
+RETURNING c.epoch;
+
+-- name: get_current_epoch
+-- The epoch, for an active member.
+SELECT c.epoch
+FROM conversations AS c
+WHERE
+    c.id = %(convo_id)s
+    AND EXISTS (
+        SELECT 1
+        FROM members AS m
+        WHERE m.convo_id = c.id AND m.member_did = %(actor_did)s AND m.left_at IS NULL
+    );
+
+-- name: delete_conversation
+-- Deletes the conversation and, by cascade, its members, messages, welcomes and blobs;
+-- only an active admin may.
+DELETE FROM conversations AS c
+WHERE
+    c.id = %(convo_id)s
+    AND EXISTS (
+        SELECT 1
+        FROM members AS m
+        WHERE
+            m.convo_id = c.id
+            AND m.member_did = %(actor_did)s
+            AND m.role = 'admin'
+            AND m.left_at IS NULL
+    );

@@ -1,0 +1,16 @@
+-- name: configure_session
+-- Run once on every new pooled connection: the per-session limits of DbConfig.
+SELECT
+    set_config('statement_timeout', %(statement_timeout)s, false) AS statement_timeout,
+    set_config('lock_timeout', %(lock_timeout)s, false) AS lock_timeout;
+
+-- name: list_applied_migrations
+-- Which yoyo migrations the database has; connect() refuses a schema that lags behind.
+SELECT migration_id
+FROM _yoyo_migration;
+
+-- name: health_check
+-- A cheap round trip that also tells a primary from a replica.
+SELECT
+    current_setting('server_version_num')::integer AS server_version,
+    pg_is_in_recovery() AS in_recovery;
