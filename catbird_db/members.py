@@ -20,13 +20,6 @@ _LIST = statement("list_members")
 _GET = statement("get_membership")
 
 
-def _ids(convo_id: UUID, member_did: str) -> dict[str, object]:
-    return {
-        "convo_id": validate.uuid(convo_id, "convo_id"),
-        "member_did": validate.did(member_did, "member_did"),
-    }
-
-
 async def add_member(
     conn: Executor, convo_id: UUID, member_did: str, *, actor_did: str, role: Role = "member"
 ) -> Member:
@@ -37,8 +30,12 @@ async def add_member(
     """
     convo, member = validate.uuid(convo_id, "convo_id"), validate.did(member_did, "member_did")
     actor = validate.did(actor_did, "actor_did")
-    params = {"convo_id": convo, "member_did": member, "actor_did": actor}
-    params["role"] = validate.role(role)
+    params = {
+        "convo_id": convo,
+        "member_did": member,
+        "actor_did": actor,
+        "role": validate.role(role),
+    }
     added = await conn.fetch_one(_ADD, params, Member)
     if added is not None:
         return added
@@ -78,7 +75,8 @@ async def remove_member(
 
 async def is_member(conn: Executor, convo_id: UUID, member_did: str) -> bool:
     """Whether the DID is an active member (False for a conversation that does not exist)."""
-    return bool(await conn.fetch_value(_IS_MEMBER, _ids(convo_id, member_did)))
+    convo, member = validate.uuid(convo_id, "convo_id"), validate.did(member_did, "member_did")
+    return bool(await conn.fetch_value(_IS_MEMBER, {"convo_id": convo, "member_did": member}))
 
 
 async def list_members(
@@ -102,4 +100,5 @@ async def list_members(
 
 async def get_membership(conn: Executor, convo_id: UUID, member_did: str) -> Membership | None:
     """The DID's membership, active or left, with its unread count; None if never a member."""
-    return await conn.fetch_one(_GET, _ids(convo_id, member_did), Membership)
+    convo, member = validate.uuid(convo_id, "convo_id"), validate.did(member_did, "member_did")
+    return await conn.fetch_one(_GET, {"convo_id": convo, "member_did": member}, Membership)

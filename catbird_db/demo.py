@@ -1,0 +1,107 @@
+"""`make demo`: migrate a demo database on the local server and walk through a chat.
+
+Each step prints what it does. Run it as often as you like: every run starts new
+conversations, so earlier runs do not get in the way.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from urllib.parse import urlsplit, urlunsplit
+
+import psycopg
+from psycopg import sql as pgsql
+
+from . import conversations, members, migrate
+from .config import DbConfig
+from .database import Database
+from .errors import LastAdmin, NotAMember
+from .models import Conversation
+from .sql import statement
+
+ALICE = "did:plc:ewvi7nxzyoun6zhxrhs64oiz"
+BOB = "did:plc:bob4bob4bob4bob4bob4bob4"
+CAROL = "did:web:carol.example.com"
+_DATABASE_EXISTS = statement("database_exists")
+
+
+def say(text: str) -> None:
+    """Print one step of the walk-through."""
+    print(f"  {text}")
+
+
+def ensure_database(url: str) -> None:
+    """Create the database named in `url` if the server lacks it."""
+    parts = urlsplit(url)
+    name = parts.path.lstrip("/")
+    admin_url = urlunsplit(parts._replace(path="/postgres"))
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        row = conn.execute(_DATABASE_EXISTS.text, {"name": name}).fetchone()
+        if not (row and row[0]):
+            # CREATE DATABASE takes no bind parameters: the name goes in as a quoted identifier.
+            conn.execute(pgsql.Composed([pgsql.SQL("CREATE DATABASE "), pgsql.Identifier(name)]))
+            say(f"created database {name}")
+
+
+async def conversations_and_members(db: Database) -> Conversation:
+    """Create a group, add and remove people, page through lists."""
+    print("\n== conversations and members")
+    convo = await conversations.create_conversation_with_members(
+        db, creator_did=ALICE, cipher_suite=1, title="Catbird launch", member_dids=[BOB]
+    )
+    say(f"alice created {convo.title!r} ({convo.id}) at epoch {convo.epoch} with bob")
+    await members.add_member(db, convo.id, CAROL, actor_did=ALICE)
+    page = await members.list_members(db, convo.id, actor_did=BOB, limit=2)
+    say(f"bob lists members, page of 2: {[m.member_did for m in page.items]}")
+    if page.next_cursor:
+        rest = await members.list_members(db, convo.id, actor_did=BOB, cursor=page.next_cursor)
+        say(f"  next page: {[m.member_did for m in rest.items]}")
+    epoch = await conversations.update_conversation_epoch(
+        db, convo.id, actor_did=ALICE, expected_epoch=0
+    )
+    say(f"alice's commit moved the epoch 0 -> {epoch}")
+    try:
+        await members.remove_member(db, convo.id, ALICE, actor_did=ALICE)
+    except LastAdmin:
+        say("alice tried to leave, refused: she is the last admin")
+    await members.remove_member(db, convo.id, CAROL, actor_did=CAROL)
+    say("carol left")
+    try:
+        await conversations.get_conversation(db, convo.id, actor_did=CAROL)
+    except NotAMember:
+        say("carol can no longer read the conversation")
+    listing = await conversations.list_conversations(db, actor_did=BOB)
+    say(f"bob's conversations: {[(c.title, c.unread_count) for c in listing.items[:3]]}")
+    return convo
+
+
+async def run(url: str) -> None:
+    """Migrate the database at `url`, then run every part of the walk-through."""
+    print(
+        f"catbird-db demo on {urlsplit(url)._replace(netloc=urlsplit(url).hostname or '').geturl()}"
+    )
+    ensure_database(url)
+    for migration in migrate.apply(url):
+        say(f"applied migration {migration}")
+    async with Database.connect(DbConfig(database_url=url, min_size=1, max_size=4)) as db:
+        health = await db.health_check()
+        say(f"connected: PostgreSQL {health.server_version}, {health.latency_s * 1000:.1f} ms")
+        await conversations_and_members(db)
+    print("\ndemo finished")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of `make demo`."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument(
+        "--database-url", default="postgresql://postgres@127.0.0.1:5432/catbird_demo"
+    )
+    args = parser.parse_args(argv)
+    asyncio.run(run(args.database_url))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
