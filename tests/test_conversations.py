@@ -1,0 +1,305 @@
+"""Conversations: creation, lookup, listing, the epoch compare-and-swap, deletion."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+from uuid import UUID, uuid4
+
+import psycopg
+import pytest
+
+from catbird_db import (
+    AlreadyExists,
+    Database,
+    EpochConflict,
+    InvalidCursor,
+    InvalidInput,
+    NotAMember,
+    NotAnAdmin,
+    NotFound,
+    conversations,
+    members,
+)
+
+from support import ALICE, BAD_DIDS, BOB, CAROL, DAVE, MALLORY, snapshot
+
+
+async def test_create_makes_the_creator_the_only_admin(db: Database) -> None:
+    convo = await conversations.create_conversation(db, creator_did=ALICE, cipher_suite=1)
+    assert (convo.epoch, convo.last_seq, convo.title, convo.creator_did) == (0, 0, None, ALICE)
+    me = await members.get_membership(db, convo.id, ALICE)
+    assert me is not None
+    assert (me.role, me.left_at, me.joined_seq, me.unread_count) == ("admin", None, 0, 0)
+
+
+async def test_create_with_members_adds_everyone_once(db: Database) -> None:
+    convo = await conversations.create_conversation_with_members(
+        db, creator_did=ALICE, cipher_suite=2, title="t", member_dids=[BOB, CAROL, BOB, ALICE]
+    )
+    page = await members.list_members(db, convo.id, actor_did=ALICE)
+    roles = {m.member_did: m.role for m in page.items}
+    assert roles == {ALICE: "admin", BOB: "member", CAROL: "member"}
+
+
+async def test_create_with_a_taken_id_is_already_exists_and_changes_nothing(
+    db: Database, raw: psycopg.Connection[Any]
+) -> None:
+    convo = await conversations.create_conversation(db, creator_did=ALICE, cipher_suite=1)
+    before = snapshot(raw)
+    with pytest.raises(AlreadyExists):
+        await conversations.create_conversation_with_members(
+            db, creator_did=BOB, cipher_suite=1, convo_id=convo.id, member_dids=[CAROL]
+        )
+    assert snapshot(raw) == before
+
+
+async def test_create_with_members_is_atomic_on_a_bad_member(
+    db: Database, raw: psycopg.Connection[Any]
+) -> None:
+    before = snapshot(raw)
+    with pytest.raises(InvalidInput):
+        await conversations.create_conversation_with_members(
+            db, creator_did=ALICE, cipher_suite=1, member_dids=[BOB, "not-a-did"]
+        )
+    assert snapshot(raw) == before
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        *({"creator_did": bad} for bad in BAD_DIDS),
+        {"cipher_suite": 0},
+        {"cipher_suite": 8},
+        {"cipher_suite": -1},
+        {"cipher_suite": True},
+        {"cipher_suite": "1"},
+        {"title": ""},
+        {"title": "   "},
+        {"title": "x" * 257},
+        {"title": "nul\x00byte"},
+        {"convo_id": "not-a-uuid"},
+        {"member_dids": "did:plc:abc"},
+    ],
+)
+async def test_create_refuses_bad_input_and_changes_nothing(
+    db: Database, raw: psycopg.Connection[Any], kwargs: dict[str, Any]
+) -> None:
+    args: dict[str, Any] = {"creator_did": ALICE, "cipher_suite": 1, "member_dids": [BOB]}
+    args.update(kwargs)
+    before = snapshot(raw)
+    with pytest.raises(InvalidInput):
+        await conversations.create_conversation_with_members(db, **args)
+    assert snapshot(raw) == before
+
+
+async def test_get_conversation_for_member_none_when_missing_and_refused_otherwise(
+    db: Database,
+) -> None:
+    convo = await conversations.create_conversation(db, creator_did=ALICE, cipher_suite=1)
+    assert await conversations.get_conversation(db, convo.id, actor_did=ALICE) == convo
+    assert await conversations.get_conversation(db, uuid4(), actor_did=ALICE) is None
+    with pytest.raises(NotAMember):
+        await conversations.get_conversation(db, convo.id, actor_did=MALLORY)
+
+
+async def test_get_conversation_refuses_a_member_who_left(db: Database) -> None:
+    convo = await conversations.create_conversation_with_members(
+        db, creator_did=ALICE, cipher_suite=1, member_dids=[BOB]
+    )
+    await members.remove_member(db, convo.id, BOB, actor_did=BOB)
+    with pytest.raises(NotAMember):
+        await conversations.get_conversation(db, convo.id, actor_did=BOB)
+
+
+@pytest.mark.parametrize("bad", [*BAD_DIDS, None, 42])
+async def test_get_conversation_refuses_bad_actor(db: Database, bad: Any) -> None:
+    with pytest.raises(InvalidInput):
+        await conversations.get_conversation(db, uuid4(), actor_did=bad)
+
+
+@pytest.mark.parametrize("bad", ["", "123", 42, None, b"\x00" * 16])
+async def test_get_conversation_refuses_bad_id(db: Database, bad: Any) -> None:
+    with pytest.raises(InvalidInput):
+        await conversations.get_conversation(db, bad, actor_did=ALICE)
+
+
+async def _walk(db: Database, actor: str, limit: int) -> list[UUID]:
+    seen: list[UUID] = []
+    cursor = None
+    while True:
+        page = await conversations.list_conversations(
+            db, actor_did=actor, limit=limit, cursor=cursor
+        )
+        seen.extend(c.id for c in page.items)
+        if page.next_cursor is None:
+            return seen
+        cursor = page.next_cursor
+
+
+async def test_list_conversations_walks_every_active_conversation_once_newest_first(
+    db: Database, raw: psycopg.Connection[Any]
+) -> None:
+    made = [
+        await conversations.create_conversation_with_members(
+            db, creator_did=ALICE, cipher_suite=1, member_dids=[BOB]
+        )
+        for _ in range(12)
+    ]
+    # Ties on updated_at are the case timestamp cursors get wrong: make them all equal.
+    raw.execute("UPDATE conversations SET updated_at = '2026-01-01T00:00:00Z'")
+    await members.remove_member(db, made[0].id, BOB, actor_did=BOB)
+    expected = sorted((c.id for c in made[1:]), reverse=True)
+    for limit in (1, 5, 100):
+        assert await _walk(db, BOB, limit) == expected
+    assert len(await _walk(db, ALICE, 7)) == 12
+
+
+async def test_list_conversations_orders_by_latest_activity(
+    db: Database, raw: psycopg.Connection[Any]
+) -> None:
+    a = await conversations.create_conversation(db, creator_did=ALICE, cipher_suite=1)
+    b = await conversations.create_conversation(db, creator_did=ALICE, cipher_suite=1)
+    raw.execute(
+        "UPDATE conversations SET updated_at = now() + interval '1 minute' WHERE id = %s", (a.id,)
+    )
+    page = await conversations.list_conversations(db, actor_did=ALICE)
+    assert [c.id for c in page.items] == [a.id, b.id]
+    assert page.next_cursor is None
+    assert [c.role for c in page.items] == ["admin", "admin"]
+
+
+async def test_list_conversations_of_a_stranger_is_empty(db: Database) -> None:
+    await conversations.create_conversation(db, creator_did=ALICE, cipher_suite=1)
+    page = await conversations.list_conversations(db, actor_did=MALLORY)
+    assert page.items == ()
+    assert page.next_cursor is None
+
+
+@pytest.mark.parametrize("limit", [0, -1, 2**31, 10**20, 1.5, "10", True, None])
+async def test_list_conversations_refuses_bad_limits(db: Database, limit: Any) -> None:
+    with pytest.raises(InvalidInput):
+        await conversations.list_conversations(db, actor_did=ALICE, limit=limit)
+
+
+async def test_list_conversations_clamps_a_large_limit(db: Database) -> None:
+    for _ in range(3):
+        await conversations.create_conversation(db, creator_did=ALICE, cipher_suite=1)
+    page = await conversations.list_conversations(db, actor_did=ALICE, limit=100_000)
+    assert len(page.items) == 3
+
+
+async def test_list_conversations_cursor_is_bound_to_its_actor(db: Database) -> None:
+    for _ in range(3):
+        await conversations.create_conversation_with_members(
+            db, creator_did=ALICE, cipher_suite=1, member_dids=[BOB]
+        )
+    page = await conversations.list_conversations(db, actor_did=ALICE, limit=1)
+    assert page.next_cursor is not None
+    with pytest.raises(InvalidCursor):
+        await conversations.list_conversations(db, actor_did=BOB, cursor=page.next_cursor)
+    tampered = page.next_cursor[:-2] + ("A" if page.next_cursor[-2] != "A" else "B") + "A"
+    for bad in (tampered, "garbage", "", "!!!", page.next_cursor + "x"):
+        with pytest.raises(InvalidCursor):
+            await conversations.list_conversations(db, actor_did=ALICE, cursor=bad)
+
+
+async def test_update_epoch_is_a_compare_and_swap(db: Database) -> None:
+    convo = await conversations.create_conversation(db, creator_did=ALICE, cipher_suite=1)
+    assert (
+        await conversations.update_conversation_epoch(
+            db, convo.id, actor_did=ALICE, expected_epoch=0
+        )
+        == 1
+    )
+    with pytest.raises(EpochConflict) as info:
+        await conversations.update_conversation_epoch(
+            db, convo.id, actor_did=ALICE, expected_epoch=0
+        )
+    assert info.value.current_epoch == 1
+    assert await conversations.get_current_epoch(db, convo.id, actor_did=ALICE) == 1
+
+
+async def test_update_epoch_refuses_missing_conversations_and_strangers(db: Database) -> None:
+    convo = await conversations.create_conversation(db, creator_did=ALICE, cipher_suite=1)
+    with pytest.raises(NotFound):
+        await conversations.update_conversation_epoch(
+            db, uuid4(), actor_did=ALICE, expected_epoch=0
+        )
+    with pytest.raises(NotAMember):
+        await conversations.update_conversation_epoch(
+            db, convo.id, actor_did=MALLORY, expected_epoch=0
+        )
+    assert await conversations.get_current_epoch(db, convo.id, actor_did=ALICE) == 0
+
+
+@pytest.mark.parametrize("bad", [-1, 2**63, True, 1.0, "0", None])
+async def test_update_epoch_refuses_bad_epochs(
+    db: Database, raw: psycopg.Connection[Any], bad: Any
+) -> None:
+    convo = await conversations.create_conversation(db, creator_did=ALICE, cipher_suite=1)
+    before = snapshot(raw)
+    with pytest.raises(InvalidInput):
+        await conversations.update_conversation_epoch(
+            db, convo.id, actor_did=ALICE, expected_epoch=bad
+        )
+    assert snapshot(raw) == before
+
+
+async def test_twenty_concurrent_epoch_updates_have_exactly_one_winner(db: Database) -> None:
+    convo = await conversations.create_conversation_with_members(
+        db, creator_did=ALICE, cipher_suite=1, member_dids=[BOB, CAROL]
+    )
+    actors = [ALICE, BOB, CAROL] * 7
+    results = await asyncio.gather(
+        *(
+            conversations.update_conversation_epoch(db, convo.id, actor_did=actor, expected_epoch=0)
+            for actor in actors[:20]
+        ),
+        return_exceptions=True,
+    )
+    winners = [r for r in results if r == 1]
+    conflicts = [r for r in results if isinstance(r, EpochConflict)]
+    assert len(winners) == 1
+    assert len(conflicts) == 19
+    assert {c.current_epoch for c in conflicts} == {1}
+    assert await conversations.get_current_epoch(db, convo.id, actor_did=ALICE) == 1
+
+
+async def test_get_current_epoch_refuses_strangers_and_missing(db: Database) -> None:
+    convo = await conversations.create_conversation(db, creator_did=ALICE, cipher_suite=1)
+    with pytest.raises(NotAMember):
+        await conversations.get_current_epoch(db, convo.id, actor_did=BOB)
+    with pytest.raises(NotFound):
+        await conversations.get_current_epoch(db, uuid4(), actor_did=ALICE)
+    with pytest.raises(InvalidInput):
+        await conversations.get_current_epoch(db, convo.id, actor_did="bob")
+
+
+async def test_delete_conversation_cascades_for_an_admin(
+    db: Database, raw: psycopg.Connection[Any]
+) -> None:
+    convo = await conversations.create_conversation_with_members(
+        db, creator_did=ALICE, cipher_suite=1, member_dids=[BOB, CAROL]
+    )
+    await conversations.delete_conversation(db, convo.id, actor_did=ALICE)
+    assert await conversations.get_conversation(db, convo.id, actor_did=ALICE) is None
+    assert raw.execute("SELECT count(*) FROM members").fetchone() == (0,)
+
+
+async def test_delete_conversation_refuses_members_strangers_and_missing(
+    db: Database, raw: psycopg.Connection[Any]
+) -> None:
+    convo = await conversations.create_conversation_with_members(
+        db, creator_did=ALICE, cipher_suite=1, member_dids=[BOB]
+    )
+    before = snapshot(raw)
+    with pytest.raises(NotAnAdmin):
+        await conversations.delete_conversation(db, convo.id, actor_did=BOB)
+    with pytest.raises(NotAMember):
+        await conversations.delete_conversation(db, convo.id, actor_did=DAVE)
+    with pytest.raises(NotFound):
+        await conversations.delete_conversation(db, uuid4(), actor_did=ALICE)
+    with pytest.raises(InvalidInput):
+        await conversations.delete_conversation(db, convo.id, actor_did="")
+    assert snapshot(raw) == before

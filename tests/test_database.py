@@ -1,0 +1,235 @@
+"""The wrapper: connecting, transactions, retries, error translation, health, tracing."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from typing import Any
+from uuid import uuid4
+
+import psycopg
+import pytest
+
+from catbird_db import (
+    Database,
+    DatabaseUnavailable,
+    DbConfig,
+    InvalidCursor,
+    IsolationLevel,
+    RetryableError,
+    SchemaNotMigrated,
+    Transaction,
+    conversations,
+    members,
+)
+from catbird_db.sql import Statement
+
+from support import ALICE, BOB, snapshot
+
+
+async def test_connect_fails_fast_on_an_unreachable_server() -> None:
+    config = DbConfig(database_url="postgresql://postgres@127.0.0.1:1/nowhere", connect_timeout=1)
+    with pytest.raises(DatabaseUnavailable):
+        async with Database.connect(config):
+            pass
+
+
+@pytest.fixture
+def empty_database_url(raw: psycopg.Connection[Any], database_url: str) -> Iterator[str]:
+    name = f"catbird_empty_{uuid4().hex[:12]}"
+    raw.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield database_url.rsplit("/", 1)[0] + "/" + name
+    finally:
+        raw.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+
+
+async def test_connect_refuses_an_unmigrated_database(empty_database_url: str) -> None:
+    with pytest.raises(SchemaNotMigrated):
+        async with Database.connect(DbConfig(database_url=empty_database_url, min_size=1)):
+            pass
+
+
+async def test_connect_refuses_a_database_missing_a_migration(
+    raw: psycopg.Connection[Any], config: DbConfig
+) -> None:
+    raw.execute("DELETE FROM _yoyo_migration WHERE migration_id = '0006_blobs'")
+    with pytest.raises(SchemaNotMigrated, match="0006_blobs"):
+        async with Database.connect(config):
+            pass
+
+
+async def test_a_transaction_commits_together(db: Database) -> None:
+    async with db.transaction() as tx:
+        convo = await conversations.create_conversation(tx, creator_did=ALICE, cipher_suite=1)
+        await members.add_member(tx, convo.id, BOB, actor_did=ALICE)
+    assert await members.is_member(db, convo.id, BOB)
+
+
+async def test_an_exception_rolls_the_transaction_back(
+    db: Database, raw: psycopg.Connection[Any]
+) -> None:
+    before = snapshot(raw)
+    with pytest.raises(RuntimeError):
+        async with db.transaction() as tx:
+            await conversations.create_conversation(tx, creator_did=ALICE, cipher_suite=1)
+            raise RuntimeError("boom")
+    assert snapshot(raw) == before
+
+
+async def test_a_nested_transaction_is_a_savepoint(db: Database) -> None:
+    async with db.transaction() as tx:
+        convo = await conversations.create_conversation(tx, creator_did=ALICE, cipher_suite=1)
+        with pytest.raises(RuntimeError):
+            async with tx.transaction() as inner:
+                await members.add_member(inner, convo.id, BOB, actor_did=ALICE)
+                raise RuntimeError("undo the add only")
+    assert await conversations.get_conversation(db, convo.id, actor_did=ALICE) is not None
+    assert not await members.is_member(db, convo.id, BOB)
+
+
+async def test_run_transaction_reruns_the_body_after_a_serialization_failure(
+    db: Database, raw: psycopg.Connection[Any]
+) -> None:
+    convo = await conversations.create_conversation(db, creator_did=ALICE, cipher_suite=1)
+    read_done, other_committed = asyncio.Event(), asyncio.Event()
+    attempts = 0
+
+    async def bump(tx: Transaction) -> int:
+        nonlocal attempts
+        attempts += 1
+        epoch = await conversations.get_current_epoch(tx, convo.id, actor_did=ALICE)
+        read_done.set()
+        await other_committed.wait()
+        return await conversations.update_conversation_epoch(
+            tx, convo.id, actor_did=ALICE, expected_epoch=epoch
+        )
+
+    task = asyncio.create_task(
+        db.run_transaction(bump, isolation=IsolationLevel.SERIALIZABLE, retries=2)
+    )
+    await read_done.wait()
+    await conversations.update_conversation_epoch(db, convo.id, actor_did=ALICE, expected_epoch=0)
+    other_committed.set()
+    assert await task == 2
+    assert attempts == 2
+
+
+async def test_run_transaction_gives_up_after_its_retries(db: Database) -> None:
+    convo = await conversations.create_conversation(db, creator_did=ALICE, cipher_suite=1)
+    read_done, other_committed = asyncio.Event(), asyncio.Event()
+
+    async def bump(tx: Transaction) -> int:
+        epoch = await conversations.get_current_epoch(tx, convo.id, actor_did=ALICE)
+        read_done.set()
+        await other_committed.wait()
+        return await conversations.update_conversation_epoch(
+            tx, convo.id, actor_did=ALICE, expected_epoch=epoch
+        )
+
+    task = asyncio.create_task(
+        db.run_transaction(bump, isolation=IsolationLevel.SERIALIZABLE, retries=0)
+    )
+    await read_done.wait()
+    await conversations.update_conversation_epoch(db, convo.id, actor_did=ALICE, expected_epoch=0)
+    other_committed.set()
+    with pytest.raises(RetryableError) as info:
+        await task
+    assert isinstance(info.value.__cause__, psycopg.errors.SerializationFailure)
+
+
+async def test_a_lock_wait_past_lock_timeout_is_retryable_not_a_psycopg_error(
+    config: DbConfig, database_url: str
+) -> None:
+    short = DbConfig(database_url=database_url, min_size=1, lock_timeout_ms=100)
+    async with Database.connect(short) as db:
+        convo = await conversations.create_conversation(db, creator_did=ALICE, cipher_suite=1)
+        with psycopg.connect(database_url) as holder:
+            holder.execute("SELECT 1 FROM conversations WHERE id = %s FOR UPDATE", (convo.id,))
+            with pytest.raises(RetryableError) as info:
+                await conversations.update_conversation_epoch(
+                    db, convo.id, actor_did=ALICE, expected_epoch=0
+                )
+            assert isinstance(info.value.__cause__, psycopg.errors.LockNotAvailable)
+
+
+async def test_an_exhausted_pool_is_database_unavailable(database_url: str) -> None:
+    tiny = DbConfig(database_url=database_url, min_size=1, max_size=1, acquire_timeout=0.2)
+    async with Database.connect(tiny) as db, db.transaction():
+        with pytest.raises(DatabaseUnavailable):
+            await conversations.list_conversations(db, actor_did=ALICE)
+
+
+async def test_health_check_reports_the_server_and_the_pool(db: Database) -> None:
+    report = await db.health_check()
+    assert report.server_version >= 140000
+    assert report.in_recovery is False
+    assert report.latency_s > 0
+    assert report.pool_size >= 1
+
+
+async def test_sessions_carry_the_configured_name_and_timeouts(database_url: str) -> None:
+    config = DbConfig(
+        database_url=database_url,
+        min_size=1,
+        application_name="catbird-test",
+        statement_timeout_ms=1234,
+    )
+    async with Database.connect(config) as db, db.transaction() as tx:
+        conn = tx._conn
+        cur = await conn.execute(
+            "SELECT current_setting('application_name'), current_setting('statement_timeout')"
+        )
+        assert await cur.fetchone() == ("catbird-test", "1234ms")
+
+
+async def test_the_tracer_sees_every_statement_by_name(config: DbConfig) -> None:
+    seen: list[str] = []
+
+    def tracer(stmt: Statement, params: Any, seconds: float) -> None:
+        seen.append(stmt.qualified_name)
+
+    async with Database.connect(config, tracer=tracer) as db:
+        convo = await conversations.create_conversation(db, creator_did=ALICE, cipher_suite=1)
+        await conversations.get_conversation(db, convo.id, actor_did=ALICE)
+    assert seen[-2:] == [
+        "conversations.create_conversation_with_members",
+        "conversations.get_conversation",
+    ]
+
+
+async def test_cursors_are_accepted_by_another_instance_with_the_same_secret_only(
+    database_url: str,
+) -> None:
+    secret = b"s" * 32
+    first = DbConfig(database_url=database_url, min_size=1, cursor_secret=secret)
+    async with Database.connect(first) as db:
+        for _ in range(2):
+            await conversations.create_conversation(db, creator_did=ALICE, cipher_suite=1)
+        page = await conversations.list_conversations(db, actor_did=ALICE, limit=1)
+    assert page.next_cursor is not None
+    async with Database.connect(first) as same:
+        rest = await conversations.list_conversations(
+            same, actor_did=ALICE, cursor=page.next_cursor
+        )
+        assert len(rest.items) == 1
+    other = DbConfig(database_url=database_url, min_size=1, cursor_secret=b"t" * 32)
+    async with Database.connect(other) as db:
+        with pytest.raises(InvalidCursor):
+            await conversations.list_conversations(db, actor_did=ALICE, cursor=page.next_cursor)
+
+
+def test_config_reads_the_environment() -> None:
+    config = DbConfig.from_env(
+        {
+            "DATABASE_URL": "postgresql://x@h/db",
+            "CATBIRD_DB_MAX_SIZE": "7",
+            "CATBIRD_DB_PREPARE_THRESHOLD": "none",
+            "CATBIRD_DB_ACQUIRE_TIMEOUT": "1.5",
+            "CATBIRD_DB_CURSOR_SECRET": "x" * 20,
+        },
+        min_size=0,
+    )
+    assert config.database_url == "postgresql://x@h/db"
+    assert (config.max_size, config.prepare_threshold, config.acquire_timeout) == (7, None, 1.5)
+    assert (config.cursor_secret, config.min_size) == (b"x" * 20, 0)
