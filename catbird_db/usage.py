@@ -31,9 +31,11 @@ __all__ = ["Field", "Model", "Problem", "Usage", "Use", "analyse", "package_modu
 PACKAGE_DIR = Path(__file__).resolve().parent
 _HELPERS = frozenset({"fetch_one", "fetch_all", "fetch_value", "execute"})
 ROW_HELPERS = frozenset({"fetch_one", "fetch_all"})
+# psycopg connection and cursor methods that may take a statement's `.text`.
+_RAW_METHODS = frozenset({"execute", "executemany", "copy", "stream"})
 _HOW = (
     "run it as the first argument of conn.fetch_one/fetch_all/fetch_value/execute, "
-    "or of execute(_X.text, params) on a psycopg connection"
+    "or pass _X.text to a psycopg execute, executemany, copy or stream"
 )
 
 
@@ -112,8 +114,8 @@ def analyse(statements: Mapping[str, Statement], modules: Iterable[Path]) -> Usa
     uses: list[Use] = []
     problems: list[Problem] = []
     bound: dict[str, tuple[Path, int]] = {}
-    for path in modules:
-        module = resolver.module(path.resolve())
+    for path in (p.resolve() for p in modules):
+        module = resolver.module(path)
         bindings = _bindings(module)
         problems += _stray_statement_calls(module)
         for name, line in bindings.values():
@@ -278,7 +280,10 @@ def _uses(
             )
             continue
         helper, call = how
-        params_expr = _argument(call, 1, "params")
+        many = helper == "text" and getattr(call.func, "attr", "") == "executemany"
+        params_expr = _argument(call, 1, "params_seq" if many else "params")
+        if many and isinstance(params_expr, ast.ListComp | ast.GeneratorExp):
+            params_expr = params_expr.elt  # one dict literal per row
         if params_expr is None and helper == "text":
             params: frozenset[str] | None = frozenset()
         else:
@@ -319,7 +324,7 @@ def _call_of(node: ast.Name, parents: dict[ast.AST, ast.AST]) -> tuple[str, ast.
             isinstance(call, ast.Call)
             and call.args[:1] == [parent]
             and isinstance(call.func, ast.Attribute)
-            and call.func.attr == "execute"
+            and call.func.attr in _RAW_METHODS
         ):
             return "text", call
         return None

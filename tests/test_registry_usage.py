@@ -195,6 +195,37 @@ def test_a_statement_passed_anywhere_but_a_helper_is_reported(tmp_path: Path) ->
     assert message.startswith("used: cannot follow this use: run it as the first argument of")
 
 
+def test_raw_psycopg_calls_are_followed_through_text(tmp_path: Path) -> None:
+    sql_dir = sql_dir_with(tmp_path, "one", "many", "bulk")
+    module = write(
+        tmp_path / "m.py",
+        HEADER
+        + """\
+    _ONE = statement("one")
+    _MANY = statement("many")
+    _BULK = statement("bulk")
+
+    def one(conn, x):
+        params = {"x": x}
+        return conn.execute(_ONE.text, params)
+
+    def many(cur, xs):
+        cur.executemany(_MANY.text, [{"x": x} for x in xs])
+
+    def bulk(cur):
+        with cur.copy(_BULK.text) as copy:
+            return copy
+    """,
+    )
+    usage = analyse(load_registry(sql_dir), [module])
+    assert usage.problems == ()
+    assert {u.statement: (u.helper, u.params) for u in usage.uses} == {
+        "one": ("text", frozenset({"x"})),
+        "many": ("text", frozenset({"x"})),
+        "bulk": ("text", frozenset()),
+    }
+
+
 def test_a_row_class_that_is_not_a_dataclass_is_reported(tmp_path: Path) -> None:
     sql_dir = sql_dir_with(tmp_path, "used")
     module = write(
