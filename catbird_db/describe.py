@@ -133,7 +133,10 @@ def numbered(text: str) -> tuple[str, tuple[str, ...]]:
 
 
 def _prepare(pgconn: pq.abc.PGconn, text: str, encoding: str) -> _Raw | str:
-    query, names = numbered(text)
+    try:
+        query, names = numbered(text)
+    except ValueError as exc:
+        return str(exc)
     result = pgconn.prepare(b"", query.encode(encoding))
     if result.status == pq.ExecStatus.COMMAND_OK:
         result = pgconn.describe_prepared(b"")

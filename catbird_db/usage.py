@@ -6,9 +6,9 @@ The conventions this reads (and reports any departure from):
 - one function runs it, as the first argument of an Executor helper,
   `conn.fetch_one(_GET, params, Model)`, `conn.fetch_all(...)`,
   `conn.fetch_value(_GET, params)`, `conn.execute(_GET, params)`, or on a bare psycopg
-  connection `conn.execute(_GET.text, params)`;
+  connection or cursor `execute(_GET.text, params)` (or executemany, copy, stream);
 - `params` is a dict literal with literal string keys, or a local variable assigned one
-  once in that function;
+  once in that function (for executemany, a comprehension of one);
 - `Model` is a dataclass, found by following the module's imports.
 
 `catbird-db check` compares what this finds with what the server says of each
@@ -273,32 +273,10 @@ def _uses(
             problems.append(Problem(module.path, node.lineno, name, "used outside a function"))
             continue
         functions[node.id].add(function)
-        how = _call_of(node, parents)
-        if how is None:
-            problems.append(
-                Problem(module.path, node.lineno, name, f"cannot follow this use: {_HOW}")
-            )
-            continue
-        helper, call = how
-        many = helper == "text" and getattr(call.func, "attr", "") == "executemany"
-        params_expr = _argument(call, 1, "params_seq" if many else "params")
-        if many and isinstance(params_expr, ast.ListComp | ast.GeneratorExp):
-            params_expr = params_expr.elt  # one dict literal per row
-        if params_expr is None and helper == "text":
-            params: frozenset[str] | None = frozenset()
-        else:
-            params, why = _param_keys(params_expr, function_node)
-            if why:
-                problems.append(Problem(module.path, call.lineno, name, why))
-        model: Model | None = None
-        if helper in ROW_HELPERS:
-            row = _argument(call, 2, "row")
-            resolved = resolver.model(module, row) if row is not None else "no row class given"
-            if isinstance(resolved, str):
-                problems.append(Problem(module.path, call.lineno, name, resolved))
-            else:
-                model = resolved
-        uses.append(Use(name, module.path, call.lineno, function, helper, params, model))
+        use, found = _use(module, node, name, function, function_node, parents, resolver)
+        problems += found
+        if use is not None:
+            uses.append(use)
     for variable, names in functions.items():
         name, line = bindings[variable]
         if not names:
@@ -314,6 +292,41 @@ def _uses(
                 )
             )
     return uses, problems
+
+
+def _use(
+    module: _Module,
+    node: ast.Name,
+    name: str,
+    function: str,
+    function_node: ast.AST,
+    parents: dict[ast.AST, ast.AST],
+    resolver: _Resolver,
+) -> tuple[Use | None, list[Problem]]:
+    """The call that runs the statement `node` refers to: its params and row class."""
+    how = _call_of(node, parents)
+    if how is None:
+        return None, [Problem(module.path, node.lineno, name, f"cannot follow this use: {_HOW}")]
+    helper, call = how
+    problems: list[Problem] = []
+    many = helper == "text" and getattr(call.func, "attr", "") == "executemany"
+    params_expr = _argument(call, 1, "params_seq" if many else "params")
+    if many and isinstance(params_expr, ast.ListComp | ast.GeneratorExp):
+        params_expr = params_expr.elt  # one dict literal per row
+    params: frozenset[str] | None = frozenset()
+    if params_expr is not None or helper != "text":
+        params, why = _param_keys(params_expr, function_node)
+        if why:
+            problems.append(Problem(module.path, call.lineno, name, why))
+    model: Model | None = None
+    if helper in ROW_HELPERS:
+        row = _argument(call, 2, "row")
+        resolved = resolver.model(module, row) if row is not None else "no row class given"
+        if isinstance(resolved, str):
+            problems.append(Problem(module.path, call.lineno, name, resolved))
+        else:
+            model = resolved
+    return Use(name, module.path, call.lineno, function, helper, params, model), problems
 
 
 def _call_of(node: ast.Name, parents: dict[ast.AST, ast.AST]) -> tuple[str, ast.Call] | None:

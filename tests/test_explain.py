@@ -11,7 +11,7 @@ import pytest
 from psycopg import AsyncConnection
 
 from catbird_db import Database, cli, conversations
-from catbird_db.describe import describe
+from catbird_db.describe import describe, numbered
 from catbird_db.explain import explain_named, parse_params
 from catbird_db.sql import registry
 
@@ -156,3 +156,12 @@ def test_the_command_refuses_an_unknown_statement(
 ) -> None:
     assert cli.main(["explain", "get_conversaton", "--database-url", database_url]) == 1
     assert "no named statement 'get_conversaton'" in capsys.readouterr().err
+
+
+def test_placeholders_are_numbered_as_psycopg_sends_them() -> None:
+    assert numbered("SELECT %(a)s, %(b)s, %(a)s WHERE x LIKE 'a%%'") == (
+        "SELECT $1, $2, $1 WHERE x LIKE 'a%'",
+        ("a", "b"),
+    )
+    with pytest.raises(ValueError, match="unsupported placeholder %s"):
+        numbered("SELECT %s")
