@@ -1,14 +1,19 @@
-"""The `catbird-db` command: migrations now, SQL tooling as it arrives."""
+"""The `catbird-db` command: migrations, and the tools that prove and tune the named SQL."""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
-from . import migrate
+import psycopg
+
+from . import check, explain, migrate
 from .errors import CatbirdDbError
+from .paths import SQL_DIR
 
 
 def _database_url(args: argparse.Namespace) -> str:
@@ -42,6 +47,36 @@ def _cmd_new(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_check(args: argparse.Namespace) -> int:
+    problems = asyncio.run(
+        check.check(_database_url(args), sql_dir=args.sql_dir, modules=args.modules)
+    )
+    for problem in problems:
+        print(problem)
+    if problems:
+        print(f"catbird-db check: {len(problems)} problem(s)", file=sys.stderr)
+        return 1
+    print("catbird-db check: every statement matches its function and the schema")
+    return 0
+
+
+def _cmd_explain(args: argparse.Namespace) -> int:
+    values: dict[str, str | None] = {}
+    for item in args.param:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"--param {item!r}: expected KEY=VALUE")
+        values[key] = value
+    values.update(dict.fromkeys(args.null))
+    try:
+        plan = asyncio.run(explain.explain_named(_database_url(args), args.name, values))
+    except psycopg.Error as exc:
+        print(f"catbird-db explain {args.name}: {exc}", file=sys.stderr)
+        return 1
+    print("\n".join(plan))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
     parser = argparse.ArgumentParser(
@@ -62,6 +97,41 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("status", parents=[url], help="list migrations, applied or pending")
     p.set_defaults(func=_cmd_status)
+
+    p = sub.add_parser(
+        "check",
+        parents=[url],
+        help="prove every named statement against the schema, without running it",
+    )
+    p.add_argument(
+        "--sql-dir", type=Path, default=SQL_DIR, help="the named SQL (default: the shipped sql/)"
+    )
+    p.add_argument(
+        "--module",
+        dest="modules",
+        action="append",
+        type=Path,
+        help="a module that runs statements; repeat it (default: every such catbird_db module)",
+    )
+    p.set_defaults(func=_cmd_check)
+
+    p = sub.add_parser(
+        "explain",
+        parents=[url],
+        help="EXPLAIN (ANALYZE, BUFFERS) a named statement, in a transaction rolled back",
+    )
+    p.add_argument("name", help="the statement's name, as in `-- name:`")
+    p.add_argument(
+        "--param",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a parameter, read as the type the statement gives it; repeat it",
+    )
+    p.add_argument(
+        "--null", action="append", default=[], metavar="KEY", help="a parameter that is NULL"
+    )
+    p.set_defaults(func=_cmd_explain)
 
     p = sub.add_parser("new", help="create the next migration and its rollback")
     p.add_argument("name", help="snake_case name")

@@ -1,6 +1,10 @@
 -- Members: who belongs to which conversation, since which seq, and what they have read.
 -- depends: 0001_conversations
 
+-- Fail fast rather than queue: a migration waiting for a lock blocks every query behind it.
+SET LOCAL lock_timeout = '5s';
+SET LOCAL statement_timeout = '60s';
+
 CREATE TABLE members (
     convo_id uuid NOT NULL REFERENCES conversations (id) ON DELETE CASCADE,
     member_did did NOT NULL,

@@ -1,6 +1,10 @@
 -- Messages: each conversation's application messages and commits, in seq order.
 -- depends: 0001_conversations
 
+-- Fail fast rather than queue: a migration waiting for a lock blocks every query behind it.
+SET LOCAL lock_timeout = '5s';
+SET LOCAL statement_timeout = '60s';
+
 CREATE TABLE messages (
     convo_id uuid NOT NULL REFERENCES conversations (id) ON DELETE CASCADE,
     -- Gapless per conversation: conversations.last_seq + 1, in the inserting transaction.

@@ -1,6 +1,10 @@
 -- Welcomes: the MLS Welcome that lets each newly added member join the group.
 -- depends: 0001_conversations
 
+-- Fail fast rather than queue: a migration waiting for a lock blocks every query behind it.
+SET LOCAL lock_timeout = '5s';
+SET LOCAL statement_timeout = '60s';
+
 CREATE TABLE welcomes (
     convo_id uuid NOT NULL REFERENCES conversations (id) ON DELETE CASCADE,
     id uuid NOT NULL DEFAULT gen_random_uuid(),

@@ -1,6 +1,10 @@
 -- Blobs: encrypted attachments, addressed by the CID of their bytes.
 -- depends: 0001_conversations
 
+-- Fail fast rather than queue: a migration waiting for a lock blocks every query behind it.
+SET LOCAL lock_timeout = '5s';
+SET LOCAL statement_timeout = '60s';
+
 CREATE TABLE blobs (
     -- CIDv1, raw codec, sha2-256, base32 lower-case multibase: always 'bafkrei' + 52 chars.
     cid text PRIMARY KEY CHECK (cid ~ '^bafkrei[a-z2-7]{52}$'),

@@ -7,26 +7,44 @@ WITH convo AS (
     RETURNING id, creator_did, cipher_suite, epoch, last_seq, title, created_at, updated_at
 ),
 
+dids AS (
+    SELECT unnest(%(member_dids)s::text[]) AS did
+    UNION
+    SELECT %(creator_did)s::text AS did
+),
+
 joined AS (
     INSERT INTO members (convo_id, member_did, role)
     SELECT
         convo.id,
         dids.did,
-        CASE WHEN dids.did = convo.creator_did THEN 'admin' ELSE 'member' END
+        CASE WHEN dids.did = convo.creator_did THEN 'admin' ELSE 'member' END AS role
     FROM convo
-    CROSS JOIN (
-        SELECT unnest(%(member_dids)s::text []) AS did
-        UNION
-        SELECT %(creator_did)s::text
-    ) AS dids
+    CROSS JOIN dids
 )
 
-SELECT id, creator_did, cipher_suite, epoch, last_seq, title, created_at, updated_at
+SELECT
+    id,
+    creator_did,
+    cipher_suite,
+    epoch,
+    last_seq,
+    title,
+    created_at,
+    updated_at
 FROM convo;
 
 -- name: get_conversation
 -- A conversation, seen by one of its active members.
-SELECT c.id, c.creator_did, c.cipher_suite, c.epoch, c.last_seq, c.title, c.created_at, c.updated_at
+SELECT
+    c.id,
+    c.creator_did,
+    c.cipher_suite,
+    c.epoch,
+    c.last_seq,
+    c.title,
+    c.created_at,
+    c.updated_at
 FROM conversations AS c
 WHERE
     c.id = %(convo_id)s
@@ -40,6 +58,7 @@ WHERE
 -- The actor's active conversations, newest activity first, after a keyset position
 -- (the first page passes 'infinity' and the greatest uuid). Unread counts are derived
 -- from each read marker: app messages from others after it.
+-- not null: unread_count (a count)
 SELECT
     c.id,
     c.creator_did,

@@ -1,20 +1,28 @@
 -- name: configure_session
 -- Run once on every new pooled connection: the per-session limits of DbConfig.
 SELECT
-    set_config('statement_timeout', %(statement_timeout)s, false) AS statement_timeout,
-    set_config('lock_timeout', %(lock_timeout)s, false) AS lock_timeout;
+    set_config('statement_timeout', %(statement_timeout)s, FALSE) AS statement_timeout,
+    set_config('lock_timeout', %(lock_timeout)s, FALSE) AS lock_timeout;
 
 -- name: list_applied_migrations
 -- Which yoyo migrations the database has; connect() refuses a schema that lags behind.
+-- not null: migration_id (yoyo always sets it)
 SELECT migration_id
 FROM _yoyo_migration;
 
 -- name: health_check
 -- A cheap round trip that also tells a primary from a replica.
+-- not null: server_version, in_recovery
 SELECT
     current_setting('server_version_num')::integer AS server_version,
     pg_is_in_recovery() AS in_recovery;
 
 -- name: database_exists
 -- Whether the server has a database of that name (the demo creates its own).
-SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = %(name)s) AS database_exists;
+SELECT (
+    EXISTS (
+        SELECT 1
+        FROM pg_database
+        WHERE datname = %(name)s
+    )
+) AS database_exists;

@@ -4,7 +4,9 @@
 -- last_seq, read under FOR SHARE so a send in flight is either before the join or
 -- after it. An already active member matches no row (add_member then reads it back).
 WITH convo AS (
-    SELECT c.id, c.last_seq
+    SELECT
+        c.id,
+        c.last_seq
     FROM conversations AS c
     WHERE
         c.id = %(convo_id)s
@@ -21,7 +23,12 @@ WITH convo AS (
 )
 
 INSERT INTO members AS m (convo_id, member_did, role, joined_seq, last_read_seq)
-SELECT convo.id, %(member_did)s, %(role)s, convo.last_seq, convo.last_seq
+SELECT
+    convo.id AS convo_id,
+    %(member_did)s AS member_did,
+    %(role)s AS role,
+    convo.last_seq AS joined_seq,
+    convo.last_seq AS last_read_seq
 FROM convo
 ON CONFLICT (convo_id, member_did) DO UPDATE
     SET
@@ -39,7 +46,9 @@ RETURNING m.convo_id, m.member_did, m.role, m.joined_at, m.left_at, m.joined_seq
 -- order, and every decision is taken on those locked (current) rows, so two admins
 -- removing each other at once cannot leave the conversation without an admin.
 WITH locked AS (
-    SELECT l.member_did, l.role
+    SELECT
+        l.member_did,
+        l.role
     FROM members AS l
     WHERE
         l.convo_id = %(convo_id)s
@@ -78,16 +87,25 @@ RETURNING m.convo_id, m.member_did, m.role, m.joined_at, m.left_at, m.joined_seq
 
 -- name: is_member
 -- Whether the DID is an active member of the conversation.
-SELECT EXISTS (
-    SELECT 1
-    FROM members AS m
-    WHERE m.convo_id = %(convo_id)s AND m.member_did = %(member_did)s AND m.left_at IS NULL
+SELECT (
+    EXISTS (
+        SELECT 1
+        FROM members AS m
+        WHERE m.convo_id = %(convo_id)s AND m.member_did = %(member_did)s AND m.left_at IS NULL
+    )
 ) AS is_member;
 
 -- name: list_members
 -- A conversation's active members in DID order after a keyset position (the first page
 -- passes ''), for an actor who is an active member.
-SELECT m.convo_id, m.member_did, m.role, m.joined_at, m.left_at, m.joined_seq, m.last_read_seq
+SELECT
+    m.convo_id,
+    m.member_did,
+    m.role,
+    m.joined_at,
+    m.left_at,
+    m.joined_seq,
+    m.last_read_seq
 FROM members AS m
 WHERE
     m.convo_id = %(convo_id)s
@@ -104,6 +122,7 @@ LIMIT %(limit)s;
 -- name: get_membership
 -- One membership, active or not, with its unread count: app messages from others after
 -- the read marker (zero once the member has left).
+-- not null: unread_count (a count, or 0)
 SELECT
     m.convo_id,
     m.member_did,

@@ -1,0 +1,288 @@
+"""`catbird-db check`: the shipped statements pass; one broken statement is reported."""
+
+from __future__ import annotations
+
+import shutil
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from catbird_db import cli
+from catbird_db.check import check, outer_joined
+from catbird_db.paths import SQL_DIR
+from catbird_db.usage import Problem
+
+
+def broken_copy(tmp_path: Path, file: str, old: str, new: str) -> Path:
+    """A copy of sql/ with `old` replaced by `new`, once, in `file`."""
+    copy = tmp_path / "sql"
+    shutil.copytree(SQL_DIR, copy)
+    path = copy / file
+    text = path.read_text()
+    assert text.count(old) == 1, f"{old!r} is not unique in {file}"
+    path.write_text(text.replace(old, new))
+    return copy
+
+
+def probe(tmp_path: Path, sql: str, module: str) -> tuple[Path, list[Path]]:
+    """A one-statement SQL folder and the one module that runs it."""
+    sql_dir = tmp_path / "sql"
+    sql_dir.mkdir()
+    (sql_dir / "probe.sql").write_text(textwrap.dedent(sql))
+    path = tmp_path / "probe.py"
+    path.write_text(textwrap.dedent(module))
+    return sql_dir, [path]
+
+
+PROBE_MODULE = """
+    from dataclasses import dataclass
+    from uuid import UUID
+
+    from catbird_db.sql import statement
+
+    _PROBE = statement("probe")
+
+
+    @dataclass(frozen=True, slots=True)
+    class Row:
+        id: UUID
+        epoch: int
+
+
+    async def probe(conn, convo_id):
+        return await conn.fetch_one(_PROBE, {"convo_id": convo_id}, Row)
+"""
+
+
+def only(problems: list[Problem]) -> str:
+    assert len(problems) == 1, "\n".join(map(str, problems))
+    return str(problems[0])
+
+
+async def test_every_shipped_statement_matches_its_function_and_the_schema(
+    database_url: str,
+) -> None:
+    assert [str(p) for p in await check(database_url)] == []
+
+
+def test_the_command_exits_zero_when_everything_matches(
+    database_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert cli.main(["check", "--database-url", database_url]) == 0
+    assert "every statement matches" in capsys.readouterr().out
+
+
+async def test_a_misnamed_column_is_reported(database_url: str, tmp_path: Path) -> None:
+    sql_dir = broken_copy(
+        tmp_path,
+        "conversations.sql",
+        "    c.updated_at\nFROM conversations AS c\nWHERE\n    c.id",
+        "    c.updated_at AS modified_at\nFROM conversations AS c\nWHERE\n    c.id",
+    )
+    line = only(await check(database_url, sql_dir=sql_dir))
+    assert line.startswith("catbird_db/conversations.py:")
+    assert "get_conversation: columns: expected (id, creator_did" in line
+    assert "no column for updated_at; no field for modified_at" in line
+
+
+async def test_a_column_the_table_lacks_is_reported(database_url: str, tmp_path: Path) -> None:
+    sql_dir = broken_copy(
+        tmp_path, "members.sql", "m.member_did > %(after_did)s", "m.membr_did > %(after_did)s"
+    )
+    line = only(await check(database_url, sql_dir=sql_dir))
+    assert line.startswith("sql/members.sql:") or "/sql/members.sql:" in line
+    assert "list_members: does not prepare: column m.membr_did does not exist" in line
+
+
+async def test_a_column_of_the_wrong_type_is_reported(database_url: str, tmp_path: Path) -> None:
+    sql_dir = broken_copy(
+        tmp_path,
+        "members.sql",
+        "    m.joined_seq,\n    m.last_read_seq,\n    CASE",
+        "    m.member_did AS joined_seq,\n    m.last_read_seq,\n    CASE",
+    )
+    line = only(await check(database_url, sql_dir=sql_dir))
+    assert "catbird_db/members.py:" in line
+    assert (
+        "get_membership: column joined_seq (text) -> Membership.joined_seq: "
+        "type: expected str, got int"
+    ) in line
+
+
+async def test_a_nullable_column_into_a_non_optional_field_is_reported(
+    database_url: str, tmp_path: Path
+) -> None:
+    sql_dir = broken_copy(
+        tmp_path,
+        "conversations.sql",
+        "-- A conversation, seen by one of its active members.\nSELECT\n    c.id,\n"
+        "    c.creator_did,",
+        "-- A conversation, seen by one of its active members.\nSELECT\n    c.id,\n"
+        "    c.title AS creator_did,",
+    )
+    line = only(await check(database_url, sql_dir=sql_dir))
+    assert "get_conversation: column creator_did (text) -> Conversation.creator_did" in line
+    assert (
+        "may be NULL (conversations.title is nullable): expected an Optional field, got str" in line
+    )
+
+
+async def test_a_misspelled_parameter_in_the_sql_is_reported(
+    database_url: str, tmp_path: Path
+) -> None:
+    sql_dir = broken_copy(
+        tmp_path,
+        "conversations.sql",
+        "-- The epoch, for an active member.\nSELECT c.epoch\nFROM conversations AS c\nWHERE\n"
+        "    c.id = %(convo_id)s\n    AND EXISTS (\n        SELECT 1\n        FROM members AS m\n"
+        "        WHERE m.convo_id = c.id AND m.member_did = %(actor_did)s",
+        "-- The epoch, for an active member.\nSELECT c.epoch\nFROM conversations AS c\nWHERE\n"
+        "    c.id = %(convo_id)s\n    AND EXISTS (\n        SELECT 1\n        FROM members AS m\n"
+        "        WHERE m.convo_id = c.id AND m.member_did = %(actor_dId)s",
+    )
+    line = only(await check(database_url, sql_dir=sql_dir))
+    assert "catbird_db/conversations.py:" in line
+    assert (
+        "get_current_epoch: parameters: expected {actor_dId, convo_id} (the statement's), "
+        "got {actor_did, convo_id} (the call's)"
+    ) in line
+
+
+async def test_a_misspelled_parameter_in_the_call_is_reported(
+    database_url: str, tmp_path: Path
+) -> None:
+    sql_dir, modules = probe(
+        tmp_path,
+        """\
+        -- name: probe
+        -- A conversation's epoch.
+        SELECT c.id, c.epoch FROM conversations AS c WHERE c.id = %(convo_id)s;
+        """,
+        PROBE_MODULE.replace('{"convo_id": convo_id}', '{"convo": convo_id}'),
+    )
+    line = only(await check(database_url, sql_dir=sql_dir, modules=modules))
+    assert "probe.py:" in line
+    assert "probe: parameters: expected {convo_id} (the statement's), got {convo}" in line
+
+
+async def test_a_column_through_a_left_join_may_be_null(database_url: str, tmp_path: Path) -> None:
+    sql_dir, modules = probe(
+        tmp_path,
+        """\
+        -- name: probe
+        -- epoch is NOT NULL in its table, but the join yields NULL when nothing matches.
+        -- not null: id
+        SELECT wanted.id, c.epoch
+        FROM (SELECT %(convo_id)s::uuid AS id) AS wanted
+        LEFT JOIN conversations AS c ON wanted.id = c.id;
+        """,
+        PROBE_MODULE,
+    )
+    line = only(await check(database_url, sql_dir=sql_dir, modules=modules))
+    assert (
+        "column epoch (int8) -> Row.epoch: may be NULL (conversations.epoch is on the nullable"
+        in line
+    )
+
+
+async def test_a_computed_column_must_be_vouched_for(database_url: str, tmp_path: Path) -> None:
+    sql = """\
+        -- name: probe
+        -- A cast of a parameter and a count are never NULL.
+        -- not null: id{more}
+        SELECT %(convo_id)s::uuid AS id, (SELECT count(*) FROM conversations) AS epoch;
+        """
+    sql_dir, modules = probe(tmp_path, sql.format(more=""), PROBE_MODULE)
+    line = only(await check(database_url, sql_dir=sql_dir, modules=modules))
+    assert "column epoch (int8) -> Row.epoch: may be NULL (computed" in line
+    assert "`-- not null: epoch`" in line
+    (sql_dir / "probe.sql").write_text(textwrap.dedent(sql.format(more=", epoch (a count)")))
+    assert await check(database_url, sql_dir=sql_dir, modules=modules) == []
+
+
+async def test_vouching_for_a_column_the_statement_lacks_is_reported(
+    database_url: str, tmp_path: Path
+) -> None:
+    sql_dir, modules = probe(
+        tmp_path,
+        """\
+        -- name: probe
+        -- not null: id, epoch, unread
+        SELECT c.id, c.epoch FROM conversations AS c WHERE c.id = %(convo_id)s;
+        """,
+        PROBE_MODULE,
+    )
+    line = only(await check(database_url, sql_dir=sql_dir, modules=modules))
+    assert "`not null:` names unread, which the statement does not return" in line
+
+
+async def test_fetch_value_of_two_columns_is_reported(database_url: str, tmp_path: Path) -> None:
+    sql_dir, modules = probe(
+        tmp_path,
+        """\
+        -- name: probe
+        -- Two columns where one is read.
+        SELECT c.id, c.epoch FROM conversations AS c WHERE c.id = %(convo_id)s;
+        """,
+        PROBE_MODULE.replace(
+            'fetch_one(_PROBE, {"convo_id": convo_id}, Row)',
+            'fetch_value(_PROBE, {"convo_id": convo_id})',
+        ),
+    )
+    line = only(await check(database_url, sql_dir=sql_dir, modules=modules))
+    assert "fetch_value reads one column: expected 1, got 2 ({epoch, id})" in line
+
+
+def test_the_command_prints_one_line_per_problem_and_exits_non_zero(
+    database_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    sql_dir = broken_copy(
+        tmp_path,
+        "members.sql",
+        "%(member_did)s AND m.left_at IS NULL\n    )\n) AS is_member",
+        "%(member)s AND m.left_at IS NULL\n    )\n) AS is_member",
+    )
+    code = cli.main(["check", "--database-url", database_url, "--sql-dir", str(sql_dir)])
+    captured = capsys.readouterr()
+    assert code == 1
+    lines = captured.out.splitlines()
+    assert len(lines) == 1
+    assert lines[0].startswith("catbird_db/members.py:")
+    assert "is_member: parameters: expected {convo_id, member} (the statement's)" in lines[0]
+    assert "1 problem" in captured.err
+
+
+@pytest.mark.parametrize(
+    ("sql", "nullable"),
+    [
+        ("SELECT a.x FROM a INNER JOIN b ON a.id = b.id", set()),
+        ("SELECT a.x FROM a LEFT JOIN b ON a.id = b.id", {"b"}),
+        ("SELECT a.x FROM a LEFT OUTER JOIN public.b AS bb ON TRUE", {"b"}),
+        (
+            "SELECT a.x FROM a LEFT JOIN LATERAL (SELECT y FROM c) AS l ON TRUE",
+            {"select", "y", "from", "c"},
+        ),
+        (
+            "WITH w AS (SELECT y FROM c) SELECT a.x FROM a LEFT JOIN w ON TRUE",
+            {"w", "select", "y", "from", "c"},
+        ),
+        ("SELECT 'left join b' FROM a -- left join c\n", set()),
+        ('SELECT a.x FROM a LEFT JOIN "Odd" ON TRUE', {"Odd"}),
+    ],
+)
+def test_outer_joined_names_the_nullable_side(sql: str, nullable: set[str]) -> None:
+    assert outer_joined(sql) == frozenset(nullable)
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "SELECT a.x FROM a RIGHT JOIN b ON TRUE",
+        "SELECT a.x FROM a FULL OUTER JOIN b ON TRUE",
+        "SELECT a.x FROM a GROUP BY ROLLUP (a.x)",
+        "SELECT a.x FROM a GROUP BY GROUPING SETS ((a.x), ())",
+    ],
+)
+def test_right_full_joins_and_grouping_sets_make_every_table_nullable(sql: str) -> None:
+    assert outer_joined(sql) is None

@@ -1,0 +1,256 @@
+"""Every named statement is run by exactly one function, and every function's statement
+exists: no dead SQL, no missing SQL (read from the source, nothing imported)."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+from catbird_db.sql import load_registry, registry
+from catbird_db.usage import PACKAGE_DIR, analyse, package_modules
+
+
+def write(path: Path, text: str) -> Path:
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+def messages(sql_dir: Path, *modules: Path) -> list[str]:
+    return [
+        f"{p.statement}: {p.message}" for p in analyse(load_registry(sql_dir), modules).problems
+    ]
+
+
+def sql_dir_with(tmp_path: Path, *names: str) -> Path:
+    folder = tmp_path / "sql"
+    folder.mkdir()
+    write(
+        folder / "probe.sql",
+        "".join(f"-- name: {n}\n-- A probe.\nSELECT %(x)s::int AS x;\n\n" for n in names),
+    )
+    return folder
+
+
+HEADER = """\
+    from catbird_db.sql import statement
+
+"""
+
+
+def test_every_statement_is_bound_and_run_by_exactly_one_function() -> None:
+    assert [str(p) for p in analyse(registry(), package_modules()).problems] == []
+
+
+def test_every_module_that_binds_statements_is_scanned() -> None:
+    found = {p.name for p in package_modules()}
+    assert {"access.py", "conversations.py", "members.py", "database.py", "demo.py"} <= found
+    assert "describe.py" in found  # the tools' own catalog statements are held to it too
+    assert "models.py" not in found
+    assert all(p.parent == PACKAGE_DIR for p in package_modules())
+
+
+def test_a_statement_no_module_binds_is_dead_sql(tmp_path: Path) -> None:
+    sql_dir = sql_dir_with(tmp_path, "used", "unused")
+    module = write(
+        tmp_path / "m.py",
+        HEADER
+        + """\
+    _USED = statement("used")
+
+    async def used(conn):
+        return await conn.fetch_value(_USED, {"x": 1})
+    """,
+    )
+    assert messages(sql_dir, module) == ["unused: no module binds this statement (dead SQL)"]
+
+
+def test_binding_a_statement_the_sql_lacks_is_missing_sql(tmp_path: Path) -> None:
+    sql_dir = sql_dir_with(tmp_path, "used")
+    module = write(
+        tmp_path / "m.py",
+        HEADER
+        + """\
+    _USED = statement("used")
+    _TYPO = statement("usde")
+
+    async def used(conn):
+        return await conn.fetch_value(_USED, {"x": 1})
+
+    async def typo(conn):
+        return await conn.fetch_value(_TYPO, {"x": 1})
+    """,
+    )
+    assert messages(sql_dir, module) == ["usde: no statement of that name in the SQL"]
+
+
+def test_a_statement_run_by_two_functions_is_reported(tmp_path: Path) -> None:
+    sql_dir = sql_dir_with(tmp_path, "used")
+    module = write(
+        tmp_path / "m.py",
+        HEADER
+        + """\
+    _USED = statement("used")
+
+    async def one(conn):
+        return await conn.fetch_value(_USED, {"x": 1})
+
+    async def two(conn):
+        return await conn.fetch_value(_USED, {"x": 2})
+    """,
+    )
+    assert messages(sql_dir, module) == [
+        "used: run by 2 functions (one, two); each statement belongs to exactly one"
+    ]
+
+
+def test_a_statement_bound_but_never_run_is_reported(tmp_path: Path) -> None:
+    sql_dir = sql_dir_with(tmp_path, "used")
+    module = write(tmp_path / "m.py", HEADER + '    _USED = statement("used")\n')
+    assert messages(sql_dir, module) == ["used: _USED is bound but never run"]
+
+
+def test_a_statement_bound_in_two_modules_is_reported(tmp_path: Path) -> None:
+    sql_dir = sql_dir_with(tmp_path, "used")
+    body = (
+        HEADER
+        + """\
+    _USED = statement("used")
+
+    async def used(conn):
+        return await conn.fetch_value(_USED, {"x": 1})
+    """
+    )
+    first, second = write(tmp_path / "a.py", body), write(tmp_path / "b.py", body)
+    assert messages(sql_dir, first, second) == [
+        f"used: bound again (first at {first}:3)",
+    ]
+
+
+def test_a_statement_bound_inside_a_function_is_reported(tmp_path: Path) -> None:
+    sql_dir = sql_dir_with(tmp_path, "used")
+    module = write(
+        tmp_path / "m.py",
+        HEADER
+        + """\
+    async def used(conn):
+        return await conn.fetch_value(statement("used"), {"x": 1})
+    """,
+    )
+    assert messages(sql_dir, module) == [
+        ': bind statements at module level with a literal name: _X = statement("name")',
+        "used: no module binds this statement (dead SQL)",
+    ]
+
+
+def test_params_built_other_than_as_a_dict_literal_are_reported(tmp_path: Path) -> None:
+    sql_dir = sql_dir_with(tmp_path, "used")
+    module = write(
+        tmp_path / "m.py",
+        HEADER
+        + """\
+    _USED = statement("used")
+
+    async def used(conn, x):
+        return await conn.fetch_value(_USED, dict(x=x))
+    """,
+    )
+    assert messages(sql_dir, module) == [
+        "used: params must be a dict literal with literal string keys, or a variable assigned one"
+    ]
+
+
+def test_params_changed_after_they_are_built_are_reported(tmp_path: Path) -> None:
+    sql_dir = sql_dir_with(tmp_path, "used")
+    module = write(
+        tmp_path / "m.py",
+        HEADER
+        + """\
+    _USED = statement("used")
+
+    async def used(conn, x):
+        params = {"x": x}
+        params["y"] = x
+        return await conn.fetch_value(_USED, params)
+    """,
+    )
+    assert messages(sql_dir, module) == [
+        "used: params 'params' is changed after it is built; params must be a dict literal "
+        "with literal string keys, or a variable assigned one"
+    ]
+
+
+def test_a_statement_passed_anywhere_but_a_helper_is_reported(tmp_path: Path) -> None:
+    sql_dir = sql_dir_with(tmp_path, "used")
+    module = write(
+        tmp_path / "m.py",
+        HEADER
+        + """\
+    _USED = statement("used")
+
+    async def used(conn, run):
+        return await run(conn, _USED, {"x": 1})
+    """,
+    )
+    [message] = messages(sql_dir, module)
+    assert message.startswith("used: cannot follow this use: run it as the first argument of")
+
+
+def test_raw_psycopg_calls_are_followed_through_text(tmp_path: Path) -> None:
+    sql_dir = sql_dir_with(tmp_path, "one", "many", "bulk")
+    module = write(
+        tmp_path / "m.py",
+        HEADER
+        + """\
+    _ONE = statement("one")
+    _MANY = statement("many")
+    _BULK = statement("bulk")
+
+    def one(conn, x):
+        params = {"x": x}
+        return conn.execute(_ONE.text, params)
+
+    def many(cur, xs):
+        cur.executemany(_MANY.text, [{"x": x} for x in xs])
+
+    def bulk(cur):
+        with cur.copy(_BULK.text) as copy:
+            return copy
+    """,
+    )
+    usage = analyse(load_registry(sql_dir), [module])
+    assert usage.problems == ()
+    assert {u.statement: (u.helper, u.params) for u in usage.uses} == {
+        "one": ("text", frozenset({"x"})),
+        "many": ("text", frozenset({"x"})),
+        "bulk": ("text", frozenset()),
+    }
+
+
+def test_a_row_class_that_is_not_a_dataclass_is_reported(tmp_path: Path) -> None:
+    sql_dir = sql_dir_with(tmp_path, "used")
+    module = write(
+        tmp_path / "m.py",
+        HEADER
+        + """\
+    _USED = statement("used")
+
+    class Row:
+        x: int
+
+    async def used(conn):
+        return await conn.fetch_one(_USED, {"x": 1}, Row)
+    """,
+    )
+    assert messages(sql_dir, module) == ["used: Row is not a dataclass"]
+
+
+def test_row_fields_are_read_through_imports_aliases_and_base_classes() -> None:
+    usage = analyse(registry(), package_modules())
+    [use] = [u for u in usage.uses if u.statement == "get_membership"]
+    assert use.model is not None
+    fields = {f.name: f for f in use.model.fields}
+    assert list(fields)[-2:] == ["last_read_seq", "unread_count"]  # Member's, then its own
+    assert fields["role"].types == frozenset({"str"})  # Role = Literal["admin", "member"]
+    assert fields["left_at"].optional
+    assert fields["left_at"].types == frozenset({"datetime"})
+    assert use.params == frozenset({"convo_id", "member_did"})
