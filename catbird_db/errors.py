@@ -125,6 +125,9 @@ _BY_CLASS: tuple[tuple[type[Exception], type[CatbirdDbError]], ...] = (
     (pg.DataException, InvalidInput),
     (psycopg.OperationalError, RetryableError),
     (psycopg.DataError, InvalidInput),
+    # psycopg's classes follow DB-API, not SQLSTATE classes: CheckViolation and
+    # NotNullViolation are IntegrityErrors, not IntegrityConstraintViolations.
+    (psycopg.IntegrityError, InvalidInput),
 )
 
 
@@ -135,7 +138,7 @@ def translate(exc: BaseException) -> CatbirdDbError:
     if isinstance(exc, psycopg_pool.PoolTimeout | psycopg_pool.PoolClosed):
         return DatabaseUnavailable(str(exc))
     constraint = getattr(getattr(exc, "diag", None), "constraint_name", None)
-    if isinstance(exc, pg.IntegrityConstraintViolation) and constraint in _BY_CONSTRAINT:
+    if isinstance(exc, psycopg.IntegrityError) and constraint in _BY_CONSTRAINT:
         return _BY_CONSTRAINT[constraint](_describe(exc))
     for source, target in _BY_CLASS:
         if isinstance(exc, source):
