@@ -11,7 +11,7 @@ import asyncio
 import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
-from contextlib import asynccontextmanager, contextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager
 from dataclasses import dataclass, fields
 from typing import Any, Protocol, TypeVar
 
@@ -70,7 +70,7 @@ class Executor(Protocol):
 
     def transaction(
         self, *, isolation: IsolationLevel | None = None
-    ) -> Any:  # an async context manager yielding a Transaction
+    ) -> AbstractAsyncContextManager[Transaction]:
         """A transaction (on a Database) or a savepoint (on a Transaction)."""
 
 
@@ -150,8 +150,10 @@ class _Runner:
         tracer = self._db._tracer
         started = time.perf_counter() if tracer else 0.0
         with _translated():
-            async with self._connection() as conn:
-                cur = conn.cursor(row_factory=factory, binary=True)
+            async with (
+                self._connection() as conn,
+                conn.cursor(row_factory=factory, binary=True) as cur,
+            ):
                 await cur.execute(stmt.text, params)
                 result = await cur.fetchall() if fetch else cur.rowcount
         if tracer:
