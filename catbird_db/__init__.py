@@ -6,7 +6,7 @@ async with Database.connect(DbConfig.from_env()) as db:
     )
 """
 
-from . import conversations, members
+from . import blobs, conversations, members
 from .config import DbConfig
 from .database import Database, Executor, IsolationLevel, Transaction
 from .errors import (
@@ -29,6 +29,8 @@ from .errors import (
     StatementTimeout,
 )
 from .models import (
+    Blob,
+    BlobInfo,
     Conversation,
     ConversationSummary,
     HealthReport,
@@ -39,6 +41,8 @@ from .pages import Page
 
 __all__ = [
     "AlreadyExists",
+    "Blob",
+    "BlobInfo",
     "BlobIntegrityError",
     "CatbirdDbError",
     "Conversation",
@@ -66,6 +70,7 @@ __all__ = [
     "SqlRegistryError",
     "StatementTimeout",
     "Transaction",
+    "blobs",
     "conversations",
     "members",
 ]

@@ -42,6 +42,8 @@ class DbConfig:
     max_welcome_bytes: int = 1024 * 1024
     max_blob_bytes: int = 50 * 1024 * 1024
     user_quota_bytes: int = 1024 * 1024 * 1024
+    # delete_orphan_blobs removes blobs bound to no conversation after this many seconds.
+    orphan_blob_retention_s: int = 24 * 3600
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None, **overrides: Any) -> DbConfig:

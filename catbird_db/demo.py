@@ -8,16 +8,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 from psycopg import sql as pgsql
 
-from . import conversations, members, migrate
+from . import blobs, conversations, members, migrate
 from .config import DbConfig
 from .database import Database
-from .errors import LastAdmin, NotAMember
+from .errors import BlobIntegrityError, LastAdmin, NotAMember, NotFound
 from .models import Conversation
 from .sql import statement
 
@@ -77,6 +78,32 @@ async def conversations_and_members(db: Database) -> Conversation:
     return convo
 
 
+async def attachments(db: Database, convo: Conversation) -> None:
+    """Attach an encrypted file to the group, fetch it back, show who may not."""
+    print("\n== blobs")
+    ciphertext = os.urandom(256 * 1024)  # stands in for an encrypted attachment
+    stored = await blobs.store_blob(
+        db, ciphertext, uploader_did=ALICE, mime_type="image/jpeg", convo_id=convo.id
+    )
+    say(f"alice attached {stored.size} bytes as {stored.cid}")
+    fetched = await blobs.get_blob(db, stored.cid, actor_did=BOB)
+    say(f"bob fetched it by its CID: {'same bytes' if fetched.data == ciphertext else 'MISMATCH'}")
+    try:
+        await blobs.store_blob(
+            db, ciphertext[:-1] + b"!", uploader_did=ALICE, mime_type="image/jpeg", cid=stored.cid
+        )
+    except BlobIntegrityError:
+        say("a tampered copy under the same CID was refused")
+    try:
+        await blobs.get_blob(db, stored.cid, actor_did=CAROL)
+    except NotFound:
+        say("carol, who left, is told there is no such blob")
+    page = await blobs.list_blobs_by_conversation(db, convo.id, actor_did=BOB)
+    say(f"bob lists the group's blobs: {[(b.mime_type, b.size) for b in page.items]}")
+    used = await blobs.get_user_storage_size(db, ALICE)
+    say(f"alice's storage: {used} bytes of {db.config.user_quota_bytes}")
+
+
 async def run(url: str) -> None:
     """Migrate the database at `url`, then run every part of the walk-through."""
     print(
@@ -88,7 +115,8 @@ async def run(url: str) -> None:
     async with Database.connect(DbConfig(database_url=url, min_size=1, max_size=4)) as db:
         health = await db.health_check()
         say(f"connected: PostgreSQL {health.server_version}, {health.latency_s * 1000:.1f} ms")
-        await conversations_and_members(db)
+        convo = await conversations_and_members(db)
+        await attachments(db, convo)
     print("\ndemo finished")
 
 

@@ -104,6 +104,11 @@ for _cls in list(globals().values()):
     if isinstance(_cls, type) and issubclass(_cls, CatbirdDbError):
         _cls.__module__ = "catbird_db"
 
+# Constraints whose violation means more than bad input; checked before the classes.
+_BY_CONSTRAINT: dict[str, type[CatbirdDbError]] = {
+    "blob_usage_within_quota": QuotaExceeded,
+}
+
 # Ordered: the first matching psycopg class wins.
 _BY_CLASS: tuple[tuple[type[Exception], type[CatbirdDbError]], ...] = (
     (pg.UniqueViolation, AlreadyExists),
@@ -120,6 +125,9 @@ _BY_CLASS: tuple[tuple[type[Exception], type[CatbirdDbError]], ...] = (
     (pg.DataException, InvalidInput),
     (psycopg.OperationalError, RetryableError),
     (psycopg.DataError, InvalidInput),
+    # psycopg's classes follow DB-API, not SQLSTATE classes: CheckViolation and
+    # NotNullViolation are IntegrityErrors, not IntegrityConstraintViolations.
+    (psycopg.IntegrityError, InvalidInput),
 )
 
 
@@ -129,6 +137,9 @@ def translate(exc: BaseException) -> CatbirdDbError:
         return exc
     if isinstance(exc, psycopg_pool.PoolTimeout | psycopg_pool.PoolClosed):
         return DatabaseUnavailable(str(exc))
+    constraint = getattr(getattr(exc, "diag", None), "constraint_name", None)
+    if isinstance(exc, psycopg.IntegrityError) and constraint in _BY_CONSTRAINT:
+        return _BY_CONSTRAINT[constraint](_describe(exc))
     for source, target in _BY_CLASS:
         if isinstance(exc, source):
             return target(_describe(exc))

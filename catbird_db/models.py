@@ -86,3 +86,25 @@ class HealthReport:
     pool_size: int
     pool_available: int
     requests_waiting: int
+
+
+# Blobs
+
+
+@dataclass(frozen=True, slots=True)
+class BlobInfo:
+    """A blob's metadata: its CID, who uploaded it, where it is bound, what it holds."""
+
+    cid: str
+    uploader_did: str
+    convo_id: UUID | None
+    size: int
+    mime_type: str
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Blob(BlobInfo):
+    """A blob's metadata and its bytes."""
+
+    data: bytes

@@ -7,17 +7,22 @@ naming the argument. The database repeats these rules as CHECK constraints.
 from __future__ import annotations
 
 import re
-from datetime import datetime
+from datetime import datetime, timedelta
 from uuid import UUID
 
+from . import cid as cids
 from .errors import InvalidInput
 
 __all__ = [
     "MAX_BIGINT",
+    "blob_data",
     "bytes_",
+    "cid",
     "cipher_suite",
     "did",
+    "duration",
     "limit",
+    "mime_type",
     "non_negative",
     "optional_text",
     "role",
@@ -34,6 +39,9 @@ _MAX_DID_BYTES = 2048
 # RFC 9420 section 17.1: the registered cipher suites.
 CIPHER_SUITES = frozenset(range(1, 8))
 ROLES = ("admin", "member")
+# RFC 6838 section 4.2 restricted names, lower case (media types are case-insensitive);
+# no parameters. The same check as the blobs.mime_type constraint.
+_MIME_TYPE = re.compile(r"[a-z0-9][a-z0-9!#$&^_.+-]{0,126}/[a-z0-9][a-z0-9!#$&^_.+-]{0,126}")
 
 
 def did(value: object, name: str = "did") -> str:
@@ -131,3 +139,53 @@ def timestamp(value: object, name: str) -> datetime:
     if not isinstance(value, datetime) or value.tzinfo is None:
         raise InvalidInput(f"{name} must be a timezone-aware datetime")
     return value
+
+
+def duration(value: object, name: str) -> timedelta:
+    """A timedelta of zero or more."""
+    if not isinstance(value, timedelta) or value < timedelta(0):
+        raise InvalidInput(f"{name} must be a timedelta of zero or more")
+    return value
+
+
+def cid(value: object, name: str = "cid") -> str:
+    """A blob CID in its one accepted spelling (catbird_db.cid: CIDv1, raw, sha2-256, base32)."""
+    try:
+        cids.digest_of(value)  # type: ignore[arg-type]
+    except ValueError:
+        raise InvalidInput(f"{name} is not a CIDv1 (raw, sha2-256, base32)") from None
+    assert isinstance(value, str)
+    return value
+
+
+def mime_type(value: object) -> str:
+    """A media type such as `image/png`, lower-cased; parameters are refused."""
+    if not isinstance(value, str) or not value.isascii():
+        raise InvalidInput("mime_type must be an ASCII string")
+    lowered = value.lower()
+    if not _MIME_TYPE.fullmatch(lowered):
+        raise InvalidInput("mime_type is not a type/subtype media type")
+    return lowered
+
+
+def blob_data(value: object, name: str, max_bytes: int) -> memoryview:
+    """1 to `max_bytes` bytes as a flat, read-only byte view that nothing can change.
+
+    The bytes of a `bytes` object (or a view of one) are used in place. A bytearray or a
+    view of any other buffer is copied once: the data is hashed, then sent after an
+    await, and a buffer changed in between would store bytes that do not match their CID.
+    """
+    if not isinstance(value, bytes | bytearray | memoryview):
+        raise InvalidInput(f"{name} must be bytes, a bytearray or a memoryview")
+    try:
+        view = memoryview(value)
+        if not view.c_contiguous:
+            raise InvalidInput(f"{name} must be a contiguous buffer")
+        view = view.cast("B")
+    except (ValueError, TypeError):  # a released view, or one cast() cannot flatten
+        raise InvalidInput(f"{name} is not a readable buffer") from None
+    if not 1 <= view.nbytes <= max_bytes:
+        raise InvalidInput(f"{name} must be 1 to {max_bytes} bytes long")
+    if not isinstance(view.obj, bytes):
+        view = memoryview(view.tobytes())
+    return view.toreadonly()

@@ -1,1 +1,3 @@
+DROP TABLE blob_usage;
 DROP TABLE blobs;
+DROP FUNCTION blobs_give_back_bytes();

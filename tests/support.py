@@ -23,7 +23,15 @@ BAD_DIDS = [
     "did:plc:a b",
 ]
 
-_TABLES = ("conversations", "members", "messages", "key_packages", "welcomes", "blobs")
+_TABLES = (
+    "conversations",
+    "members",
+    "messages",
+    "key_packages",
+    "welcomes",
+    "blobs",
+    "blob_usage",
+)
 
 
 def snapshot(raw: psycopg.Connection[Any]) -> dict[str, list[tuple[Any, ...]]]:

@@ -1,0 +1,269 @@
+"""Blobs: content-addressed encrypted attachments, access-checked, within per-user quotas.
+
+Each uploader has their own copy of a CID: the same bytes uploaded by two users are two
+rows that know nothing of each other. A blob is readable by its uploader and, once bound
+to a conversation, by that conversation's active members; to anyone else it does not
+exist. docs/blobs.md explains the model, the quota and the size limit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from uuid import UUID
+
+import psycopg
+from psycopg.abc import Buffer
+from psycopg.adapt import Dumper
+from psycopg.pq import Format
+
+from . import access, validate
+from .cid import compute as compute_cid
+from .database import Executor
+from .errors import AlreadyExists, BlobIntegrityError, NotFound, QuotaExceeded, RetryableError
+from .models import Blob, BlobInfo
+from .pages import Page
+from .sql import statement
+
+__all__ = [
+    "MAX_BLOB_BYTES",
+    "bind_blob",
+    "delete_blob",
+    "delete_orphan_blobs",
+    "get_blob",
+    "get_blob_metadata",
+    "get_user_storage_size",
+    "list_blobs_by_conversation",
+    "store_blob",
+]
+
+# The ceiling the blobs.size constraint repeats; DbConfig.max_blob_bytes is the working
+# cap below it. Why this figure: docs/blobs.md.
+MAX_BLOB_BYTES = 256 * 1024 * 1024
+MAX_ORPHAN_BATCH = 10_000
+# Hashing runs at about 1 GB/s: larger inputs are hashed off the event loop.
+_HASH_INLINE_BYTES = 1024 * 1024
+_FIRST_PAGE = (datetime(1, 1, 1, tzinfo=UTC), "", "")
+
+_STORE = statement("store_blob")
+_BIND = statement("bind_blob")
+_GET = statement("get_blob")
+_GET_METADATA = statement("get_blob_metadata")
+_LIST = statement("list_blobs_by_conversation")
+_DELETE = statement("delete_blob")
+_STORAGE_SIZE = statement("get_user_storage_size")
+_DELETE_ORPHANS = statement("delete_orphan_blobs")
+
+
+class _Bytea:
+    """Blob bytes on their way to the server: psycopg's own C dumper for bytes copies
+    them into a bytearray first; this one hands libpq the caller's buffer."""
+
+    __slots__ = ("view",)
+
+    def __init__(self, view: memoryview) -> None:
+        self.view = view
+
+
+class _ByteaDumper(Dumper):
+    format = Format.BINARY
+    oid = psycopg.postgres.types["bytea"].oid
+
+    def dump(self, obj: Any) -> Buffer:
+        view: memoryview = obj.view
+        return view
+
+
+psycopg.adapters.register_dumper(_Bytea, _ByteaDumper)
+
+
+async def _cid_of(view: memoryview) -> str:
+    if view.nbytes <= _HASH_INLINE_BYTES:
+        return compute_cid(view)
+    return await asyncio.to_thread(compute_cid, view)  # hashlib releases the GIL
+
+
+async def store_blob(
+    conn: Executor,
+    data: bytes | bytearray | memoryview,
+    *,
+    uploader_did: str,
+    mime_type: str,
+    cid: str | None = None,
+    convo_id: UUID | None = None,
+) -> BlobInfo:
+    """Store `data` under its CID for the uploader, optionally bound to a conversation of
+    theirs, and charge it to their quota; returns the stored metadata.
+
+    Storing content the uploader has already stored charges nothing and returns it as
+    stored (bound to `convo_id` if it was unbound). Raises BlobIntegrityError if `cid`
+    is given and is not the CID of `data`, QuotaExceeded past the uploader's quota,
+    AlreadyExists if the uploader has this content bound to another conversation,
+    NotFound or NotAMember for a conversation the uploader is not an active member of.
+    """
+    uploader = validate.did(uploader_did, "uploader_did")
+    mime = validate.mime_type(mime_type)
+    convo = None if convo_id is None else validate.uuid(convo_id, "convo_id")
+    claimed = None if cid is None else validate.cid(cid)
+    cap = min(conn.config.max_blob_bytes, MAX_BLOB_BYTES)
+    view = validate.blob_data(data, "data", cap)
+    computed = await _cid_of(view)
+    if claimed is not None and claimed != computed:
+        raise BlobIntegrityError(f"the data's CID is {computed}, not {claimed}")
+    quota = conn.config.user_quota_bytes
+    if view.nbytes > quota:
+        raise QuotaExceeded(f"{view.nbytes} bytes exceed the quota of {quota}")
+    params = {
+        "cid": computed,
+        "uploader_did": uploader,
+        "convo_id": convo,
+        "size": view.nbytes,
+        "mime_type": mime,
+        "data": _Bytea(view),
+        "quota": quota,
+    }
+    # A second run only follows a race that the first run's snapshot could not see
+    # (a duplicate committed or the blob deleted meanwhile); it sees the outcome.
+    for _ in range(2):
+        stored = await conn.fetch_one(_STORE, params, BlobInfo)
+        if stored is not None:
+            return stored
+        await _explain_refused_store(conn, computed, uploader, convo, view.nbytes, quota)
+    raise RetryableError(f"blob {computed} changed concurrently; store it again")
+
+
+async def _explain_refused_store(
+    conn: Executor, cid: str, uploader: str, convo: UUID | None, size: int, quota: int
+) -> None:
+    """Raise why store_blob's statement matched no row; return if a retry may succeed."""
+    if convo is not None:
+        await access.check(conn, convo, uploader)
+    own = await _own_metadata(conn, cid, uploader)
+    if own is not None:
+        if convo is not None and own.convo_id not in (None, convo):
+            raise AlreadyExists(f"blob {cid} is bound to another conversation")
+        return
+    if await get_user_storage_size(conn, uploader) + size > quota:
+        raise QuotaExceeded(f"{size} more bytes would take {uploader} past the quota of {quota}")
+
+
+async def bind_blob(conn: Executor, cid: str, convo_id: UUID, *, actor_did: str) -> BlobInfo:
+    """Bind the actor's own unbound blob to a conversation they are an active member of;
+    returns its metadata (unchanged if already bound there).
+
+    NotFound if the actor uploaded no such blob or the conversation does not exist,
+    NotAMember if the actor is not an active member, AlreadyExists if the blob is bound
+    to another conversation.
+    """
+    blob, actor = validate.cid(cid), validate.did(actor_did, "actor_did")
+    convo = validate.uuid(convo_id, "convo_id")
+    params = {"cid": blob, "convo_id": convo, "actor_did": actor}
+    bound = await conn.fetch_one(_BIND, params, BlobInfo)
+    if bound is not None:
+        return bound
+    await access.check(conn, convo, actor)
+    own = await _own_metadata(conn, blob, actor)
+    if own is None:
+        raise NotFound(f"no blob {blob}")
+    if own.convo_id not in (None, convo):
+        raise AlreadyExists(f"blob {blob} is bound to another conversation")
+    raise RetryableError(f"blob {blob} or the membership changed concurrently; bind it again")
+
+
+async def get_blob(conn: Executor, cid: str, *, actor_did: str) -> Blob:
+    """The blob with its bytes, for its uploader or an active member of its conversation;
+    NotFound for anyone else, exactly as if it did not exist."""
+    blob, actor = validate.cid(cid), validate.did(actor_did, "actor_did")
+    found = await conn.fetch_one(_GET, {"cid": blob, "actor_did": actor}, Blob)
+    if found is None:
+        raise NotFound(f"no blob {blob}")
+    return found
+
+
+async def get_blob_metadata(conn: Executor, cid: str, *, actor_did: str) -> BlobInfo:
+    """What get_blob returns but the bytes, under the same check (NotFound otherwise)."""
+    blob, actor = validate.cid(cid), validate.did(actor_did, "actor_did")
+    found = await conn.fetch_one(_GET_METADATA, {"cid": blob, "actor_did": actor}, BlobInfo)
+    if found is None:
+        raise NotFound(f"no blob {blob}")
+    return found
+
+
+async def _own_metadata(conn: Executor, cid: str, uploader: str) -> BlobInfo | None:
+    """The uploader's own copy of the blob, if any (the failure paths ask this)."""
+    try:
+        found = await get_blob_metadata(conn, cid, actor_did=uploader)
+    except NotFound:
+        return None
+    return found if found.uploader_did == uploader else None
+
+
+async def list_blobs_by_conversation(
+    conn: Executor, convo_id: UUID, *, actor_did: str, limit: int = 50, cursor: str | None = None
+) -> Page[BlobInfo]:
+    """The conversation's blobs in upload order, one keyset page at a time; the actor must
+    be an active member (NotFound, NotAMember)."""
+    convo, actor = validate.uuid(convo_id, "convo_id"), validate.did(actor_did, "actor_did")
+    size = validate.limit(limit, conn.config.max_page_size)
+    scope = f"{convo}:{actor}"
+    after = _FIRST_PAGE
+    if cursor is not None:
+        after = conn.cursors.decode(cursor, "blobs", scope, (datetime, str, str))  # type: ignore[assignment]
+    params = {
+        "convo_id": convo,
+        "actor_did": actor,
+        "after_created_at": after[0],
+        "after_cid": after[1],
+        "after_uploader_did": after[2],
+        "limit": size + 1,
+    }
+    rows = await conn.fetch_all(_LIST, params, BlobInfo)
+    if not rows:
+        await access.check(conn, convo, actor)
+    more = len(rows) > size
+    items = tuple(rows[:size])
+    last = items[-1] if items else None
+    next_cursor = (
+        conn.cursors.encode("blobs", scope, (last.created_at, last.cid, last.uploader_did))
+        if more and last is not None
+        else None
+    )
+    return Page(items, next_cursor)
+
+
+async def delete_blob(conn: Executor, cid: str, *, actor_did: str) -> None:
+    """Delete the actor's own blob and give its bytes back to their quota; NotFound if the
+    actor uploaded no such blob (a blob of someone else's is not theirs to delete)."""
+    blob, actor = validate.cid(cid), validate.did(actor_did, "actor_did")
+    if await conn.execute(_DELETE, {"cid": blob, "actor_did": actor}) == 0:
+        raise NotFound(f"no blob {blob}")
+
+
+async def get_user_storage_size(conn: Executor, user_did: str) -> int:
+    """The bytes the DID's blobs take, as counted against its quota."""
+    user = validate.did(user_did, "user_did")
+    return int(await conn.fetch_value(_STORAGE_SIZE, {"user_did": user}))
+
+
+async def delete_orphan_blobs(
+    conn: Executor, *, older_than: timedelta | None = None, batch_size: int = 1000
+) -> int:
+    """Delete blobs bound to no conversation and older than `older_than` (default:
+    DbConfig.orphan_blob_retention_s), `batch_size` rows per statement; returns how many.
+
+    On a Database each batch commits on its own, so locks and WAL stay small; blobs that
+    become orphans meanwhile may be left for the next run.
+    """
+    age = (
+        timedelta(seconds=conn.config.orphan_blob_retention_s)
+        if older_than is None
+        else validate.duration(older_than, "older_than")
+    )
+    batch = validate.limit(batch_size, MAX_ORPHAN_BATCH)
+    total = 0
+    while True:
+        deleted = await conn.execute(_DELETE_ORPHANS, {"older_than": age, "batch_size": batch})
+        total += deleted
+        if deleted < batch:
+            return total

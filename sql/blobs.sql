@@ -1,0 +1,191 @@
+-- name: store_blob
+-- Stores a blob for its uploader, unbound or bound to a conversation the uploader is
+-- an active member of, and returns its metadata. Content the uploader already has
+-- comes back as stored, charged nothing (and bound, if it was unbound and a
+-- conversation is given). The usage row is charged only for a row actually inserted
+-- (a concurrent duplicate meets ON CONFLICT and pays nothing), after the insert and
+-- under the usage row's lock, where blob_usage_within_quota judges the newest usage and
+-- fails the whole statement past the quota. The snapshot's usage only spares writing a
+-- blob that is plainly over quota. No row back: the uploader is not an active member,
+-- the blob is bound to another conversation, or it is plainly over quota.
+WITH allowed AS (
+    SELECT
+        %(convo_id)s::uuid IS NULL
+        OR EXISTS (
+            SELECT 1
+            FROM members AS m
+            WHERE
+                m.convo_id = %(convo_id)s::uuid
+                AND m.member_did = %(uploader_did)s
+                AND m.left_at IS NULL
+        ) AS ok
+),
+
+existing AS (
+    SELECT b.cid, b.uploader_did, b.convo_id, b.size, b.mime_type, b.created_at
+    FROM blobs AS b
+    WHERE b.cid = %(cid)s AND b.uploader_did = %(uploader_did)s
+),
+
+inserted AS (
+    INSERT INTO blobs (cid, uploader_did, convo_id, size, mime_type, data)
+    SELECT
+        %(cid)s,
+        %(uploader_did)s,
+        %(convo_id)s::uuid,
+        %(size)s::bigint,
+        %(mime_type)s,
+        %(data)s::bytea
+    FROM allowed
+    WHERE
+        allowed.ok
+        AND NOT EXISTS (SELECT 1 FROM existing)
+        AND coalesce(
+            (SELECT u.used_bytes FROM blob_usage AS u WHERE u.owner_did = %(uploader_did)s), 0
+        ) + %(size)s::bigint <= %(quota)s::bigint
+    ON CONFLICT (cid, uploader_did) DO NOTHING
+    RETURNING cid, uploader_did, convo_id, size, mime_type, created_at
+),
+
+charged AS (
+    INSERT INTO blob_usage AS u (owner_did, used_bytes, quota_bytes)
+    SELECT i.uploader_did, i.size, %(quota)s::bigint
+    FROM inserted AS i
+    ON CONFLICT (owner_did) DO UPDATE
+        SET
+            used_bytes = u.used_bytes + excluded.used_bytes,
+            quota_bytes = excluded.quota_bytes
+),
+
+bound AS (
+    UPDATE blobs AS b
+    SET convo_id = %(convo_id)s::uuid
+    FROM allowed
+    WHERE
+        b.cid = %(cid)s
+        AND b.uploader_did = %(uploader_did)s
+        AND b.convo_id IS NULL
+        AND %(convo_id)s::uuid IS NOT NULL
+        AND allowed.ok
+    RETURNING b.cid, b.uploader_did, b.convo_id, b.size, b.mime_type, b.created_at
+)
+
+SELECT i.cid, i.uploader_did, i.convo_id, i.size, i.mime_type, i.created_at
+FROM inserted AS i
+UNION ALL
+SELECT bd.cid, bd.uploader_did, bd.convo_id, bd.size, bd.mime_type, bd.created_at
+FROM bound AS bd
+UNION ALL
+SELECT e.cid, e.uploader_did, e.convo_id, e.size, e.mime_type, e.created_at
+FROM existing AS e
+CROSS JOIN allowed
+WHERE allowed.ok AND (%(convo_id)s::uuid IS NULL OR e.convo_id = %(convo_id)s::uuid);
+
+-- name: bind_blob
+-- Binds the uploader's unbound blob to a conversation the uploader is an active member
+-- of (a blob already bound to it is returned unchanged). No row back: not the
+-- uploader's blob, bound to another conversation, or the uploader is not a member.
+UPDATE blobs AS b
+SET convo_id = %(convo_id)s
+WHERE
+    b.cid = %(cid)s
+    AND b.uploader_did = %(actor_did)s
+    AND (b.convo_id IS NULL OR b.convo_id = %(convo_id)s)
+    AND EXISTS (
+        SELECT 1
+        FROM members AS m
+        WHERE
+            m.convo_id = %(convo_id)s
+            AND m.member_did = %(actor_did)s
+            AND m.left_at IS NULL
+    )
+RETURNING b.cid, b.uploader_did, b.convo_id, b.size, b.mime_type, b.created_at;
+
+-- name: get_blob
+-- A blob with its bytes, for its uploader or an active member of its conversation.
+-- Several uploaders may hold the same content: the actor's own copy comes first, then
+-- the oldest, so the answer is stable.
+SELECT b.cid, b.uploader_did, b.convo_id, b.size, b.mime_type, b.created_at, b.data
+FROM blobs AS b
+WHERE
+    b.cid = %(cid)s
+    AND (
+        b.uploader_did = %(actor_did)s
+        OR EXISTS (
+            SELECT 1
+            FROM members AS m
+            WHERE
+                m.convo_id = b.convo_id
+                AND m.member_did = %(actor_did)s
+                AND m.left_at IS NULL
+        )
+    )
+ORDER BY b.uploader_did = %(actor_did)s DESC, b.created_at ASC, b.uploader_did ASC
+LIMIT 1;
+
+-- name: get_blob_metadata
+-- What get_blob returns but the bytes, under the same check and order.
+SELECT b.cid, b.uploader_did, b.convo_id, b.size, b.mime_type, b.created_at
+FROM blobs AS b
+WHERE
+    b.cid = %(cid)s
+    AND (
+        b.uploader_did = %(actor_did)s
+        OR EXISTS (
+            SELECT 1
+            FROM members AS m
+            WHERE
+                m.convo_id = b.convo_id
+                AND m.member_did = %(actor_did)s
+                AND m.left_at IS NULL
+        )
+    )
+ORDER BY b.uploader_did = %(actor_did)s DESC, b.created_at ASC, b.uploader_did ASC
+LIMIT 1;
+
+-- name: list_blobs_by_conversation
+-- A conversation's blobs in upload order after a keyset position (the first page
+-- passes year 1 and empty strings), for an actor who is an active member.
+SELECT b.cid, b.uploader_did, b.convo_id, b.size, b.mime_type, b.created_at
+FROM blobs AS b
+WHERE
+    b.convo_id = %(convo_id)s
+    AND (b.created_at, b.cid, b.uploader_did)
+    > (%(after_created_at)s::timestamptz, %(after_cid)s::text, %(after_uploader_did)s::text)
+    AND EXISTS (
+        SELECT 1
+        FROM members AS m
+        WHERE
+            m.convo_id = b.convo_id
+            AND m.member_did = %(actor_did)s
+            AND m.left_at IS NULL
+    )
+ORDER BY b.created_at ASC, b.cid ASC, b.uploader_did ASC
+LIMIT %(limit)s;
+
+-- name: delete_blob
+-- Deletes the actor's own copy of a blob; the usage trigger gives its bytes back.
+DELETE FROM blobs AS b
+WHERE b.cid = %(cid)s AND b.uploader_did = %(actor_did)s;
+
+-- name: get_user_storage_size
+-- The bytes a DID's blobs take, as charged against its quota (0 if it has none).
+SELECT coalesce(
+    (SELECT u.used_bytes FROM blob_usage AS u WHERE u.owner_did = %(user_did)s), 0
+) AS used_bytes;
+
+-- name: delete_orphan_blobs
+-- One batch: deletes up to batch_size blobs bound to no conversation and older than
+-- the cutoff, oldest first. A row a concurrent bind holds is skipped, and one bound
+-- since the snapshot fails the re-check under FOR UPDATE, so no bound blob is deleted.
+-- The usage trigger gives the bytes back.
+DELETE FROM blobs AS b
+USING (
+    SELECT o.cid, o.uploader_did
+    FROM blobs AS o
+    WHERE o.convo_id IS NULL AND o.created_at < now() - %(older_than)s::interval
+    ORDER BY o.created_at
+    LIMIT %(batch_size)s
+    FOR UPDATE SKIP LOCKED
+) AS doomed
+WHERE b.cid = doomed.cid AND b.uploader_did = doomed.uploader_did;
