@@ -8,6 +8,7 @@
 -- fails the whole statement past the quota. The snapshot's usage only spares writing a
 -- blob that is plainly over quota. No row back: the uploader is not an active member,
 -- the blob is bound to another conversation, or it is plainly over quota.
+-- not null: cid, uploader_did, size, mime_type, created_at (UNION of NOT NULL columns)
 WITH allowed AS (
     SELECT
         %(convo_id)s::uuid IS NULL
@@ -22,7 +23,13 @@ WITH allowed AS (
 ),
 
 existing AS (
-    SELECT b.cid, b.uploader_did, b.convo_id, b.size, b.mime_type, b.created_at
+    SELECT
+        b.cid,
+        b.uploader_did,
+        b.convo_id,
+        b.size,
+        b.mime_type,
+        b.created_at
     FROM blobs AS b
     WHERE b.cid = %(cid)s AND b.uploader_did = %(uploader_did)s
 ),
@@ -30,18 +37,21 @@ existing AS (
 inserted AS (
     INSERT INTO blobs (cid, uploader_did, convo_id, size, mime_type, data)
     SELECT
-        %(cid)s,
-        %(uploader_did)s,
-        %(convo_id)s::uuid,
-        %(size)s::bigint,
-        %(mime_type)s,
-        %(data)s::bytea
+        %(cid)s AS cid,
+        %(uploader_did)s AS uploader_did,
+        %(convo_id)s::uuid AS convo_id,
+        %(size)s::bigint AS size,
+        %(mime_type)s AS mime_type,
+        %(data)s::bytea AS data
     FROM allowed
     WHERE
         allowed.ok
         AND NOT EXISTS (SELECT 1 FROM existing)
         AND coalesce(
-            (SELECT u.used_bytes FROM blob_usage AS u WHERE u.owner_did = %(uploader_did)s), 0
+            (
+                SELECT u.used_bytes FROM blob_usage AS u
+                WHERE u.owner_did = %(uploader_did)s
+            ), 0
         ) + %(size)s::bigint <= %(quota)s::bigint
     ON CONFLICT (cid, uploader_did) DO NOTHING
     RETURNING cid, uploader_did, convo_id, size, mime_type, created_at
@@ -49,7 +59,10 @@ inserted AS (
 
 charged AS (
     INSERT INTO blob_usage AS u (owner_did, used_bytes, quota_bytes)
-    SELECT i.uploader_did, i.size, %(quota)s::bigint
+    SELECT
+        i.uploader_did,
+        i.size,
+        %(quota)s::bigint
     FROM inserted AS i
     ON CONFLICT (owner_did) DO UPDATE
         SET
@@ -70,13 +83,31 @@ bound AS (
     RETURNING b.cid, b.uploader_did, b.convo_id, b.size, b.mime_type, b.created_at
 )
 
-SELECT i.cid, i.uploader_did, i.convo_id, i.size, i.mime_type, i.created_at
+SELECT
+    i.cid,
+    i.uploader_did,
+    i.convo_id,
+    i.size,
+    i.mime_type,
+    i.created_at
 FROM inserted AS i
 UNION ALL
-SELECT bd.cid, bd.uploader_did, bd.convo_id, bd.size, bd.mime_type, bd.created_at
+SELECT
+    bd.cid,
+    bd.uploader_did,
+    bd.convo_id,
+    bd.size,
+    bd.mime_type,
+    bd.created_at
 FROM bound AS bd
 UNION ALL
-SELECT e.cid, e.uploader_did, e.convo_id, e.size, e.mime_type, e.created_at
+SELECT
+    e.cid,
+    e.uploader_did,
+    e.convo_id,
+    e.size,
+    e.mime_type,
+    e.created_at
 FROM existing AS e
 CROSS JOIN allowed
 WHERE allowed.ok AND (%(convo_id)s::uuid IS NULL OR e.convo_id = %(convo_id)s::uuid);
@@ -105,7 +136,14 @@ RETURNING b.cid, b.uploader_did, b.convo_id, b.size, b.mime_type, b.created_at;
 -- A blob with its bytes, for its uploader or an active member of its conversation.
 -- Several uploaders may hold the same content: the actor's own copy comes first, then
 -- the oldest, so the answer is stable.
-SELECT b.cid, b.uploader_did, b.convo_id, b.size, b.mime_type, b.created_at, b.data
+SELECT
+    b.cid,
+    b.uploader_did,
+    b.convo_id,
+    b.size,
+    b.mime_type,
+    b.created_at,
+    b.data
 FROM blobs AS b
 WHERE
     b.cid = %(cid)s
@@ -125,7 +163,13 @@ LIMIT 1;
 
 -- name: get_blob_metadata
 -- What get_blob returns but the bytes, under the same check and order.
-SELECT b.cid, b.uploader_did, b.convo_id, b.size, b.mime_type, b.created_at
+SELECT
+    b.cid,
+    b.uploader_did,
+    b.convo_id,
+    b.size,
+    b.mime_type,
+    b.created_at
 FROM blobs AS b
 WHERE
     b.cid = %(cid)s
@@ -146,7 +190,13 @@ LIMIT 1;
 -- name: list_blobs_by_conversation
 -- A conversation's blobs in upload order after a keyset position (the first page
 -- passes year 1 and empty strings), for an actor who is an active member.
-SELECT b.cid, b.uploader_did, b.convo_id, b.size, b.mime_type, b.created_at
+SELECT
+    b.cid,
+    b.uploader_did,
+    b.convo_id,
+    b.size,
+    b.mime_type,
+    b.created_at
 FROM blobs AS b
 WHERE
     b.convo_id = %(convo_id)s
@@ -171,7 +221,10 @@ WHERE b.cid = %(cid)s AND b.uploader_did = %(actor_did)s;
 -- name: get_user_storage_size
 -- The bytes a DID's blobs take, as charged against its quota (0 if it has none).
 SELECT coalesce(
-    (SELECT u.used_bytes FROM blob_usage AS u WHERE u.owner_did = %(user_did)s), 0
+    (
+        SELECT u.used_bytes FROM blob_usage AS u
+        WHERE u.owner_did = %(user_did)s
+    ), 0
 ) AS used_bytes;
 
 -- name: delete_orphan_blobs
@@ -181,7 +234,9 @@ SELECT coalesce(
 -- The usage trigger gives the bytes back.
 DELETE FROM blobs AS b
 USING (
-    SELECT o.cid, o.uploader_did
+    SELECT
+        o.cid,
+        o.uploader_did
     FROM blobs AS o
     WHERE o.convo_id IS NULL AND o.created_at < now() - %(older_than)s::interval
     ORDER BY o.created_at
