@@ -6,7 +6,7 @@ async with Database.connect(DbConfig.from_env()) as db:
     )
 """
 
-from . import conversations, members
+from . import conversations, members, messages
 from .config import DbConfig
 from .database import Database, Executor, IsolationLevel, Transaction
 from .errors import (
@@ -22,18 +22,22 @@ from .errors import (
     NotAMember,
     NotAnAdmin,
     NotFound,
+    NotTheSender,
     QuotaExceeded,
     RetryableError,
     SchemaNotMigrated,
     SqlRegistryError,
     StatementTimeout,
 )
+from .events import Listener
 from .models import (
     Conversation,
     ConversationSummary,
     HealthReport,
     Member,
     Membership,
+    Message,
+    MessageEvent,
 )
 from .pages import Page
 
@@ -53,12 +57,16 @@ __all__ = [
     "InvalidInput",
     "IsolationLevel",
     "LastAdmin",
+    "Listener",
     "Member",
     "Membership",
+    "Message",
+    "MessageEvent",
     "NoKeyPackageAvailable",
     "NotAMember",
     "NotAnAdmin",
     "NotFound",
+    "NotTheSender",
     "Page",
     "QuotaExceeded",
     "RetryableError",
@@ -68,4 +76,5 @@ __all__ = [
     "Transaction",
     "conversations",
     "members",
+    "messages",
 ]
