@@ -21,7 +21,7 @@ import psycopg
 from psycopg import AsyncConnection, Notify
 
 from .config import DbConfig
-from .errors import DatabaseUnavailable
+from .errors import DatabaseUnavailable, translate
 from .models import MessageEvent, MessageType
 from .sql import statement
 
@@ -117,7 +117,7 @@ class Listener:
                 else:
                     await self._disconnect()
                 continue
-            except (psycopg.OperationalError, psycopg.InterfaceError):
+            except psycopg.Error:  # the connection is lost: reconnect
                 await self._disconnect()
                 continue
             event = parse_event(notify.payload)
@@ -153,6 +153,8 @@ class Listener:
             except psycopg.OperationalError:
                 delay = min(delay * 2, self._config.listen_retry_max_s)
                 continue
+            except psycopg.Error as exc:  # not a lost connection: retrying will not help
+                raise translate(exc) from exc
             self.reconnects += 1
             if self._on_reconnect is not None:
                 await self._on_reconnect()
@@ -162,7 +164,9 @@ class Listener:
         notifies, conn = self._notifies, self._conn
         self._notifies = self._conn = None
         if notifies is not None:
-            with contextlib.suppress(psycopg.Error):  # the connection is gone already
+            # The connection may be gone already, or the generator still running in
+            # another task; closing the connection below ends it either way.
+            with contextlib.suppress(psycopg.Error, RuntimeError):
                 await notifies.aclose()
         if conn is not None:
             await conn.close()

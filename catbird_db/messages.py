@@ -197,21 +197,21 @@ async def list_messages(
             raise InvalidInput(f"give a cursor or {name}, not both")
         bound = _cursor_seq(conn, cursor, kind, scope)
     if direction == "forward":
-        params = {
+        forward = {
             "convo_id": convo,
             "actor_did": actor,
             "after_seq": 0 if bound is None else bound,
             "limit": size + 1,
         }
-        rows = await conn.fetch_all(_LIST_FORWARD, params, Message)
+        rows = await conn.fetch_all(_LIST_FORWARD, forward, Message)
     else:
-        params = {
+        backward = {
             "convo_id": convo,
             "actor_did": actor,
             "before_seq": validate.MAX_BIGINT if bound is None else bound,
             "limit": size + 1,
         }
-        rows = await conn.fetch_all(_LIST_BACKWARD, params, Message)
+        rows = await conn.fetch_all(_LIST_BACKWARD, backward, Message)
     return await _page(conn, rows, size, kind, scope, convo, actor)
 
 

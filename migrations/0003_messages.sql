@@ -12,9 +12,10 @@ CREATE TABLE messages (
     epoch bigint NOT NULL CHECK (epoch >= 0),
     -- A hard cap; DbConfig.max_message_bytes may set a lower one.
     ciphertext bytea NOT NULL CHECK (octet_length(ciphertext) BETWEEN 1 AND 16777216),
-    -- Set by the sequencing statement from the clock after it holds the conversation's
-    -- row lock, so within a conversation sent_at never decreases as seq grows.
-    sent_at timestamptz NOT NULL DEFAULT now(),
+    -- The clock when the row is inserted (not the transaction's start): a sequenced
+    -- insert comes after the conversation's row lock is taken, so within a conversation
+    -- sent_at never decreases as seq grows (list_messages_since relies on it).
+    sent_at timestamptz NOT NULL DEFAULT clock_timestamp(),
     expires_at timestamptz,
     PRIMARY KEY (convo_id, seq),
     -- get_message and the idempotent retry of create_message look a message up by id.

@@ -133,6 +133,7 @@ WHERE m.convo_id = %(convo_id)s AND m.member_did = %(member_did)s;
 -- Moves the actor's read marker forward to a seq (clamped to the conversation's
 -- last_seq), never back; returns the membership with its unread count. Touches only
 -- the actor's own row.
+-- not null: unread_count (a count)
 UPDATE members AS m
 SET last_read_seq = greatest(m.last_read_seq, least(%(seq)s, c.last_seq))
 FROM conversations AS c
@@ -162,6 +163,7 @@ RETURNING
 
 -- name: reset_unread_count
 -- Moves the actor's read marker to the conversation's last_seq: everything read.
+-- not null: unread_count (a count)
 UPDATE members AS m
 SET last_read_seq = greatest(m.last_read_seq, c.last_seq)
 FROM conversations AS c

@@ -6,7 +6,9 @@
 -- epoch_window of the current one: last_seq is bumped under the conversation's row
 -- lock (which orders concurrent senders), the message takes the new seq, the sender's
 -- read marker moves to it and a notification is queued, all in this one statement.
+-- sent_at is left to its default, the clock at insert: after the lock, so in seq order.
 -- No other member's row is touched. No row back: refused (create_message says why).
+-- not null: convo_id, seq, id, sender_did, message_type, epoch, ciphertext, sent_at
 WITH sender AS (
     SELECT a.member_did
     FROM members AS a
@@ -39,26 +41,37 @@ bump AS (
         AND c.epoch - %(epoch)s BETWEEN 0 AND %(epoch_window)s
         AND EXISTS (SELECT 1 FROM sender)
         AND NOT EXISTS (SELECT 1 FROM earlier)
-    -- RETURNING runs after the row lock is held: the clock is read in seq order.
-    RETURNING c.id, c.last_seq, clock_timestamp() AS sent_at
+    RETURNING c.id, c.last_seq
 ),
 
 sent AS (
     INSERT INTO messages (
-        convo_id, seq, id, sender_did, message_type, epoch, ciphertext, sent_at, expires_at
+        convo_id, seq, id, sender_did, message_type, epoch, ciphertext, expires_at
     )
     SELECT
-        bump.id,
-        bump.last_seq,
-        %(id)s::uuid,
-        %(actor_did)s::text,
-        'app',
-        %(epoch)s::bigint,
-        %(ciphertext)s::bytea,
-        bump.sent_at,
-        %(expires_at)s::timestamptz
+        bump.id AS convo_id,
+        bump.last_seq AS seq,
+        %(id)s::uuid AS id,
+        %(actor_did)s::text AS sender_did,
+        'app' AS message_type,
+        %(epoch)s::bigint AS epoch,
+        %(ciphertext)s::bytea AS ciphertext,
+        %(expires_at)s::timestamptz AS expires_at
     FROM bump
-    RETURNING convo_id, seq, id, sender_did, message_type, epoch, ciphertext, sent_at, expires_at
+    -- The notification is queued by the insert itself, once per stored row; it is
+    -- delivered only if this transaction commits.
+    RETURNING
+        convo_id,
+        seq,
+        id,
+        sender_did,
+        message_type,
+        epoch,
+        ciphertext,
+        sent_at,
+        expires_at,
+        pg_notify('catbird_messages', convo_id::text || ':' || seq || ':' || message_type)
+            AS notified
 ),
 
 marked AS (
@@ -82,9 +95,6 @@ SELECT
     sent.sent_at,
     sent.expires_at
 FROM sent
-CROSS JOIN LATERAL pg_notify(
-    'catbird_messages', sent.convo_id::text || ':' || sent.seq || ':' || sent.message_type
-) AS notified
 UNION ALL
 SELECT
     earlier.convo_id,
@@ -112,6 +122,7 @@ WHERE
 -- id exactly like create_message; the sender's read marker moves to the commit and a
 -- notification is queued. A commit that also adds members follows this same shape
 -- with its member and welcome inserts hung off `sent`.
+-- not null: convo_id, seq, id, sender_did, message_type, epoch, ciphertext, sent_at
 WITH sender AS (
     SELECT a.member_did
     FROM members AS a
@@ -144,22 +155,34 @@ bump AS (
         AND c.epoch = %(epoch)s
         AND EXISTS (SELECT 1 FROM sender)
         AND NOT EXISTS (SELECT 1 FROM earlier)
-    RETURNING c.id, c.last_seq, clock_timestamp() AS sent_at
+    RETURNING c.id, c.last_seq
 ),
 
 sent AS (
-    INSERT INTO messages (convo_id, seq, id, sender_did, message_type, epoch, ciphertext, sent_at)
+    INSERT INTO messages (convo_id, seq, id, sender_did, message_type, epoch, ciphertext)
     SELECT
-        bump.id,
-        bump.last_seq,
-        %(id)s::uuid,
-        %(actor_did)s::text,
-        'commit',
-        %(epoch)s::bigint,
-        %(ciphertext)s::bytea,
-        bump.sent_at
+        bump.id AS convo_id,
+        bump.last_seq AS seq,
+        %(id)s::uuid AS id,
+        %(actor_did)s::text AS sender_did,
+        'commit' AS message_type,
+        %(epoch)s::bigint AS epoch,
+        %(ciphertext)s::bytea AS ciphertext
     FROM bump
-    RETURNING convo_id, seq, id, sender_did, message_type, epoch, ciphertext, sent_at, expires_at
+    -- The notification is queued by the insert itself, once per stored row; it is
+    -- delivered only if this transaction commits.
+    RETURNING
+        convo_id,
+        seq,
+        id,
+        sender_did,
+        message_type,
+        epoch,
+        ciphertext,
+        sent_at,
+        expires_at,
+        pg_notify('catbird_messages', convo_id::text || ':' || seq || ':' || message_type)
+            AS notified
 ),
 
 marked AS (
@@ -183,9 +206,6 @@ SELECT
     sent.sent_at,
     sent.expires_at
 FROM sent
-CROSS JOIN LATERAL pg_notify(
-    'catbird_messages', sent.convo_id::text || ':' || sent.seq || ':' || sent.message_type
-) AS notified
 UNION ALL
 SELECT
     earlier.convo_id,
@@ -208,10 +228,12 @@ WHERE
 -- name: message_id_taken
 -- Whether the conversation holds a message with this id, read only to explain a
 -- refused send; says nothing else about it.
-SELECT EXISTS (
-    SELECT 1
-    FROM messages AS m
-    WHERE m.convo_id = %(convo_id)s AND m.id = %(id)s
+SELECT (
+    EXISTS (
+        SELECT 1
+        FROM messages AS m
+        WHERE m.convo_id = %(convo_id)s AND m.id = %(id)s
+    )
 ) AS taken;
 
 -- name: get_message
@@ -230,7 +252,7 @@ SELECT
 FROM messages AS m
 INNER JOIN members AS a
     ON
-        a.convo_id = m.convo_id
+        m.convo_id = a.convo_id
         AND a.member_did = %(actor_did)s
         AND a.left_at IS NULL
         AND m.seq > a.joined_seq
@@ -375,9 +397,12 @@ WHERE
 -- transaction holds are skipped, not waited for, and each batch is its own short
 -- statement, so maintenance never holds many locks for long.
 WITH doomed AS (
-    SELECT x.convo_id, x.seq
+    SELECT
+        x.convo_id,
+        x.seq
     FROM messages AS x
     WHERE x.expires_at <= now()
+    ORDER BY x.expires_at
     LIMIT %(batch_size)s
     FOR UPDATE SKIP LOCKED
 )

@@ -182,6 +182,19 @@ async def test_retry_of_the_same_message_returns_it_and_writes_nothing(
     assert snapshot(raw) == before
 
 
+async def test_retry_after_leaving_is_not_a_member(
+    db: Database, raw: psycopg.Connection[Any]
+) -> None:
+    convo = await group(db, BOB)
+    msg_id = uuid4()
+    await send(db, convo.id, BOB, "once", msg_id=msg_id)
+    await members.remove_member(db, convo.id, BOB, actor_did=BOB)
+    before = snapshot(raw)
+    with pytest.raises(NotAMember):
+        await send(db, convo.id, BOB, "once", msg_id=msg_id)
+    assert snapshot(raw) == before
+
+
 async def test_concurrent_retries_store_the_message_once(
     busy_db: Database, raw: psycopg.Connection[Any]
 ) -> None:
