@@ -6,7 +6,7 @@ async with Database.connect(DbConfig.from_env()) as db:
     )
 """
 
-from . import blobs, conversations, members
+from . import blobs, conversations, members, messages
 from .config import DbConfig
 from .database import Database, Executor, IsolationLevel, Transaction
 from .errors import (
@@ -22,12 +22,14 @@ from .errors import (
     NotAMember,
     NotAnAdmin,
     NotFound,
+    NotTheSender,
     QuotaExceeded,
     RetryableError,
     SchemaNotMigrated,
     SqlRegistryError,
     StatementTimeout,
 )
+from .events import Listener
 from .models import (
     Blob,
     BlobInfo,
@@ -36,6 +38,8 @@ from .models import (
     HealthReport,
     Member,
     Membership,
+    Message,
+    MessageEvent,
 )
 from .pages import Page
 
@@ -57,12 +61,16 @@ __all__ = [
     "InvalidInput",
     "IsolationLevel",
     "LastAdmin",
+    "Listener",
     "Member",
     "Membership",
+    "Message",
+    "MessageEvent",
     "NoKeyPackageAvailable",
     "NotAMember",
     "NotAnAdmin",
     "NotFound",
+    "NotTheSender",
     "Page",
     "QuotaExceeded",
     "RetryableError",
@@ -73,4 +81,5 @@ __all__ = [
     "blobs",
     "conversations",
     "members",
+    "messages",
 ]

@@ -37,6 +37,9 @@ class DbConfig:
     # Application messages may carry the current epoch or one this many epochs older.
     epoch_window: int = 0
     max_message_bytes: int = 1024 * 1024
+    # Database.listen(): the first and the longest wait between reconnection attempts.
+    listen_retry_min_s: float = 0.05
+    listen_retry_max_s: float = 5.0
     max_key_package_bytes: int = 64 * 1024
     key_package_lifetime_s: int = 90 * 24 * 3600
     max_welcome_bytes: int = 1024 * 1024

@@ -28,6 +28,7 @@ from .errors import (
     SqlRegistryError,
     translate,
 )
+from .events import Listener
 from .models import HealthReport
 from .pages import CursorCodec
 from .paths import MIGRATIONS_DIR
@@ -306,6 +307,17 @@ class Database(_Runner):
                     raise
                 await asyncio.sleep(random.uniform(0, 0.005 * 2**attempt))
         raise AssertionError("unreachable")
+
+    def listen(self, *, on_reconnect: Callable[[], Awaitable[None]] | None = None) -> Listener:
+        """The committed messages and commits of every conversation, as MessageEvents.
+
+        `async with db.listen() as events:` opens a dedicated connection and LISTENs;
+        `async for event in events` then yields each event in commit order. A dropped
+        connection is re-opened with back-off and `on_reconnect` awaited: events sent
+        meanwhile are lost, so catch up there by seq (`messages.list_messages`).
+        DatabaseUnavailable if the first connection fails.
+        """
+        return Listener(self._config, on_reconnect=on_reconnect)
 
     async def health_check(self) -> HealthReport:
         """Round-trip to the server; report the latency and the pool's statistics."""

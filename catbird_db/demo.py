@@ -11,14 +11,15 @@ import asyncio
 import os
 import sys
 from urllib.parse import urlsplit, urlunsplit
+from uuid import uuid4
 
 import psycopg
 from psycopg import sql as pgsql
 
-from . import blobs, conversations, members, migrate
+from . import blobs, conversations, members, messages, migrate
 from .config import DbConfig
 from .database import Database
-from .errors import BlobIntegrityError, LastAdmin, NotAMember, NotFound
+from .errors import BlobIntegrityError, EpochConflict, LastAdmin, NotAMember, NotFound
 from .models import Conversation
 from .sql import statement
 
@@ -78,6 +79,58 @@ async def conversations_and_members(db: Database) -> Conversation:
     return convo
 
 
+async def messages_in_order(db: Database, convo: Conversation) -> None:
+    """Send, retry, commit, page through by seq, read markers and a live event."""
+    print("\n== messages")
+    async with db.listen() as events:
+        epoch = await conversations.get_current_epoch(db, convo.id, actor_did=ALICE)
+        first_id = uuid4()
+        first = await messages.create_message(
+            db, convo.id, actor_did=ALICE, message_id=first_id, epoch=epoch, ciphertext=b"hi"
+        )
+        event = await anext(events)
+        say(f"alice sent seq {first.seq}; a listener heard {event.message_type} seq {event.seq}")
+        again = await messages.create_message(
+            db, convo.id, actor_did=ALICE, message_id=first_id, epoch=epoch, ciphertext=b"hi"
+        )
+        say(f"her client retried the same id: got seq {again.seq} back, nothing new stored")
+    try:
+        await messages.create_message(
+            db, convo.id, actor_did=BOB, message_id=uuid4(), epoch=epoch - 1, ciphertext=b"old"
+        )
+    except EpochConflict as exc:
+        say(f"bob sent at an old epoch, refused: the current epoch is {exc.current_epoch}")
+    for i in range(7):
+        await messages.create_message(
+            db, convo.id, actor_did=BOB, message_id=uuid4(), epoch=epoch, ciphertext=b"m%d" % i
+        )
+    commit = await messages.submit_commit(
+        db, convo.id, actor_did=BOB, message_id=uuid4(), epoch=epoch, ciphertext=b"commit"
+    )
+    say(f"bob sent 7 messages, then a commit at seq {commit.seq}: epoch {epoch} -> {epoch + 1}")
+    try:
+        await messages.submit_commit(
+            db, convo.id, actor_did=ALICE, message_id=uuid4(), epoch=epoch, ciphertext=b"late"
+        )
+    except EpochConflict as exc:
+        say(f"alice's commit for epoch {epoch} came too late: the epoch is {exc.current_epoch}")
+    alice = await members.get_membership(db, convo.id, ALICE)
+    say(f"alice has {alice.unread_count if alice else '?'} unread")
+    cursor: str | None = None
+    while True:
+        page = await messages.list_messages(db, convo.id, actor_did=ALICE, limit=3, cursor=cursor)
+        say(f"  page: {[(m.seq, m.message_type) for m in page.items]}")
+        if page.next_cursor is None:
+            break
+        cursor = page.next_cursor
+    newest = await messages.list_messages(
+        db, convo.id, actor_did=ALICE, direction="backward", limit=2
+    )
+    say(f"the two newest, backward: {[m.seq for m in newest.items]}")
+    marked = await members.mark_read(db, convo.id, actor_did=ALICE, seq=newest.items[-1].seq)
+    say(f"alice read up to seq {marked.last_read_seq}: {marked.unread_count} unread left")
+
+
 async def attachments(db: Database, convo: Conversation) -> None:
     """Attach an encrypted file to the group, fetch it back, show who may not."""
     print("\n== blobs")
@@ -116,6 +169,7 @@ async def run(url: str) -> None:
         health = await db.health_check()
         say(f"connected: PostgreSQL {health.server_version}, {health.latency_s * 1000:.1f} ms")
         convo = await conversations_and_members(db)
+        await messages_in_order(db, convo)
         await attachments(db, convo)
     print("\ndemo finished")
 

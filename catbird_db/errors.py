@@ -19,6 +19,7 @@ __all__ = [
     "NotAMember",
     "NotAnAdmin",
     "NotFound",
+    "NotTheSender",
     "QuotaExceeded",
     "RetryableError",
     "SchemaNotMigrated",
@@ -54,6 +55,10 @@ class NotAMember(CatbirdDbError):
 
 class NotAnAdmin(NotAMember):
     """The actor is a member but this needs the admin role."""
+
+
+class NotTheSender(NotAMember):
+    """Only the sender of a message may do this to it."""
 
 
 class LastAdmin(CatbirdDbError):

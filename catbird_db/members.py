@@ -11,13 +11,23 @@ from .models import Member, Membership, Role
 from .pages import Page
 from .sql import statement
 
-__all__ = ["add_member", "get_membership", "is_member", "list_members", "remove_member"]
+__all__ = [
+    "add_member",
+    "get_membership",
+    "is_member",
+    "list_members",
+    "mark_read",
+    "remove_member",
+    "reset_unread_count",
+]
 
 _ADD = statement("add_member")
 _REMOVE = statement("remove_member")
 _IS_MEMBER = statement("is_member")
 _LIST = statement("list_members")
 _GET = statement("get_membership")
+_MARK_READ = statement("mark_read")
+_RESET_UNREAD = statement("reset_unread_count")
 
 
 async def add_member(
@@ -102,3 +112,33 @@ async def get_membership(conn: Executor, convo_id: UUID, member_did: str) -> Mem
     """The DID's membership, active or left, with its unread count; None if never a member."""
     convo, member = validate.uuid(convo_id, "convo_id"), validate.did(member_did, "member_did")
     return await conn.fetch_one(_GET, {"convo_id": convo, "member_did": member}, Membership)
+
+
+async def mark_read(conn: Executor, convo_id: UUID, *, actor_did: str, seq: int) -> Membership:
+    """Move the actor's read marker forward to `seq` (never back, never past the newest
+    message); returns the membership with its new unread count. NotFound, NotAMember.
+
+    The successor of the seed's `update_unread_count`: counts are derived from the marker.
+    """
+    convo, actor = validate.uuid(convo_id, "convo_id"), validate.did(actor_did, "actor_did")
+    params = {"convo_id": convo, "actor_did": actor, "seq": validate.non_negative(seq, "seq")}
+    marked = await conn.fetch_one(_MARK_READ, params, Membership)
+    if marked is None:
+        await access.check(conn, convo, actor)
+        raise NotFound(f"conversation {convo_id} does not exist")
+    return marked
+
+
+async def reset_unread_count(conn: Executor, convo_id: UUID, *, actor_did: str) -> Membership:
+    """Mark everything in the conversation read; returns the membership (unread count 0).
+
+    NotFound, NotAMember.
+    """
+    convo, actor = validate.uuid(convo_id, "convo_id"), validate.did(actor_did, "actor_did")
+    marked = await conn.fetch_one(
+        _RESET_UNREAD, {"convo_id": convo, "actor_did": actor}, Membership
+    )
+    if marked is None:
+        await access.check(conn, convo, actor)
+        raise NotFound(f"conversation {convo_id} does not exist")
+    return marked

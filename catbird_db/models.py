@@ -88,6 +88,36 @@ class HealthReport:
     requests_waiting: int
 
 
+# -- messages ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """An application message or a commit, at its place `seq` in the conversation's order.
+
+    `epoch` is the MLS epoch it was sent in: a commit at epoch n moved the group to n + 1.
+    """
+
+    convo_id: UUID
+    seq: int
+    id: UUID
+    sender_did: str
+    message_type: MessageType
+    epoch: int
+    ciphertext: bytes
+    sent_at: datetime
+    expires_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class MessageEvent:
+    """A committed message or commit, announced by `Database.listen()`."""
+
+    convo_id: UUID
+    seq: int
+    message_type: MessageType
+
+
 # Blobs
 
 

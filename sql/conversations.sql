@@ -57,7 +57,7 @@ WHERE
 -- name: list_conversations
 -- The actor's active conversations, newest activity first, after a keyset position
 -- (the first page passes 'infinity' and the greatest uuid). Unread counts are derived
--- from each read marker: app messages from others after it.
+-- from each read marker: unexpired app messages from others after it.
 -- not null: unread_count (a count)
 SELECT
     c.id,
@@ -78,6 +78,7 @@ SELECT
             AND msg.seq > m.last_read_seq
             AND msg.message_type = 'app'
             AND msg.sender_did <> m.member_did
+            AND (msg.expires_at IS NULL OR msg.expires_at > now())
     ) AS unread_count
 FROM members AS m
 INNER JOIN conversations AS c ON m.convo_id = c.id

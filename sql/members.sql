@@ -120,8 +120,8 @@ ORDER BY m.member_did
 LIMIT %(limit)s;
 
 -- name: get_membership
--- One membership, active or not, with its unread count: app messages from others after
--- the read marker (zero once the member has left).
+-- One membership, active or not, with its unread count: unexpired app messages from
+-- others after the read marker (zero once the member has left).
 -- not null: unread_count (a count, or 0)
 SELECT
     m.convo_id,
@@ -141,8 +141,71 @@ SELECT
                     AND msg.seq > m.last_read_seq
                     AND msg.message_type = 'app'
                     AND msg.sender_did <> m.member_did
+                    AND (msg.expires_at IS NULL OR msg.expires_at > now())
             )
         ELSE 0
     END AS unread_count
 FROM members AS m
 WHERE m.convo_id = %(convo_id)s AND m.member_did = %(member_did)s;
+
+-- name: mark_read
+-- Moves the actor's read marker forward to a seq (clamped to the conversation's
+-- last_seq), never back; returns the membership with its unread count. Touches only
+-- the actor's own row.
+-- not null: unread_count (a count)
+UPDATE members AS m
+SET last_read_seq = greatest(m.last_read_seq, least(%(seq)s, c.last_seq))
+FROM conversations AS c
+WHERE
+    m.convo_id = %(convo_id)s
+    AND m.member_did = %(actor_did)s
+    AND m.left_at IS NULL
+    AND c.id = m.convo_id
+RETURNING
+    m.convo_id,
+    m.member_did,
+    m.role,
+    m.joined_at,
+    m.left_at,
+    m.joined_seq,
+    m.last_read_seq,
+    (
+        SELECT count(*)
+        FROM messages AS msg
+        WHERE
+            msg.convo_id = m.convo_id
+            AND msg.seq > m.last_read_seq
+            AND msg.message_type = 'app'
+            AND msg.sender_did <> m.member_did
+            AND (msg.expires_at IS NULL OR msg.expires_at > now())
+    ) AS unread_count;
+
+-- name: reset_unread_count
+-- Moves the actor's read marker to the conversation's last_seq: everything read.
+-- not null: unread_count (a count)
+UPDATE members AS m
+SET last_read_seq = greatest(m.last_read_seq, c.last_seq)
+FROM conversations AS c
+WHERE
+    m.convo_id = %(convo_id)s
+    AND m.member_did = %(actor_did)s
+    AND m.left_at IS NULL
+    AND c.id = m.convo_id
+RETURNING
+    m.convo_id,
+    m.member_did,
+    m.role,
+    m.joined_at,
+    m.left_at,
+    m.joined_seq,
+    m.last_read_seq,
+    (
+        SELECT count(*)
+        FROM messages AS msg
+        WHERE
+            msg.convo_id = m.convo_id
+            AND msg.seq > m.last_read_seq
+            AND msg.message_type = 'app'
+            AND msg.sender_did <> m.member_did
+            AND (msg.expires_at IS NULL OR msg.expires_at > now())
+    ) AS unread_count;

@@ -41,3 +41,31 @@ def snapshot(raw: psycopg.Connection[Any]) -> dict[str, list[tuple[Any, ...]]]:
         rows = raw.execute(f"SELECT t::text FROM {table} AS t ORDER BY 1").fetchall()
         out[table] = rows
     return out
+
+
+def insert_messages(
+    raw: psycopg.Connection[Any],
+    convo_id: Any,
+    sender_did: str,
+    count: int,
+    *,
+    sent_at: Any = None,
+) -> None:
+    """Append `count` app messages to a conversation in one statement, behind the API's
+    back (for tests about reading, not sending); `sent_at` None means the clock."""
+    raw.execute(
+        """
+        WITH c AS (
+            UPDATE conversations SET last_seq = last_seq + %(n)s, updated_at = now()
+            WHERE id = %(convo_id)s
+            RETURNING last_seq - %(n)s AS base, epoch
+        )
+        INSERT INTO messages
+            (convo_id, seq, id, sender_did, message_type, epoch, ciphertext, sent_at)
+        SELECT %(convo_id)s, c.base + g, gen_random_uuid(), %(sender)s, 'app', c.epoch,
+            convert_to('message ' || (c.base + g), 'UTF8'),
+            coalesce(%(sent_at)s::timestamptz, clock_timestamp())
+        FROM c CROSS JOIN generate_series(1, %(n)s) AS g
+        """,
+        {"convo_id": convo_id, "sender": sender_did, "n": count, "sent_at": sent_at},
+    )

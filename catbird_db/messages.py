@@ -1,0 +1,321 @@
+"""Messages: sending in order, commits that advance the epoch, reading by seq, expiry."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import datetime
+from typing import Literal, NoReturn
+from uuid import UUID
+
+from . import access, validate
+from .database import Executor, Transaction
+from .errors import (
+    AlreadyExists,
+    EpochConflict,
+    InvalidCursor,
+    InvalidInput,
+    NotFound,
+    NotTheSender,
+)
+from .models import Message
+from .pages import Page
+from .sql import statement
+
+__all__ = [
+    "create_message",
+    "delete_expired_messages",
+    "delete_message",
+    "get_message",
+    "get_message_count",
+    "list_messages",
+    "list_messages_since",
+    "submit_commit",
+]
+
+Direction = Literal["forward", "backward"]
+MAX_EXPIRY_BATCH = 10_000
+
+_CREATE = statement("create_message")
+_COMMIT = statement("submit_commit")
+_ID_TAKEN = statement("message_id_taken")
+_GET = statement("get_message")
+_LIST_FORWARD = statement("list_messages_forward")
+_LIST_BACKWARD = statement("list_messages_backward")
+_LIST_SINCE = statement("list_messages_since")
+_COUNT = statement("get_message_count")
+_DELETE = statement("delete_message")
+_DELETE_EXPIRED = statement("delete_expired_messages")
+
+
+async def create_message(
+    conn: Executor,
+    convo_id: UUID,
+    *,
+    actor_did: str,
+    message_id: UUID,
+    epoch: int,
+    ciphertext: bytes,
+    expires_at: datetime | None = None,
+) -> Message:
+    """Send an application message; returns it with its seq, the next in the conversation.
+
+    Idempotent by `message_id`: the same sender sending the same epoch and ciphertext
+    again gets the stored message back and nothing is written. Raises AlreadyExists if
+    the id is taken otherwise, EpochConflict (with the current epoch) if `epoch` is not
+    within `epoch_window` of it, NotFound or NotAMember.
+    """
+    convo, actor = validate.uuid(convo_id, "convo_id"), validate.did(actor_did, "actor_did")
+    msg_id = validate.uuid(message_id, "message_id")
+    params = {
+        "convo_id": convo,
+        "actor_did": actor,
+        "id": msg_id,
+        "epoch": validate.non_negative(epoch, "epoch"),
+        "epoch_window": conn.config.epoch_window,
+        "ciphertext": validate.bytes_(ciphertext, "ciphertext", conn.config.max_message_bytes),
+        "expires_at": None if expires_at is None else validate.timestamp(expires_at, "expires_at"),
+    }
+    try:
+        async with _savepoint(conn):
+            message = await conn.fetch_one(_CREATE, params, Message)
+    except AlreadyExists:
+        # A concurrent send of this id committed between our look-up and our insert.
+        # It is visible now: running again replays it (same sender and content) or
+        # writes nothing.
+        message = await conn.fetch_one(_CREATE, params, Message)
+    if message is None:
+        await _refused(conn, convo, actor, msg_id)
+    return message
+
+
+async def submit_commit(
+    conn: Executor,
+    convo_id: UUID,
+    *,
+    actor_did: str,
+    message_id: UUID,
+    epoch: int,
+    ciphertext: bytes,
+) -> Message:
+    """Store a commit made at `epoch` and move the conversation to `epoch + 1`, atomically.
+
+    Returns the stored commit. Of concurrent commits for one epoch exactly one wins; the
+    others get EpochConflict with the current epoch. Idempotent by `message_id` like
+    create_message (AlreadyExists if the id is taken otherwise); NotFound, NotAMember.
+    """
+    convo, actor = validate.uuid(convo_id, "convo_id"), validate.did(actor_did, "actor_did")
+    msg_id = validate.uuid(message_id, "message_id")
+    params = {
+        "convo_id": convo,
+        "actor_did": actor,
+        "id": msg_id,
+        "epoch": validate.non_negative(epoch, "epoch"),
+        "ciphertext": validate.bytes_(ciphertext, "ciphertext", conn.config.max_message_bytes),
+    }
+    try:
+        async with _savepoint(conn):
+            commit = await conn.fetch_one(_COMMIT, params, Message)
+    except AlreadyExists:  # lost the race for the id: see create_message
+        commit = await conn.fetch_one(_COMMIT, params, Message)
+    if commit is None:
+        await _refused(conn, convo, actor, msg_id)
+    return commit
+
+
+@asynccontextmanager
+async def _savepoint(conn: Executor) -> AsyncIterator[None]:
+    """A savepoint inside a caller's transaction, so that a send that loses the race for
+    its id leaves the transaction usable; nothing (one round trip) on the Database."""
+    if isinstance(conn, Transaction):
+        async with conn.transaction():
+            yield
+    else:
+        yield
+
+
+async def _refused(conn: Executor, convo_id: UUID, actor_did: str, message_id: UUID) -> NoReturn:
+    """Say why a sequencing statement wrote nothing: NotFound, NotAMember, AlreadyExists
+    (the id is taken by another message), else EpochConflict with the current epoch."""
+    seen = await access.check(conn, convo_id, actor_did)
+    if await _id_taken(conn, convo_id, message_id):
+        raise AlreadyExists(f"message id {message_id} is taken in conversation {convo_id}")
+    raise EpochConflict(seen.epoch if seen.epoch is not None else -1)
+
+
+async def _id_taken(conn: Executor, convo_id: UUID, message_id: UUID) -> bool:
+    """Whether the conversation holds a message with this id (whoever sent it)."""
+    params = {"convo_id": convo_id, "id": message_id}
+    return bool(await conn.fetch_value(_ID_TAKEN, params))
+
+
+async def get_message(
+    conn: Executor, convo_id: UUID, message_id: UUID, *, actor_did: str
+) -> Message | None:
+    """The message, or None if the actor cannot see it (sent before they joined, expired,
+    deleted, never sent); NotFound if the conversation does not exist, NotAMember."""
+    convo, actor = validate.uuid(convo_id, "convo_id"), validate.did(actor_did, "actor_did")
+    params = {"convo_id": convo, "actor_did": actor, "id": validate.uuid(message_id, "message_id")}
+    found = await conn.fetch_one(_GET, params, Message)
+    if found is None:
+        await access.check(conn, convo, actor)
+    return found
+
+
+async def list_messages(
+    conn: Executor,
+    convo_id: UUID,
+    *,
+    actor_did: str,
+    direction: Direction = "forward",
+    after_seq: int | None = None,
+    before_seq: int | None = None,
+    cursor: str | None = None,
+    limit: int = 50,
+) -> Page[Message]:
+    """The messages the actor may read, by seq, one keyset page at a time.
+
+    Forward (oldest first) starts after `after_seq`, or at the first message the actor
+    may read; backward (newest first) starts before `before_seq`, or at the newest.
+    Pass `next_cursor` back with the same direction for the next page. `limit` is
+    clamped to 1..max_page_size. Raises InvalidCursor, NotFound, NotAMember.
+    """
+    convo, actor = validate.uuid(convo_id, "convo_id"), validate.did(actor_did, "actor_did")
+    size = validate.limit(limit, conn.config.max_page_size)
+    if direction not in ("forward", "backward"):
+        raise InvalidInput("direction must be 'forward' or 'backward'")
+    if (after_seq is not None and direction == "backward") or (
+        before_seq is not None and direction == "forward"
+    ):
+        raise InvalidInput("after_seq pages forward, before_seq pages backward")
+    name = "after_seq" if direction == "forward" else "before_seq"
+    given = after_seq if direction == "forward" else before_seq
+    bound = None if given is None else validate.non_negative(given, name)
+    kind, scope = f"messages_{direction}", f"{convo}:{actor}"
+    if cursor is not None:
+        if bound is not None:
+            raise InvalidInput(f"give a cursor or {name}, not both")
+        bound = _cursor_seq(conn, cursor, kind, scope)
+    if direction == "forward":
+        forward = {
+            "convo_id": convo,
+            "actor_did": actor,
+            "after_seq": 0 if bound is None else bound,
+            "limit": size + 1,
+        }
+        rows = await conn.fetch_all(_LIST_FORWARD, forward, Message)
+    else:
+        backward = {
+            "convo_id": convo,
+            "actor_did": actor,
+            "before_seq": validate.MAX_BIGINT if bound is None else bound,
+            "limit": size + 1,
+        }
+        rows = await conn.fetch_all(_LIST_BACKWARD, backward, Message)
+    return await _page(conn, rows, size, kind, scope, convo, actor)
+
+
+async def list_messages_since(
+    conn: Executor,
+    convo_id: UUID,
+    since: datetime,
+    *,
+    actor_did: str,
+    cursor: str | None = None,
+    limit: int = 50,
+) -> Page[Message]:
+    """The messages the actor may read from the first one sent at or after `since`,
+    oldest first, paged by seq: messages sharing a timestamp are never lost or repeated.
+
+    Pass `next_cursor` back with the same `since`. Raises InvalidCursor, NotFound,
+    NotAMember.
+    """
+    convo, actor = validate.uuid(convo_id, "convo_id"), validate.did(actor_did, "actor_did")
+    when = validate.timestamp(since, "since")
+    size = validate.limit(limit, conn.config.max_page_size)
+    kind, scope = "messages_since", f"{convo}:{actor}:{when.isoformat()}"
+    after = 0 if cursor is None else _cursor_seq(conn, cursor, kind, scope)
+    params = {
+        "convo_id": convo,
+        "actor_did": actor,
+        "since": when,
+        "after_seq": after,
+        "limit": size + 1,
+    }
+    rows = await conn.fetch_all(_LIST_SINCE, params, Message)
+    return await _page(conn, rows, size, kind, scope, convo, actor)
+
+
+def _cursor_seq(conn: Executor, cursor: str, kind: str, scope: str) -> int:
+    """The seq a cursor of `kind` within `scope` points at; InvalidCursor otherwise."""
+    seq = conn.cursors.decode(cursor, kind, scope, (int,))[0]
+    if not isinstance(seq, int):  # decode checked it; this tells the type checker
+        raise InvalidCursor("cursor does not hold a seq")
+    return seq
+
+
+async def _page(
+    conn: Executor,
+    rows: list[Message],
+    size: int,
+    kind: str,
+    scope: str,
+    convo: UUID,
+    actor: str,
+) -> Page[Message]:
+    """The page of `size` in `rows` (fetched one past it); an empty one may be a refusal."""
+    if not rows:
+        await access.check(conn, convo, actor)
+    more = len(rows) > size
+    items = tuple(rows[:size])
+    next_cursor = conn.cursors.encode(kind, scope, (items[-1].seq,)) if more else None
+    return Page(items, next_cursor)
+
+
+async def get_message_count(conn: Executor, convo_id: UUID, *, actor_did: str) -> int:
+    """How many messages (and commits) the actor may read; NotFound or NotAMember."""
+    convo, actor = validate.uuid(convo_id, "convo_id"), validate.did(actor_did, "actor_did")
+    count = await conn.fetch_value(_COUNT, {"convo_id": convo, "actor_did": actor})
+    if count is None:
+        await access.check(conn, convo, actor)
+        raise NotFound(f"conversation {convo_id} does not exist")
+    return int(count)
+
+
+async def delete_message(
+    conn: Executor, convo_id: UUID, message_id: UUID, *, actor_did: str
+) -> None:
+    """Delete an application message; only its sender may. Its seq stays unused.
+
+    Raises NotFound (no such message the actor can see), NotTheSender, InvalidInput for
+    a commit (commits are the group's history), NotAMember.
+    """
+    convo, actor = validate.uuid(convo_id, "convo_id"), validate.did(actor_did, "actor_did")
+    msg_id = validate.uuid(message_id, "message_id")
+    params = {"convo_id": convo, "actor_did": actor, "id": msg_id}
+    if await conn.execute(_DELETE, params) == 1:
+        return
+    found = await get_message(conn, convo, msg_id, actor_did=actor)
+    if found is None:
+        raise NotFound(f"no message {msg_id} in conversation {convo}")
+    if found.sender_did != actor:
+        raise NotTheSender(f"only its sender may delete message {msg_id}")
+    raise InvalidInput(f"message {msg_id} is a commit; commits cannot be deleted")
+
+
+async def delete_expired_messages(conn: Executor, *, batch_size: int = 1000) -> int:
+    """Delete every message past its `expires_at`; returns how many.
+
+    Works in batches of `batch_size`, each its own statement, so no lock is held for
+    long; run it on the Database (in a Transaction the batches would share one).
+    """
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int):
+        raise InvalidInput("batch_size must be an integer")
+    if not 1 <= batch_size <= MAX_EXPIRY_BATCH:
+        raise InvalidInput(f"batch_size must be between 1 and {MAX_EXPIRY_BATCH}")
+    total = 0
+    while True:
+        deleted = await conn.execute(_DELETE_EXPIRED, {"batch_size": batch_size})
+        total += deleted
+        if deleted < batch_size:
+            return total
