@@ -19,7 +19,8 @@ __all__ = ["CursorCodec", "Page"]
 T = TypeVar("T")
 _VERSION = 1
 _MAC_BYTES = 16
-_MAX_TOKEN = 1024
+# Room for the longest keyset value, a 2 KiB DID, base64url-encoded.
+_MAX_TOKEN = 4096
 Key = int | str | UUID | datetime
 
 

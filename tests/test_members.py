@@ -269,3 +269,12 @@ async def test_get_membership_of_a_stranger_is_none(db: Database) -> None:
     assert await members.get_membership(db, uuid4(), ALICE) is None
     with pytest.raises(InvalidInput):
         await members.get_membership(db, convo, "")
+
+
+async def test_list_members_pages_past_the_longest_dids(db: Database) -> None:
+    longest = [f"did:web:{i}" + "x" * (2048 - 10) for i in range(3)]
+    convo = await _group(db, *longest)
+    first = await members.list_members(db, convo, actor_did=ALICE, limit=2)
+    assert first.next_cursor is not None
+    rest = await members.list_members(db, convo, actor_did=ALICE, limit=2, cursor=first.next_cursor)
+    assert [m.member_did for m in first.items + rest.items] == sorted([ALICE, *longest])
