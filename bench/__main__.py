@@ -1,0 +1,203 @@
+"""`make bench`: every figure is a ratio of variants run side by side in one run.
+
+Results go to stdout and docs/benchmarks.md. Set BENCH_DATABASE_URL to use another
+server (the user must be allowed to create databases); BENCH_QUICK=1 shrinks the data.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import platform
+import re
+import subprocess
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from uuid import UUID, uuid4
+
+import asyncpg
+import psycopg
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from catbird_db import Database, DbConfig, messages
+from catbird_db.sql import statement
+
+from .harness import Result, compare, table
+from .setup import ALICE, conversation, fresh_database, message_id
+
+SERVER = os.environ.get("BENCH_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+QUICK = os.environ.get("BENCH_QUICK") == "1"
+DEPTH = 100_000 if QUICK else 1_000_000
+ITER = 300 if QUICK else 2000
+OUT = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
+_PARAM = re.compile(r"%\((\w+)\)s")
+
+
+def _numbered(sql_text: str) -> tuple[str, list[str]]:
+    """The statement with $1..$n placeholders (asyncpg, pgbench) and the names in order."""
+    names: list[str] = []
+
+    def sub(match: re.Match[str]) -> str:
+        if match[1] not in names:
+            names.append(match[1])
+        return f"${names.index(match[1]) + 1}"
+
+    return _PARAM.sub(sub, sql_text), names
+
+
+async def wrapper_overhead(url: str, convo: UUID, msg: UUID) -> str:
+    """get_message: the typed function against raw drivers running the same SQL."""
+    stmt = statement("get_message")
+    params = {"convo_id": convo, "actor_did": ALICE, "id": msg}
+    numbered, order = _numbered(stmt.text)
+    alchemy_sql = text(_PARAM.sub(r":\1", stmt.text))
+    config = DbConfig(database_url=url, min_size=1, max_size=2)
+    engine = create_async_engine(url.replace("postgresql://", "postgresql+psycopg://"))
+    apool = await asyncpg.create_pool(url, min_size=1, max_size=2)
+    async with Database.connect(config) as db:
+        pool = db._pool
+
+        async def typed() -> object:
+            return await messages.get_message(db, convo, msg, actor_did=ALICE)
+
+        async def raw_psycopg() -> object:
+            async with pool.connection() as conn, conn.cursor(binary=True) as cur:
+                await cur.execute(stmt.text, params)
+                return await cur.fetchall()
+
+        async def raw_asyncpg() -> object:
+            async with apool.acquire() as conn:
+                return await conn.fetch(numbered, *(params[n] for n in order))
+
+        async def sqlalchemy_core() -> object:
+            async with engine.connect() as conn:
+                return (await conn.execute(alchemy_sql, params)).all()
+
+        results = await compare(
+            {
+                "catbird_db get_message": typed,
+                "raw psycopg, same pool and SQL": raw_psycopg,
+                "SQLAlchemy Core (psycopg)": sqlalchemy_core,
+                "raw asyncpg, same SQL": raw_asyncpg,
+            },
+            iterations=ITER,
+        )
+    await apool.close()
+    await engine.dispose()
+    ceiling = pgbench_ceiling(url, stmt.text, params)
+    results.append(Result("pgbench -M prepared, 1 client (server ceiling)", ceiling))
+    return table("Wrapper overhead: get_message, one client", results, "raw psycopg, same pool and SQL")
+
+
+def pgbench_ceiling(url: str, sql_text: str, params: dict[str, object]) -> float:
+    """Transactions per second of the same statement through pgbench's prepared protocol."""
+    # pgbench binds `:name` variables (given with -D) as parameters of a prepared statement;
+    # the name comment and doc lines go, as their colons would read as variables too.
+    script = re.sub(r"/\*.*?\*/", "", sql_text, flags=re.S)
+    script = " ".join(line for line in script.splitlines() if not line.strip().startswith("--"))
+    script = _PARAM.sub(r":\1", script)
+    with tempfile.NamedTemporaryFile("w", suffix=".sql", delete=False) as f:
+        f.write(script + "\n")
+    defines = [arg for name, value in params.items() for arg in ("-D", f"{name}={value}")]
+    out = subprocess.run(
+        ["pgbench", "-n", "-M", "prepared", "-c", "1", "-T", "5", *defines, "-f", f.name, url],
+        capture_output=True, text=True, check=False,
+    )
+    os.unlink(f.name)
+    match = re.search(r"tps = ([\d.]+)", out.stdout)
+    assert match, out.stdout + out.stderr
+    return float(match[1])
+
+
+async def pagination(url: str, convo: UUID) -> str:
+    """A page of 50 deep in a conversation against the first page (OFFSET for contrast)."""
+    config = DbConfig(database_url=url, min_size=1, max_size=2)
+    list_sql = statement("list_messages_forward").text
+    offset_sql = list_sql.replace("AND m.seq > %(after_seq)s", "").replace(
+        "LIMIT %(limit)s", "LIMIT %(limit)s OFFSET %(offset)s"
+    )
+    async with Database.connect(config) as db:
+        pool = db._pool
+
+        async def first() -> object:
+            return await messages.list_messages(db, convo, actor_did=ALICE, limit=50)
+
+        async def deep() -> object:
+            return await messages.list_messages(
+                db, convo, actor_did=ALICE, after_seq=DEPTH - 50, limit=50
+            )
+
+        async def offset() -> object:
+            async with pool.connection() as conn, conn.cursor(binary=True) as cur:
+                await cur.execute(
+                    offset_sql,
+                    {"convo_id": convo, "actor_did": ALICE, "limit": 50, "offset": DEPTH - 50},
+                )
+                return await cur.fetchall()
+
+        results = await compare(
+            {
+                "first page": first,
+                f"page at depth {DEPTH:,} (keyset)": deep,
+                f"page at depth {DEPTH:,} (OFFSET, for contrast)": offset,
+            },
+            iterations=max(20, ITER // 10),
+            rounds=3,
+        )
+    return table("Pagination: list_messages, 50 rows", results, "first page")
+
+
+async def fan_out(url: str, small: UUID, large: UUID, large_size: int) -> str:
+    """create_message in a 2-member and a large conversation."""
+    config = DbConfig(database_url=url, min_size=1, max_size=2)
+    ciphertext = os.urandom(200)
+    async with Database.connect(config) as db:
+
+        async def send(convo: UUID) -> object:
+            return await messages.create_message(
+                db, convo, actor_did=ALICE, message_id=uuid4(), epoch=0, ciphertext=ciphertext
+            )
+
+        results = await compare(
+            {
+                "2 members": lambda: send(small),
+                f"{large_size:,} members": lambda: send(large),
+            },
+            iterations=ITER // 2,
+        )
+    return table("Fan-out: create_message", results, "2 members")
+
+
+async def main() -> None:
+    """Run every benchmark and write docs/benchmarks.md."""
+    started = time.perf_counter()
+    url = fresh_database(SERVER, "catbird_bench")
+    print(f"seeding {DEPTH:,} messages ...", flush=True)
+    deep = conversation(url, members=2, messages=DEPTH)
+    small = conversation(url, members=2, messages=0)
+    large_size = 10_000
+    large = conversation(url, members=large_size, messages=0)
+    sections = [
+        await wrapper_overhead(url, deep, message_id(url, deep, DEPTH // 2)),
+        await pagination(url, deep),
+        await fan_out(url, small, large, large_size),
+    ]
+    header = (
+        "# Benchmarks\n\n"
+        "Produced by `make bench` (`python -m bench`); every table compares variants run\n"
+        "side by side in one run, on one database, interleaved in rounds (median of rounds).\n"
+        "Ratios are what to read; absolute numbers depend on the machine.\n\n"
+        f"Run: {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, Python {platform.python_version()},"
+        f" {os.cpu_count()} cores, {'quick' if QUICK else 'full'} data set,"
+        f" {time.perf_counter() - started:.0f} s.\n\n"
+    )
+    report = header + "\n".join(sections)
+    print(report)
+    OUT.write_text(report)
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
