@@ -6,7 +6,7 @@ async with Database.connect(DbConfig.from_env()) as db:
     )
 """
 
-from . import conversations, members
+from . import conversations, key_packages, members, welcomes
 from .config import DbConfig
 from .database import Database, Executor, IsolationLevel, Transaction
 from .errors import (
@@ -32,8 +32,13 @@ from .models import (
     Conversation,
     ConversationSummary,
     HealthReport,
+    KeyPackage,
+    KeyPackageCount,
     Member,
+    MembersAdded,
     Membership,
+    NewMember,
+    Welcome,
 )
 from .pages import Page
 
@@ -52,9 +57,13 @@ __all__ = [
     "InvalidCursor",
     "InvalidInput",
     "IsolationLevel",
+    "KeyPackage",
+    "KeyPackageCount",
     "LastAdmin",
     "Member",
+    "MembersAdded",
     "Membership",
+    "NewMember",
     "NoKeyPackageAvailable",
     "NotAMember",
     "NotAnAdmin",
@@ -66,6 +75,9 @@ __all__ = [
     "SqlRegistryError",
     "StatementTimeout",
     "Transaction",
+    "Welcome",
     "conversations",
+    "key_packages",
     "members",
+    "welcomes",
 ]

@@ -11,12 +11,16 @@ from datetime import datetime
 from uuid import UUID
 
 from .errors import InvalidInput
+from .mls import REF_SIZES
 
 __all__ = [
     "MAX_BIGINT",
+    "boolean",
+    "bounded_int",
     "bytes_",
     "cipher_suite",
     "did",
+    "key_package_ref",
     "limit",
     "non_negative",
     "optional_text",
@@ -130,4 +134,29 @@ def timestamp(value: object, name: str) -> datetime:
     """A timezone-aware datetime (a naive one is ambiguous, so refused)."""
     if not isinstance(value, datetime) or value.tzinfo is None:
         raise InvalidInput(f"{name} must be a timezone-aware datetime")
+    return value
+
+
+def bounded_int(value: object, name: str, low: int, high: int) -> int:
+    """An integer in low..high; bools are refused."""
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise InvalidInput(f"{name} must be an integer")
+    if not low <= value <= high:
+        raise InvalidInput(f"{name} must be between {low} and {high}")
+    return value
+
+
+def key_package_ref(value: object, name: str = "key_package_ref") -> bytes:
+    """A KeyPackageRef: as many bytes as a cipher suite's hash (32, 48 or 64)."""
+    if isinstance(value, bytearray | memoryview):
+        value = bytes(value)
+    if not isinstance(value, bytes) or len(value) not in REF_SIZES:
+        raise InvalidInput(f"{name} must be {sorted(REF_SIZES)} bytes long")
+    return value
+
+
+def boolean(value: object, name: str) -> bool:
+    """True or False (not merely truthy)."""
+    if not isinstance(value, bool):
+        raise InvalidInput(f"{name} must be a bool")
     return value

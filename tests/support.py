@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterable
 from typing import Any
 
 import psycopg
+
+from catbird_db.mls import key_package_ref, opaque
 
 ALICE = "did:plc:ewvi7nxzyoun6zhxrhs64oiz"
 BOB = "did:plc:bob4bob4bob4bob4bob4bob4"
@@ -33,3 +37,20 @@ def snapshot(raw: psycopg.Connection[Any]) -> dict[str, list[tuple[Any, ...]]]:
         rows = raw.execute(f"SELECT t::text FROM {table} AS t ORDER BY 1").fetchall()
         out[table] = rows
     return out
+
+
+def fake_key_package(cipher_suite: int = 1, body_bytes: int = 200) -> bytes:
+    """Random bytes framed as an MLSMessage holding a KeyPackage of that suite: enough for
+    the layer, which reads only the header (tests/test_mls_interop.py uses real ones)."""
+    header = b"\x00\x01\x00\x05\x00\x01" + cipher_suite.to_bytes(2, "big")
+    return header + os.urandom(body_bytes)
+
+
+def fake_welcome(key_packages: Iterable[bytes], cipher_suite: int = 1) -> bytes:
+    """A structurally valid MLS Welcome addressed to these key packages (random secrets)."""
+    secrets = b"".join(
+        opaque(key_package_ref(kp)) + opaque(os.urandom(32)) + opaque(os.urandom(48))
+        for kp in key_packages
+    )
+    header = b"\x00\x01\x00\x03" + cipher_suite.to_bytes(2, "big")
+    return header + opaque(secrets) + opaque(os.urandom(64))
