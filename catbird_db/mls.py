@@ -71,7 +71,9 @@ def key_package_suite(message: bytes, name: str = "key_data") -> int:
         raise InvalidInput(f"{name} is too short to be an MLS key package")
     version, wire_format = _u16(message, 0), _u16(message, 2)
     if version != _MLS10 or wire_format != _WIRE_KEY_PACKAGE:
-        raise InvalidInput(f"{name} is not an MLSMessage holding a KeyPackage (mls10, wire format 5)")
+        raise InvalidInput(
+            f"{name} is not an MLSMessage holding a KeyPackage (mls10, wire format 5)"
+        )
     if _u16(message, _HEADER) != _MLS10:
         raise InvalidInput(f"{name} holds a KeyPackage of another MLS version")
     suite = _u16(message, _HEADER + 2)

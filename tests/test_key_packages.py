@@ -53,7 +53,12 @@ async def test_store_computes_the_key_package_ref(db: Database) -> None:
     data = fake_key_package()
     kp = await key_packages.store_key_package(db, owner_did=BOB, cipher_suite=1, key_data=data)
     assert kp.key_package_ref == key_package_ref(data)
-    assert (kp.owner_did, kp.key_data, kp.is_last_resort, kp.consumed_at) == (BOB, data, False, None)
+    assert (kp.owner_did, kp.key_data, kp.is_last_resort, kp.consumed_at) == (
+        BOB,
+        data,
+        False,
+        None,
+    )
 
 
 async def test_store_accepts_a_matching_ref(db: Database) -> None:
@@ -64,7 +69,9 @@ async def test_store_accepts_a_matching_ref(db: Database) -> None:
     assert kp.key_package_ref == key_package_ref(data)
 
 
-async def test_store_again_returns_the_stored_row(db: Database, raw: psycopg.Connection[Any]) -> None:
+async def test_store_again_returns_the_stored_row(
+    db: Database, raw: psycopg.Connection[Any]
+) -> None:
     data = fake_key_package()
     first = await key_packages.store_key_package(db, owner_did=BOB, cipher_suite=1, key_data=data)
     before = snapshot(raw)
@@ -104,7 +111,9 @@ async def test_store_keeps_the_callers_expiry(db: Database) -> None:
 
 def _bad_store_arguments() -> list[Any]:
     good = fake_key_package()
-    cases: list[Any] = [pytest.param({"owner_did": d}, id=f"owner_did={d[:12]!r}") for d in BAD_DIDS]
+    cases: list[Any] = [
+        pytest.param({"owner_did": d}, id=f"owner_did={d[:12]!r}") for d in BAD_DIDS
+    ]
     cases += [
         pytest.param({"cipher_suite": 0}, id="suite 0"),
         pytest.param({"cipher_suite": 8}, id="suite 8"),
@@ -150,7 +159,9 @@ async def test_publish_stores_ten_thousand_packages_in_one_statement(
         )
     assert added == 10_000
     assert [s.name for s in ran] == ["publish_key_packages"]
-    row = raw.execute("SELECT count(*), count(DISTINCT key_package_ref) FROM key_packages").fetchone()
+    row = raw.execute(
+        "SELECT count(*), count(DISTINCT key_package_ref) FROM key_packages"
+    ).fetchone()
     assert row == (10_000, 10_000)
 
 
@@ -178,8 +189,7 @@ async def test_publish_skips_a_package_listed_twice(db: Database) -> None:
 async def test_publish_order_is_claim_order(db: Database) -> None:
     batch = await publish(db, BOB, 5)
     claimed = [
-        (await key_packages.claim_key_package(db, BOB, 1, actor_did=ALICE)).key_data
-        for _ in batch
+        (await key_packages.claim_key_package(db, BOB, 1, actor_did=ALICE)).key_data for _ in batch
     ]
     assert claimed == batch
 
@@ -232,7 +242,9 @@ async def test_get_peeks_at_the_oldest_package_without_claiming_it(
     batch = await publish(db, BOB, 3)
     before = snapshot(raw)
     kp = await key_packages.get_key_package(db, BOB, 1)
-    assert kp is not None and kp.key_data == batch[0] and kp.consumed_at is None
+    assert kp is not None
+    assert kp.key_data == batch[0]
+    assert kp.consumed_at is None
     assert snapshot(raw) == before
 
 
@@ -240,7 +252,9 @@ async def test_get_falls_back_to_the_newest_last_resort_package(db: Database) ->
     await publish(db, BOB, 1, is_last_resort=True)
     newest = await publish(db, BOB, 1, is_last_resort=True)
     kp = await key_packages.get_key_package(db, BOB, 1)
-    assert kp is not None and kp.key_data == newest[0] and kp.is_last_resort
+    assert kp is not None
+    assert kp.key_data == newest[0]
+    assert kp.is_last_resort
 
 
 async def test_get_is_none_when_nothing_is_left(db: Database) -> None:
@@ -264,7 +278,8 @@ async def test_claim_takes_the_oldest_and_records_the_claimer(db: Database) -> N
     batch = await publish(db, BOB, 2)
     kp = await key_packages.claim_key_package(db, BOB, 1, actor_did=ALICE)
     assert kp.key_data == batch[0]
-    assert kp.consumed_by_did == ALICE and kp.consumed_at is not None
+    assert kp.consumed_by_did == ALICE
+    assert kp.consumed_at is not None
 
 
 async def test_claim_never_hands_out_a_package_twice(db: Database) -> None:
@@ -286,7 +301,8 @@ async def test_claim_falls_back_to_last_resort_which_stays_available(
     first = await key_packages.claim_key_package(db, BOB, 1, actor_did=ALICE)
     second = await key_packages.claim_key_package(db, BOB, 1, actor_did=CAROL)
     assert first == second
-    assert first.key_data == last_resort and first.consumed_at is None
+    assert first.key_data == last_resort
+    assert first.consumed_at is None
     assert snapshot(raw) == before
 
 
@@ -294,7 +310,8 @@ async def test_claim_prefers_regular_packages_to_last_resort(db: Database) -> No
     await publish(db, BOB, 1, is_last_resort=True)
     (regular,) = await publish(db, BOB, 1)
     kp = await key_packages.claim_key_package(db, BOB, 1, actor_did=ALICE)
-    assert kp.key_data == regular and not kp.is_last_resort
+    assert kp.key_data == regular
+    assert not kp.is_last_resort
 
 
 async def test_claim_only_hands_out_the_asked_cipher_suite(db: Database) -> None:
@@ -342,7 +359,8 @@ async def test_claim_refuses_bad_input(
 async def test_consume_marks_a_known_package_consumed(db: Database) -> None:
     (data,) = await publish(db, BOB, 1)
     kp = await key_packages.consume_key_package(db, key_package_ref(data), actor_did=ALICE)
-    assert kp.consumed_by_did == ALICE and kp.consumed_at is not None
+    assert kp.consumed_by_did == ALICE
+    assert kp.consumed_at is not None
     assert await key_packages.get_key_package(db, BOB, 1) is None
 
 
@@ -379,7 +397,8 @@ async def test_consume_leaves_a_last_resort_package_available(
     (data,) = await publish(db, BOB, 1, is_last_resort=True)
     before = snapshot(raw)
     kp = await key_packages.consume_key_package(db, key_package_ref(data), actor_did=ALICE)
-    assert kp.is_last_resort and kp.consumed_at is None
+    assert kp.is_last_resort
+    assert kp.consumed_at is None
     assert snapshot(raw) == before
 
 
