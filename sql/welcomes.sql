@@ -34,7 +34,9 @@ convo AS (
             FROM new_members AS n
             INNER JOIN key_packages AS k
                 ON n.key_package_ref = k.key_package_ref AND n.member_did = k.owner_did
-            WHERE k.cipher_suite = c.cipher_suite AND (k.consumed_at IS NOT NULL OR k.is_last_resort)
+            WHERE
+                k.cipher_suite = c.cipher_suite
+                AND (k.consumed_at IS NOT NULL OR k.is_last_resort)
         ) = (SELECT count(*) FROM new_members)
     RETURNING c.id, c.last_seq AS seq, c.epoch
 ),
