@@ -10,7 +10,7 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 
 from . import mls, validate
-from .database import Executor
+from .database import Executor, execute_in_batches
 from .errors import AlreadyExists, InvalidInput, NoKeyPackageAvailable, NotFound
 from .models import KeyPackage, KeyPackageCount
 from .sql import statement
@@ -27,7 +27,6 @@ __all__ = [
 ]
 
 MAX_PUBLISH_BATCH = 10_000
-MAX_DELETE_BATCH = 100_000
 
 _STORE = statement("store_key_package")
 _BY_REF = statement("get_key_package_by_ref")
@@ -185,14 +184,9 @@ async def delete_expired_key_packages(
         conn.config.key_package_retention_s if retention_s is None else retention_s,
         "retention_s",
     )
-    size = validate.bounded_int(batch_size, "batch_size", 1, MAX_DELETE_BATCH)
+    size = validate.batch_size(batch_size)
     params = {"retention_s": retention, "batch_size": size}
-    total = 0
-    while True:
-        deleted = await conn.execute(_DELETE_EXPIRED, params)
-        total += deleted
-        if deleted < size:
-            return total
+    return await execute_in_batches(conn, _DELETE_EXPIRED, params, size)
 
 
 def _key_package(conn: Executor, key_data: object, suite: int) -> tuple[bytes, bytes]:

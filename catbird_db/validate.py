@@ -15,8 +15,8 @@ from .mls import REF_SIZES
 
 __all__ = [
     "MAX_BIGINT",
+    "batch_size",
     "boolean",
-    "bounded_int",
     "bytes_",
     "cipher_suite",
     "did",
@@ -32,6 +32,7 @@ __all__ = [
 
 MAX_BIGINT = 2**63 - 1
 MAX_LIMIT_ARGUMENT = 2**31 - 1
+MAX_BATCH_SIZE = 100_000
 # https://atproto.com/specs/did: method, then method-specific id, at most 2 KiB.
 _DID = re.compile(r"did:[a-z]+:[a-zA-Z0-9._:%-]*[a-zA-Z0-9._-]")
 _MAX_DID_BYTES = 2048
@@ -137,12 +138,12 @@ def timestamp(value: object, name: str) -> datetime:
     return value
 
 
-def bounded_int(value: object, name: str, low: int, high: int) -> int:
-    """An integer in low..high; bools are refused."""
+def batch_size(value: object) -> int:
+    """The rows a maintenance delete removes per statement: 1 to MAX_BATCH_SIZE."""
     if not isinstance(value, int) or isinstance(value, bool):
-        raise InvalidInput(f"{name} must be an integer")
-    if not low <= value <= high:
-        raise InvalidInput(f"{name} must be between {low} and {high}")
+        raise InvalidInput("batch_size must be an integer")
+    if not 1 <= value <= MAX_BATCH_SIZE:
+        raise InvalidInput(f"batch_size must be between 1 and {MAX_BATCH_SIZE}")
     return value
 
 

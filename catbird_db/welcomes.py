@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from uuid import UUID
 
 from . import access, mls, validate
-from .database import Executor
+from .database import Executor, execute_in_batches
 from .errors import EpochConflict, InvalidInput, NotFound
 from .models import MembersAdded, NewMember, Welcome
 from .pages import Page
@@ -27,7 +27,6 @@ __all__ = [
 ]
 
 MAX_NEW_MEMBERS = 1000
-MAX_DELETE_BATCH = 100_000
 _FIRST_PAGE = (datetime(1, 1, 1, tzinfo=UTC), UUID(int=0), UUID(int=0))
 
 _ADD_MEMBERS = statement("add_members_with_commit")
@@ -106,12 +105,11 @@ async def list_pending_welcomes(
     rows = await conn.fetch_all(_LIST_PENDING, params, Welcome)
     more = len(rows) > size
     items = tuple(rows[:size])
-    last = items[-1] if items else None
-    next_cursor = (
-        conn.cursors.encode("welcomes", actor, (last.created_at, last.convo_id, last.id))
-        if more and last is not None
-        else None
-    )
+    next_cursor = None
+    if more:
+        last = items[-1]
+        key = (last.created_at, last.convo_id, last.id)
+        next_cursor = conn.cursors.encode("welcomes", actor, key)
     return Page(items, next_cursor)
 
 
@@ -137,14 +135,9 @@ async def delete_consumed_welcomes(
     retention = validate.non_negative(
         conn.config.welcome_retention_s if retention_s is None else retention_s, "retention_s"
     )
-    size = validate.bounded_int(batch_size, "batch_size", 1, MAX_DELETE_BATCH)
+    size = validate.batch_size(batch_size)
     params = {"retention_s": retention, "batch_size": size}
-    total = 0
-    while True:
-        deleted = await conn.execute(_DELETE_CONSUMED, params)
-        total += deleted
-        if deleted < size:
-            return total
+    return await execute_in_batches(conn, _DELETE_CONSUMED, params, size)
 
 
 def _new_members(conn: Executor, new_members: object, actor: str) -> list[NewMember]:
