@@ -88,6 +88,8 @@ async def execute_in_batches(
     """Run `stmt`, which touches at most `batch_size` rows a run, until a run touches fewer;
     returns the rows touched in all. For maintenance deletes: on a Database each run
     commits on its own, so no lock is held for long."""
+    if batch_size < 1:
+        raise ValueError("batch_size must be at least 1")  # else it would never stop
     total = 0
     while True:
         touched = await conn.execute(stmt, params)

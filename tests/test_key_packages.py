@@ -252,7 +252,9 @@ async def test_get_is_none_when_nothing_is_left(db: Database) -> None:
     assert await key_packages.get_key_package(db, CAROL, 2) is None
 
 
-async def test_get_refuses_bad_input(db: Database) -> None:
+async def test_get_refuses_bad_input(db: Database, raw: psycopg.Connection[Any]) -> None:
+    await publish(db, BOB, 1)
+    before = snapshot(raw)
     cases: dict[str, dict[str, Any]] = {
         "bad owner": {"owner_did": "bob", "cipher_suite": 1},
         "NUL in owner": {"owner_did": "did:plc:x\x00", "cipher_suite": 1},
@@ -260,6 +262,7 @@ async def test_get_refuses_bad_input(db: Database) -> None:
         "suite as text": {"owner_did": BOB, "cipher_suite": "1"},
     }
     assert await not_refused(cases, partial(key_packages.get_key_package, db)) == []
+    assert snapshot(raw) == before
 
 
 # claim_key_package
@@ -437,9 +440,11 @@ async def test_count_agrees_with_what_claims_return(
     assert (after.available, after.last_resort) == (0, 1)
 
 
-async def test_count_refuses_a_bad_did(db: Database) -> None:
+async def test_count_refuses_a_bad_did(db: Database, raw: psycopg.Connection[Any]) -> None:
+    before = snapshot(raw)
     with pytest.raises(InvalidInput):
         await key_packages.count_key_packages(db, "did:bob")
+    assert snapshot(raw) == before
 
 
 # delete_expired_key_packages

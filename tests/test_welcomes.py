@@ -382,7 +382,10 @@ async def test_a_welcome_cursor_is_bound_to_its_recipient(db: Database) -> None:
         await welcomes.list_pending_welcomes(db, actor_did=DAVE, cursor=page.next_cursor)
 
 
-async def test_list_pending_welcomes_refuses_bad_input(db: Database) -> None:
+async def test_list_pending_welcomes_refuses_bad_input(
+    db: Database, raw: psycopg.Connection[Any]
+) -> None:
+    before = snapshot(raw)
     cases: dict[str, dict[str, Any]] = {
         "bad actor": {"actor_did": "carol"},
         "limit 0": {"actor_did": CAROL, "limit": 0},
@@ -392,6 +395,7 @@ async def test_list_pending_welcomes_refuses_bad_input(db: Database) -> None:
         "empty cursor": {"actor_did": CAROL, "cursor": ""},
     }
     assert await not_refused(cases, partial(welcomes.list_pending_welcomes, db)) == []
+    assert snapshot(raw) == before
 
 
 async def test_a_welcome_is_consumed_by_its_recipient_once(
@@ -465,10 +469,17 @@ async def test_delete_consumed_welcomes_keeps_pending_and_recent_ones(
     assert left == sorted([(DAVE,), (MALLORY,)])
 
 
-async def test_delete_consumed_welcomes_refuses_bad_input(db: Database) -> None:
+async def test_delete_consumed_welcomes_refuses_bad_input(
+    db: Database, raw: psycopg.Connection[Any]
+) -> None:
+    convo = await group(db)
+    await add(db, convo, [joining(CAROL, await claimed(db, CAROL))])
+    raw.execute("UPDATE welcomes SET consumed_at = now() - interval '30 days'")
+    before = snapshot(raw)
     cases: dict[str, dict[str, Any]] = {
         "batch of 0": {"batch_size": 0},
         "batch as text": {"batch_size": "5"},
         "negative retention": {"retention_s": -5},
     }
     assert await not_refused(cases, partial(welcomes.delete_consumed_welcomes, db)) == []
+    assert snapshot(raw) == before
