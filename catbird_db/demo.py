@@ -20,7 +20,7 @@ from . import conversations, key_packages, members, migrate, mls, welcomes
 from .config import DbConfig
 from .database import Database
 from .errors import EpochConflict, LastAdmin, NotAMember, NotFound
-from .models import Conversation, NewMember
+from .models import Conversation, MembersAdded, NewMember
 from .sql import statement
 
 ALICE = "did:plc:ewvi7nxzyoun6zhxrhs64oiz"
@@ -119,26 +119,22 @@ async def key_packages_and_welcomes(db: Database, convo: Conversation) -> None:
 
     epoch = await conversations.get_current_epoch(db, convo.id, actor_did=ALICE)
     new = NewMember(DAVE, claimed.key_package_ref, stand_in_welcome(claimed.key_data))
-    result = await welcomes.add_members_with_commit(
-        db,
-        convo.id,
-        actor_did=ALICE,
-        expected_epoch=epoch,
-        commit_id=uuid4(),
-        commit=os.urandom(300),
-        new_members=[new],
-    )
-    say(f"alice's commit adding dave is seq {result.seq}; epoch {epoch} -> {result.epoch}")
-    try:
-        await welcomes.add_members_with_commit(
+
+    async def commit_adding_dave() -> MembersAdded:
+        return await welcomes.add_members_with_commit(
             db,
             convo.id,
             actor_did=ALICE,
             expected_epoch=epoch,
             commit_id=uuid4(),
-            commit=os.urandom(300),
+            commit=os.urandom(300),  # stands in for the MLS commit
             new_members=[new],
         )
+
+    result = await commit_adding_dave()
+    say(f"alice's commit adding dave is seq {result.seq}; epoch {epoch} -> {result.epoch}")
+    try:
+        await commit_adding_dave()
     except EpochConflict as conflict:
         say(f"a second commit at epoch {epoch} is refused: the epoch is {conflict.current_epoch}")
 
