@@ -6,7 +6,7 @@ async with Database.connect(DbConfig.from_env()) as db:
     )
 """
 
-from . import blobs, conversations, members, messages
+from . import blobs, conversations, key_packages, members, messages, welcomes
 from .config import DbConfig
 from .database import Database, Executor, IsolationLevel, Transaction
 from .errors import (
@@ -36,10 +36,15 @@ from .models import (
     Conversation,
     ConversationSummary,
     HealthReport,
+    KeyPackage,
+    KeyPackageCount,
     Member,
+    MembersAdded,
     Membership,
     Message,
     MessageEvent,
+    NewMember,
+    Welcome,
 )
 from .pages import Page
 
@@ -60,12 +65,16 @@ __all__ = [
     "InvalidCursor",
     "InvalidInput",
     "IsolationLevel",
+    "KeyPackage",
+    "KeyPackageCount",
     "LastAdmin",
     "Listener",
     "Member",
+    "MembersAdded",
     "Membership",
     "Message",
     "MessageEvent",
+    "NewMember",
     "NoKeyPackageAvailable",
     "NotAMember",
     "NotAnAdmin",
@@ -78,8 +87,11 @@ __all__ = [
     "SqlRegistryError",
     "StatementTimeout",
     "Transaction",
+    "Welcome",
     "blobs",
     "conversations",
+    "key_packages",
     "members",
     "messages",
+    "welcomes",
 ]

@@ -42,7 +42,11 @@ class DbConfig:
     listen_retry_max_s: float = 5.0
     max_key_package_bytes: int = 64 * 1024
     key_package_lifetime_s: int = 90 * 24 * 3600
+    # Consumed key packages are kept this long, so a retried publish of one stays a no-op.
+    key_package_retention_s: int = 30 * 24 * 3600
     max_welcome_bytes: int = 1024 * 1024
+    # Consumed welcomes are kept this long before delete_consumed_welcomes removes them.
+    welcome_retention_s: int = 7 * 24 * 3600
     max_blob_bytes: int = 50 * 1024 * 1024
     user_quota_bytes: int = 1024 * 1024 * 1024
     # delete_orphan_blobs removes blobs bound to no conversation after this many seconds.

@@ -34,7 +34,15 @@ from .pages import CursorCodec
 from .paths import MIGRATIONS_DIR
 from .sql import Statement, registry, statement
 
-__all__ = ["Database", "Executor", "IsolationLevel", "Params", "Tracer", "Transaction"]
+__all__ = [
+    "Database",
+    "Executor",
+    "IsolationLevel",
+    "Params",
+    "Tracer",
+    "Transaction",
+    "execute_in_batches",
+]
 
 T = TypeVar("T")
 Params = Mapping[str, Any]
@@ -73,6 +81,22 @@ class Executor(Protocol):
         self, *, isolation: IsolationLevel | None = None
     ) -> AbstractAsyncContextManager[Transaction]:
         """A transaction (on a Database) or a savepoint (on a Transaction)."""
+
+
+async def execute_in_batches(
+    conn: Executor, stmt: Statement, params: Params, batch_size: int
+) -> int:
+    """Run `stmt`, which touches at most `batch_size` rows a run, until a run touches fewer;
+    returns the rows touched in all. For maintenance deletes: on a Database each run
+    commits on its own, so no lock is held for long."""
+    if batch_size < 1:
+        raise ValueError("batch_size must be at least 1")  # else it would never stop
+    total = 0
+    while True:
+        touched = await conn.execute(stmt, params)
+        total += touched
+        if touched < batch_size:
+            return total
 
 
 def _model_factory(cls: type[T]) -> BaseRowFactory[T]:

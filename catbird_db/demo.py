@@ -16,16 +16,17 @@ from uuid import uuid4
 import psycopg
 from psycopg import sql as pgsql
 
-from . import blobs, conversations, members, messages, migrate
+from . import blobs, conversations, key_packages, members, messages, migrate, mls, welcomes
 from .config import DbConfig
 from .database import Database
 from .errors import BlobIntegrityError, EpochConflict, LastAdmin, NotAMember, NotFound
-from .models import Conversation
+from .models import Conversation, MembersAdded, NewMember
 from .sql import statement
 
 ALICE = "did:plc:ewvi7nxzyoun6zhxrhs64oiz"
 BOB = "did:plc:bob4bob4bob4bob4bob4bob4"
 CAROL = "did:web:carol.example.com"
+DAVE = "did:plc:dave2dave2dave2dave2dave"
 _DATABASE_EXISTS = statement("database_exists")
 
 
@@ -157,6 +158,86 @@ async def attachments(db: Database, convo: Conversation) -> None:
     say(f"alice's storage: {used} bytes of {db.config.user_quota_bytes}")
 
 
+def stand_in_key_package() -> bytes:
+    """Random bytes framed as the MLS KeyPackage message (suite 1) a client publishes.
+
+    The layer reads only the framing; tests/test_mls_interop.py does this with real MLS.
+    """
+    return b"\x00\x01\x00\x05\x00\x01\x00\x01" + os.urandom(200)
+
+
+def stand_in_welcome(key_package: bytes) -> bytes:
+    """Random bytes framed as an MLS Welcome addressed to `key_package`."""
+    secrets = mls.opaque(
+        mls.opaque(mls.key_package_ref(key_package))  # new_member
+        + mls.opaque(os.urandom(32))  # kem_output
+        + mls.opaque(os.urandom(48))  # encrypted group secrets
+    )
+    return b"\x00\x01\x00\x03\x00\x01" + secrets + mls.opaque(os.urandom(64))
+
+
+async def key_packages_and_welcomes(db: Database, convo: Conversation) -> None:
+    """Dave joins through a claimed key package, a commit and a welcome."""
+    print("\n== key packages and welcomes")
+    published = [stand_in_key_package() for _ in range(3)]
+    added = await key_packages.publish_key_packages(
+        db, owner_did=DAVE, cipher_suite=1, key_packages=published
+    )
+    await key_packages.store_key_package(
+        db, owner_did=DAVE, cipher_suite=1, key_data=stand_in_key_package(), is_last_resort=True
+    )
+    again = await key_packages.publish_key_packages(
+        db, owner_did=DAVE, cipher_suite=1, key_packages=published
+    )
+    say(f"dave published {added} key packages and a last-resort one (publishing again: +{again})")
+    (count,) = await key_packages.count_key_packages(db, DAVE)
+    say(f"dave has {count.available} to hand out, {count.last_resort} last-resort")
+    claimed = await key_packages.claim_key_package(db, DAVE, 1, actor_did=ALICE)
+    say(f"alice claimed dave's oldest key package, ref {claimed.key_package_ref.hex()[:16]}...")
+
+    epoch = await conversations.get_current_epoch(db, convo.id, actor_did=ALICE)
+    new = NewMember(DAVE, claimed.key_package_ref, stand_in_welcome(claimed.key_data))
+
+    async def commit_adding_dave() -> MembersAdded:
+        return await welcomes.add_members_with_commit(
+            db,
+            convo.id,
+            actor_did=ALICE,
+            expected_epoch=epoch,
+            commit_id=uuid4(),
+            commit=os.urandom(300),  # stands in for the MLS commit
+            new_members=[new],
+        )
+
+    result = await commit_adding_dave()
+    say(f"alice's commit adding dave is seq {result.seq}; epoch {epoch} -> {result.epoch}")
+    try:
+        await commit_adding_dave()
+    except EpochConflict as conflict:
+        say(f"a second commit at epoch {epoch} is refused: the epoch is {conflict.current_epoch}")
+
+    page = await welcomes.list_pending_welcomes(db, actor_did=DAVE)
+    welcome = page.items[0]
+    say(
+        f"dave has {len(page.items)} pending welcome, for key package ref "
+        f"{welcome.key_package_ref.hex()[:16]}... ({len(welcome.welcome_data)} bytes)"
+    )
+    await welcomes.consume_welcome(db, convo.id, welcome.id, actor_did=DAVE)
+    try:
+        await welcomes.consume_welcome(db, convo.id, welcome.id, actor_did=DAVE)
+    except NotFound:
+        say("dave joined the group from it; a welcome is consumed once")
+    joined = await members.get_membership(db, convo.id, DAVE)
+    assert joined is not None
+    say(f"dave is a member from seq {joined.joined_seq}: he sees nothing before his own add")
+
+    claims = [
+        await key_packages.claim_key_package(db, DAVE, 1, actor_did=BOB)
+        for _ in range(count.available)
+    ]
+    say(f"bob claimed {len(claims)} more: last-resort ones {[c.is_last_resort for c in claims]}")
+
+
 async def run(url: str) -> None:
     """Migrate the database at `url`, then run every part of the walk-through."""
     print(
@@ -170,6 +251,7 @@ async def run(url: str) -> None:
         say(f"connected: PostgreSQL {health.server_version}, {health.latency_s * 1000:.1f} ms")
         convo = await conversations_and_members(db)
         await messages_in_order(db, convo)
+        await key_packages_and_welcomes(db, convo)
         await attachments(db, convo)
     print("\ndemo finished")
 

@@ -138,3 +138,66 @@ class Blob(BlobInfo):
     """A blob's metadata and its bytes."""
 
     data: bytes
+
+
+# Key packages and welcomes.
+
+
+@dataclass(frozen=True, slots=True)
+class KeyPackage:
+    """A published MLS KeyPackage; `consumed_at` is set once a claim hands it out."""
+
+    id: int
+    owner_did: str
+    cipher_suite: int
+    key_data: bytes
+    key_package_ref: bytes
+    is_last_resort: bool
+    created_at: datetime
+    expires_at: datetime
+    consumed_at: datetime | None
+    consumed_by_did: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class KeyPackageCount:
+    """How many unexpired packages of one cipher suite an owner has left to hand out."""
+
+    cipher_suite: int
+    available: int
+    last_resort: int
+
+
+@dataclass(frozen=True, slots=True)
+class NewMember:
+    """An input of add_members_with_commit: who joins, with which claimed key package,
+    and the MLS Welcome (in MLSMessage form) that lets them join."""
+
+    member_did: str
+    key_package_ref: bytes
+    welcome_data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class MembersAdded:
+    """The outcome of add_members_with_commit: the sequenced commit and the new epoch."""
+
+    convo_id: UUID
+    commit_id: UUID
+    seq: int
+    epoch: int
+    sent_at: datetime
+    members_added: int
+
+
+@dataclass(frozen=True, slots=True)
+class Welcome:
+    """The MLS Welcome of one new member, keyed by the key package they were added with."""
+
+    convo_id: UUID
+    id: UUID
+    recipient_did: str
+    key_package_ref: bytes
+    welcome_data: bytes
+    created_at: datetime
+    consumed_at: datetime | None

@@ -12,15 +12,19 @@ from uuid import UUID
 
 from . import cid as cids
 from .errors import InvalidInput
+from .mls import REF_SIZES
 
 __all__ = [
     "MAX_BIGINT",
+    "batch_size",
     "blob_data",
+    "boolean",
     "bytes_",
     "cid",
     "cipher_suite",
     "did",
     "duration",
+    "key_package_ref",
     "limit",
     "mime_type",
     "non_negative",
@@ -33,6 +37,7 @@ __all__ = [
 
 MAX_BIGINT = 2**63 - 1
 MAX_LIMIT_ARGUMENT = 2**31 - 1
+MAX_BATCH_SIZE = 100_000
 # https://atproto.com/specs/did: method, then method-specific id, at most 2 KiB.
 _DID = re.compile(r"did:[a-z]+:[a-zA-Z0-9._:%-]*[a-zA-Z0-9._-]")
 _MAX_DID_BYTES = 2048
@@ -189,3 +194,28 @@ def blob_data(value: object, name: str, max_bytes: int) -> memoryview:
     if not isinstance(view.obj, bytes):
         view = memoryview(view.tobytes())
     return view.toreadonly()
+
+
+def batch_size(value: object) -> int:
+    """The rows a maintenance delete removes per statement: 1 to MAX_BATCH_SIZE."""
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise InvalidInput("batch_size must be an integer")
+    if not 1 <= value <= MAX_BATCH_SIZE:
+        raise InvalidInput(f"batch_size must be between 1 and {MAX_BATCH_SIZE}")
+    return value
+
+
+def key_package_ref(value: object, name: str = "key_package_ref") -> bytes:
+    """A KeyPackageRef: as many bytes as a cipher suite's hash (32, 48 or 64)."""
+    if isinstance(value, bytearray | memoryview):
+        value = bytes(value)
+    if not isinstance(value, bytes) or len(value) not in REF_SIZES:
+        raise InvalidInput(f"{name} must be {sorted(REF_SIZES)} bytes long")
+    return value
+
+
+def boolean(value: object, name: str) -> bool:
+    """True or False (not merely truthy)."""
+    if not isinstance(value, bool):
+        raise InvalidInput(f"{name} must be a bool")
+    return value

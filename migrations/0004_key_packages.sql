@@ -6,17 +6,41 @@ CREATE TABLE key_packages (
     -- An MLS cipher suite code held in range by its CHECK, not a counter.
     -- squawk-ignore prefer-bigint-over-smallint
     cipher_suite smallint NOT NULL CHECK (cipher_suite BETWEEN 1 AND 7),
-    key_data bytea NOT NULL CHECK (octet_length(key_data) BETWEEN 1 AND 65536),
+    -- The KeyPackage as clients publish it: an MLSMessage (version mls10, wire format
+    -- mls_key_package = 5) whose KeyPackage has this row's cipher suite.
+    key_data bytea NOT NULL CHECK (
+        octet_length(key_data) BETWEEN 9 AND 65536
+        AND substring(key_data FROM 1 FOR 6) = '\x000100050001'::bytea
+        AND get_byte(key_data, 6) * 256 + get_byte(key_data, 7) = cipher_suite
+    ),
     -- The KeyPackageRef (RFC 9420 section 5.2): a hash, so it is indexed in place of the
-    -- data, whose large values would overflow a btree row.
-    key_package_ref bytea NOT NULL UNIQUE
-    CHECK (octet_length(key_package_ref) BETWEEN 16 AND 64),
+    -- data, whose large values would overflow a btree row. Its size is the suite's hash.
+    key_package_ref bytea NOT NULL UNIQUE CHECK (
+        octet_length(key_package_ref)
+        = CASE WHEN cipher_suite IN (1, 2, 3) THEN 32 WHEN cipher_suite = 7 THEN 48 ELSE 64 END
+    ),
+    -- A last-resort package is handed out when no other is left, and is never consumed.
     is_last_resort boolean NOT NULL DEFAULT FALSE,
     created_at timestamptz NOT NULL DEFAULT now(),
     expires_at timestamptz NOT NULL,
     consumed_at timestamptz,
+    -- Who claimed it: the adder, not the owner.
     consumed_by_did did,
     CHECK ((consumed_at IS NULL) = (consumed_by_did IS NULL)),
     CHECK (NOT (is_last_resort AND consumed_at IS NOT NULL)),
     CHECK (expires_at > created_at)
 );
+
+-- claim_key_package, get_key_package, count_key_packages: an owner's unconsumed packages
+-- of one suite, regular ones oldest first, last-resort ones newest first.
+CREATE INDEX key_packages_available
+ON key_packages (owner_did, cipher_suite, is_last_resort, created_at, id)
+WHERE consumed_at IS NULL;
+
+-- delete_expired_key_packages: unconsumed packages past their expiry.
+CREATE INDEX key_packages_expiry ON key_packages (expires_at)
+WHERE consumed_at IS NULL;
+
+-- delete_expired_key_packages: consumed packages past the retention period.
+CREATE INDEX key_packages_consumed ON key_packages (consumed_at)
+WHERE consumed_at IS NOT NULL;

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any
 
 import psycopg
+
+from catbird_db import InvalidInput
+from catbird_db.mls import key_package_ref, opaque
 
 ALICE = "did:plc:ewvi7nxzyoun6zhxrhs64oiz"
 BOB = "did:plc:bob4bob4bob4bob4bob4bob4"
@@ -69,3 +74,35 @@ def insert_messages(
         """,
         {"convo_id": convo_id, "sender": sender_did, "n": count, "sent_at": sent_at},
     )
+
+
+def fake_key_package(cipher_suite: int = 1, body_bytes: int = 200) -> bytes:
+    """Random bytes framed as an MLSMessage holding a KeyPackage of that suite: enough for
+    the layer, which reads only the header (tests/test_mls_interop.py uses real ones)."""
+    header = b"\x00\x01\x00\x05\x00\x01" + cipher_suite.to_bytes(2, "big")
+    return header + os.urandom(body_bytes)
+
+
+def fake_welcome(key_packages: Iterable[bytes], cipher_suite: int = 1) -> bytes:
+    """A structurally valid MLS Welcome addressed to these key packages (random secrets)."""
+    secrets = b"".join(
+        opaque(key_package_ref(kp)) + opaque(os.urandom(32)) + opaque(os.urandom(48))
+        for kp in key_packages
+    )
+    header = b"\x00\x01\x00\x03" + cipher_suite.to_bytes(2, "big")
+    return header + opaque(secrets) + opaque(os.urandom(64))
+
+
+async def not_refused(
+    cases: Mapping[str, Mapping[str, Any]], call: Callable[..., Awaitable[object]]
+) -> list[str]:
+    """Run `call(**case)` for every named case; the names of those NOT refused with
+    InvalidInput. One database serves every case, so bad-input suites stay fast."""
+    missed = []
+    for name, kwargs in cases.items():
+        try:
+            await call(**kwargs)
+        except InvalidInput:
+            continue
+        missed.append(name)
+    return missed

@@ -1,0 +1,169 @@
+"""Welcomes: the add-members commit that creates them, and their recipients' inbox.
+
+A new member joins an MLS group from a Welcome. `add_members_with_commit` stores the
+commit that adds them and one welcome per new member, atomically; the recipient lists
+their pending welcomes and consumes each once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from uuid import UUID
+
+from . import access, mls, validate
+from .database import Executor, execute_in_batches
+from .errors import EpochConflict, InvalidInput, NotFound
+from .models import MembersAdded, NewMember, Welcome
+from .pages import Page
+from .sql import statement
+
+__all__ = [
+    "MAX_NEW_MEMBERS",
+    "add_members_with_commit",
+    "consume_welcome",
+    "delete_consumed_welcomes",
+    "list_pending_welcomes",
+]
+
+MAX_NEW_MEMBERS = 1000
+_FIRST_PAGE = (datetime(1, 1, 1, tzinfo=UTC), UUID(int=0), UUID(int=0))
+
+_ADD_MEMBERS = statement("add_members_with_commit")
+_LIST_PENDING = statement("list_pending_welcomes")
+_CONSUME = statement("consume_welcome")
+_DELETE_CONSUMED = statement("delete_consumed_welcomes")
+
+
+async def add_members_with_commit(
+    conn: Executor,
+    convo_id: UUID,
+    *,
+    actor_did: str,
+    expected_epoch: int,
+    commit_id: UUID,
+    commit: bytes,
+    new_members: Sequence[NewMember],
+) -> MembersAdded:
+    """Store an MLS commit that adds members, the members and their welcomes, atomically;
+    returns the commit's seq and the new epoch.
+
+    Only an active admin may. Each new member's `key_package_ref` must be a package of
+    theirs, of the conversation's cipher suite, claimed beforehand (or last resort), and
+    their `welcome_data` a Welcome addressed to it. EpochConflict (with the current
+    epoch) if `expected_epoch` is not the current one; AlreadyExists if `commit_id` is
+    taken or a member has a pending welcome for that key package. Any failure writes
+    nothing.
+    """
+    convo, actor = validate.uuid(convo_id, "convo_id"), validate.did(actor_did, "actor_did")
+    expected = validate.non_negative(expected_epoch, "expected_epoch")
+    commit_uuid = validate.uuid(commit_id, "commit_id")
+    ciphertext = validate.bytes_(commit, "commit", conn.config.max_message_bytes)
+    members = _new_members(conn, new_members, actor)
+    params = {
+        "convo_id": convo,
+        "actor_did": actor,
+        "expected_epoch": expected,
+        "commit_id": commit_uuid,
+        "commit": ciphertext,
+        "member_dids": [m.member_did for m in members],
+        "key_package_refs": [m.key_package_ref for m in members],
+        "welcome_data": [m.welcome_data for m in members],
+    }
+    added = await conn.fetch_one(_ADD_MEMBERS, params, MembersAdded)
+    if added is not None:
+        return added
+    seen = await access.check(conn, convo, actor, admin=True)
+    if seen.epoch != expected:
+        raise EpochConflict(seen.epoch if seen.epoch is not None else -1)
+    raise InvalidInput(
+        "every new member's key_package_ref must be a key package of theirs, of the "
+        "conversation's cipher suite, claimed before the commit"
+    )
+
+
+async def list_pending_welcomes(
+    conn: Executor, *, actor_did: str, limit: int = 50, cursor: str | None = None
+) -> Page[Welcome]:
+    """The actor's unconsumed welcomes, oldest first, one keyset page at a time.
+
+    A welcome stored during a walk may sort before the cursor: pending welcomes are
+    polled, and the next poll from the first page finds it.
+    """
+    actor = validate.did(actor_did, "actor_did")
+    size = validate.limit(limit, conn.config.max_page_size)
+    after = _FIRST_PAGE
+    if cursor is not None:
+        after = conn.cursors.decode(cursor, "welcomes", actor, (datetime, UUID, UUID))  # type: ignore[assignment]
+    params = {
+        "actor_did": actor,
+        "after_created_at": after[0],
+        "after_convo_id": after[1],
+        "after_id": after[2],
+        "limit": size + 1,
+    }
+    rows = await conn.fetch_all(_LIST_PENDING, params, Welcome)
+    more = len(rows) > size
+    items = tuple(rows[:size])
+    next_cursor = None
+    if more:
+        last = items[-1]
+        key = (last.created_at, last.convo_id, last.id)
+        next_cursor = conn.cursors.encode("welcomes", actor, key)
+    return Page(items, next_cursor)
+
+
+async def consume_welcome(
+    conn: Executor, convo_id: UUID, welcome_id: UUID, *, actor_did: str
+) -> None:
+    """Mark the actor's welcome consumed. NotFound if it is not theirs, does not exist,
+    or was consumed already: a welcome is consumed exactly once."""
+    params = {
+        "convo_id": validate.uuid(convo_id, "convo_id"),
+        "welcome_id": validate.uuid(welcome_id, "welcome_id"),
+        "actor_did": validate.did(actor_did, "actor_did"),
+    }
+    if await conn.execute(_CONSUME, params) == 0:
+        raise NotFound(f"no pending welcome {welcome_id} for {actor_did}")
+
+
+async def delete_consumed_welcomes(
+    conn: Executor, *, retention_s: int | None = None, batch_size: int = 1000
+) -> int:
+    """Delete welcomes consumed more than `retention_s` ago (default:
+    DbConfig.welcome_retention_s), `batch_size` rows per statement; returns how many."""
+    retention = validate.non_negative(
+        conn.config.welcome_retention_s if retention_s is None else retention_s, "retention_s"
+    )
+    size = validate.batch_size(batch_size)
+    params = {"retention_s": retention, "batch_size": size}
+    return await execute_in_batches(conn, _DELETE_CONSUMED, params, size)
+
+
+def _new_members(conn: Executor, new_members: object, actor: str) -> list[NewMember]:
+    """The new members, checked: distinct DIDs and refs, not the actor, well-formed
+    Welcomes addressed to their key packages."""
+    if not isinstance(new_members, Sequence) or isinstance(new_members, str | bytes):
+        raise InvalidInput("new_members must be a sequence of NewMember")
+    if not 1 <= len(new_members) <= MAX_NEW_MEMBERS:
+        raise InvalidInput(f"new_members must hold 1 to {MAX_NEW_MEMBERS} members")
+    checked: list[NewMember] = []
+    refs_of: dict[bytes, frozenset[bytes]] = {}  # one Welcome often serves every new member
+    for m in new_members:
+        if not isinstance(m, NewMember):
+            raise InvalidInput("new_members must be a sequence of NewMember")
+        did = validate.did(m.member_did, "member_did")
+        ref = validate.key_package_ref(m.key_package_ref)
+        data = validate.bytes_(m.welcome_data, "welcome_data", conn.config.max_welcome_bytes)
+        if data not in refs_of:
+            refs_of[data] = mls.welcome_refs(data)
+        if ref not in refs_of[data]:
+            raise InvalidInput(f"the welcome_data of {did} is not addressed to its key package")
+        checked.append(NewMember(did, ref, data))
+    if actor in {m.member_did for m in checked}:
+        raise InvalidInput("the committer is a member already and cannot add themselves")
+    if len({m.member_did for m in checked}) < len(checked):
+        raise InvalidInput("new_members lists a DID twice")
+    if len({m.key_package_ref for m in checked}) < len(checked):
+        raise InvalidInput("new_members lists a key package twice")
+    return checked

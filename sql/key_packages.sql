@@ -1,0 +1,295 @@
+-- name: store_key_package
+-- Publishes one key package; a ref that exists already inserts nothing and returns the
+-- stored row (whoever owns it: the function refuses another owner's). The expiry is the
+-- caller's, else now() plus the default lifetime.
+WITH inserted AS (
+    INSERT INTO key_packages (
+        owner_did, cipher_suite, key_data, key_package_ref, is_last_resort, expires_at
+    )
+    VALUES (
+        %(owner_did)s,
+        %(cipher_suite)s,
+        %(key_data)s,
+        %(key_package_ref)s,
+        %(is_last_resort)s,
+        coalesce(%(expires_at)s::timestamptz, now() + %(lifetime_s)s * interval '1 second')
+    )
+    ON CONFLICT (key_package_ref) DO NOTHING
+    RETURNING
+        id,
+        owner_did,
+        cipher_suite,
+        key_data,
+        key_package_ref,
+        is_last_resort,
+        created_at,
+        expires_at,
+        consumed_at,
+        consumed_by_did
+)
+
+SELECT
+    id,
+    owner_did,
+    cipher_suite,
+    key_data,
+    key_package_ref,
+    is_last_resort,
+    created_at,
+    expires_at,
+    consumed_at,
+    consumed_by_did
+FROM inserted
+UNION ALL
+SELECT
+    k.id,
+    k.owner_did,
+    k.cipher_suite,
+    k.key_data,
+    k.key_package_ref,
+    k.is_last_resort,
+    k.created_at,
+    k.expires_at,
+    k.consumed_at,
+    k.consumed_by_did
+FROM key_packages AS k
+WHERE k.key_package_ref = %(key_package_ref)s AND NOT EXISTS (SELECT 1 FROM inserted);
+
+-- name: get_key_package_by_ref
+-- One key package by its ref, in any state: read when a write matched no row, to say why.
+SELECT
+    k.id,
+    k.owner_did,
+    k.cipher_suite,
+    k.key_data,
+    k.key_package_ref,
+    k.is_last_resort,
+    k.created_at,
+    k.expires_at,
+    k.consumed_at,
+    k.consumed_by_did
+FROM key_packages AS k
+WHERE k.key_package_ref = %(key_package_ref)s;
+
+-- name: publish_key_packages
+-- Publishes a batch of one owner's key packages in one statement, in the order given
+-- (the first is the oldest, claimed first). Refs that exist already are skipped, so
+-- publishing the same batch again inserts nothing.
+INSERT INTO key_packages (
+    owner_did, cipher_suite, key_data, key_package_ref, is_last_resort, expires_at
+)
+SELECT
+    %(owner_did)s,
+    %(cipher_suite)s,
+    p.key_data,
+    p.key_package_ref,
+    %(is_last_resort)s,
+    coalesce(%(expires_at)s::timestamptz, now() + %(lifetime_s)s * interval '1 second')
+FROM
+    unnest(%(key_data)s::bytea [], %(key_package_refs)s::bytea [])
+        WITH ORDINALITY AS p (key_data, key_package_ref, n)
+ORDER BY p.n
+ON CONFLICT (key_package_ref) DO NOTHING;
+
+-- name: get_key_package
+-- Peeks at the package a claim would hand out now (the oldest unexpired regular one,
+-- else the newest last-resort one) without claiming it.
+(
+    SELECT
+        k.id,
+        k.owner_did,
+        k.cipher_suite,
+        k.key_data,
+        k.key_package_ref,
+        k.is_last_resort,
+        k.created_at,
+        k.expires_at,
+        k.consumed_at,
+        k.consumed_by_did
+    FROM key_packages AS k
+    WHERE
+        k.owner_did = %(owner_did)s
+        AND k.cipher_suite = %(cipher_suite)s
+        AND NOT k.is_last_resort
+        AND k.consumed_at IS NULL
+        AND k.expires_at > now()
+    ORDER BY k.created_at, k.id
+    LIMIT 1
+)
+UNION ALL
+(
+    SELECT
+        k.id,
+        k.owner_did,
+        k.cipher_suite,
+        k.key_data,
+        k.key_package_ref,
+        k.is_last_resort,
+        k.created_at,
+        k.expires_at,
+        k.consumed_at,
+        k.consumed_by_did
+    FROM key_packages AS k
+    WHERE
+        k.owner_did = %(owner_did)s
+        AND k.cipher_suite = %(cipher_suite)s
+        AND k.is_last_resort
+        AND k.consumed_at IS NULL
+        AND k.expires_at > now()
+    ORDER BY k.created_at DESC, k.id DESC
+    LIMIT 1
+)
+LIMIT 1;
+
+-- name: claim_key_package
+-- Hands out the owner's oldest unexpired, unconsumed regular package of that suite and
+-- marks it consumed by the claimer. SKIP LOCKED lets concurrent claimers pass over a row
+-- another is taking instead of queueing on it; the lock and the re-check of the locked
+-- row guarantee no row is handed out twice. When none is left, the newest unexpired
+-- last-resort package is returned and stays available.
+WITH claimed AS (
+    UPDATE key_packages AS k
+    SET consumed_at = now(), consumed_by_did = %(actor_did)s
+    WHERE k.id = (
+        SELECT a.id
+        FROM key_packages AS a
+        WHERE
+            a.owner_did = %(owner_did)s
+            AND a.cipher_suite = %(cipher_suite)s
+            AND NOT a.is_last_resort
+            AND a.consumed_at IS NULL
+            AND a.expires_at > now()
+        ORDER BY a.created_at, a.id
+        LIMIT 1
+        FOR UPDATE SKIP LOCKED
+    )
+    RETURNING
+        k.id,
+        k.owner_did,
+        k.cipher_suite,
+        k.key_data,
+        k.key_package_ref,
+        k.is_last_resort,
+        k.created_at,
+        k.expires_at,
+        k.consumed_at,
+        k.consumed_by_did
+)
+
+SELECT
+    id,
+    owner_did,
+    cipher_suite,
+    key_data,
+    key_package_ref,
+    is_last_resort,
+    created_at,
+    expires_at,
+    consumed_at,
+    consumed_by_did
+FROM claimed
+UNION ALL
+(
+    SELECT
+        k.id,
+        k.owner_did,
+        k.cipher_suite,
+        k.key_data,
+        k.key_package_ref,
+        k.is_last_resort,
+        k.created_at,
+        k.expires_at,
+        k.consumed_at,
+        k.consumed_by_did
+    FROM key_packages AS k
+    WHERE
+        k.owner_did = %(owner_did)s
+        AND k.cipher_suite = %(cipher_suite)s
+        AND k.is_last_resort
+        AND k.consumed_at IS NULL
+        AND k.expires_at > now()
+        AND NOT EXISTS (SELECT 1 FROM claimed)
+    ORDER BY k.created_at DESC, k.id DESC
+    LIMIT 1
+);
+
+-- name: consume_key_package
+-- Marks one known, unexpired, unconsumed package consumed by the actor. A last-resort
+-- package is returned unchanged: it stays available. No row back means the ref is
+-- unknown, consumed already, or expired.
+WITH consumed AS (
+    UPDATE key_packages AS k
+    SET consumed_at = now(), consumed_by_did = %(actor_did)s
+    WHERE
+        k.key_package_ref = %(key_package_ref)s
+        AND NOT k.is_last_resort
+        AND k.consumed_at IS NULL
+        AND k.expires_at > now()
+    RETURNING
+        k.id,
+        k.owner_did,
+        k.cipher_suite,
+        k.key_data,
+        k.key_package_ref,
+        k.is_last_resort,
+        k.created_at,
+        k.expires_at,
+        k.consumed_at,
+        k.consumed_by_did
+)
+
+SELECT
+    id,
+    owner_did,
+    cipher_suite,
+    key_data,
+    key_package_ref,
+    is_last_resort,
+    created_at,
+    expires_at,
+    consumed_at,
+    consumed_by_did
+FROM consumed
+UNION ALL
+SELECT
+    k.id,
+    k.owner_did,
+    k.cipher_suite,
+    k.key_data,
+    k.key_package_ref,
+    k.is_last_resort,
+    k.created_at,
+    k.expires_at,
+    k.consumed_at,
+    k.consumed_by_did
+FROM key_packages AS k
+WHERE
+    k.key_package_ref = %(key_package_ref)s
+    AND k.is_last_resort
+    AND k.expires_at > now();
+
+-- name: count_key_packages
+-- The owner's unexpired, unconsumed packages per cipher suite: regular ones (what claims
+-- hand out one by one) and last-resort ones apart.
+SELECT
+    k.cipher_suite,
+    count(*) FILTER (WHERE NOT k.is_last_resort) AS available,
+    count(*) FILTER (WHERE k.is_last_resort) AS last_resort
+FROM key_packages AS k
+WHERE k.owner_did = %(owner_did)s AND k.consumed_at IS NULL AND k.expires_at > now()
+GROUP BY k.cipher_suite
+ORDER BY k.cipher_suite;
+
+-- name: delete_expired_key_packages
+-- Deletes one batch: unconsumed packages past their expiry, and consumed ones older than
+-- the retention period. Rows locked by a claim in flight are left for the next batch.
+DELETE FROM key_packages AS k
+WHERE k.id IN (
+    SELECT e.id
+    FROM key_packages AS e
+    WHERE
+        (e.consumed_at IS NULL AND e.expires_at <= now())
+        OR e.consumed_at < now() - %(retention_s)s * interval '1 second'
+    LIMIT %(batch_size)s
+    FOR UPDATE SKIP LOCKED
+);

@@ -1,0 +1,134 @@
+-- name: add_members_with_commit
+-- Adds members through an MLS commit, in one statement: the epoch compare-and-swap and
+-- the commit's seq (last_seq + 1) in one UPDATE of the conversation, guarded by the
+-- actor being an active admin and by every new member's key package being theirs, of
+-- the conversation's suite, and already handed out (claimed, or last resort). Then the
+-- commit message (framed in the old epoch), the members added or reactivated with
+-- joined_seq = the commit's seq (they see nothing earlier, not even this commit; an
+-- active member is left as is), one welcome per new member, the committer's read
+-- marker, and the notification. No row back means nothing was written.
+WITH new_members AS (
+    SELECT n.member_did, n.key_package_ref, n.welcome_data
+    FROM
+        unnest(%(member_dids)s::text [], %(key_package_refs)s::bytea [], %(welcome_data)s::bytea [])
+            AS n (member_did, key_package_ref, welcome_data)
+),
+
+convo AS (
+    UPDATE conversations AS c
+    SET last_seq = c.last_seq + 1, epoch = c.epoch + 1, updated_at = now()
+    WHERE
+        c.id = %(convo_id)s
+        AND c.epoch = %(expected_epoch)s
+        AND EXISTS (
+            SELECT 1
+            FROM members AS a
+            WHERE
+                a.convo_id = c.id
+                AND a.member_did = %(actor_did)s
+                AND a.role = 'admin'
+                AND a.left_at IS NULL
+        )
+        AND (
+            SELECT count(*)
+            FROM new_members AS n
+            INNER JOIN key_packages AS k
+                ON n.key_package_ref = k.key_package_ref AND n.member_did = k.owner_did
+            WHERE
+                k.cipher_suite = c.cipher_suite
+                AND (k.consumed_at IS NOT NULL OR k.is_last_resort)
+        ) = (SELECT count(*) FROM new_members)
+    RETURNING c.id, c.last_seq AS seq, c.epoch
+),
+
+msg AS (
+    INSERT INTO messages (convo_id, seq, id, sender_did, message_type, epoch, ciphertext)
+    SELECT convo.id, convo.seq, %(commit_id)s, %(actor_did)s, 'commit', convo.epoch - 1, %(commit)s
+    FROM convo
+    RETURNING convo_id, id, seq, sent_at
+),
+
+joined AS (
+    INSERT INTO members AS m (convo_id, member_did, role, joined_seq, last_read_seq)
+    SELECT convo.id, n.member_did, 'member', convo.seq, convo.seq
+    FROM convo CROSS JOIN new_members AS n
+    ON CONFLICT (convo_id, member_did) DO UPDATE
+        SET
+            role = excluded.role,
+            joined_at = now(),
+            left_at = NULL,
+            joined_seq = excluded.joined_seq,
+            last_read_seq = excluded.last_read_seq
+        WHERE m.left_at IS NOT NULL
+    RETURNING m.member_did
+),
+
+welcomed AS (
+    INSERT INTO welcomes (convo_id, recipient_did, key_package_ref, welcome_data)
+    SELECT convo.id, n.member_did, n.key_package_ref, n.welcome_data
+    FROM convo CROSS JOIN new_members AS n
+),
+
+read_marker AS (
+    UPDATE members AS r
+    SET last_read_seq = convo.seq
+    FROM convo
+    WHERE r.convo_id = convo.id AND r.member_did = %(actor_did)s
+),
+
+notified AS (
+    SELECT pg_notify('catbird_messages', convo.id::text || ':' || convo.seq || ':commit')
+    FROM convo
+)
+
+SELECT
+    msg.convo_id,
+    msg.id AS commit_id,
+    msg.seq,
+    convo.epoch,
+    msg.sent_at,
+    (SELECT count(*) FROM joined) AS members_added
+FROM msg
+CROSS JOIN convo
+CROSS JOIN notified;
+
+-- name: list_pending_welcomes
+-- The actor's unconsumed welcomes, oldest first, after a keyset position (the first page
+-- passes the earliest time and the nil uuids).
+SELECT
+    w.convo_id,
+    w.id,
+    w.recipient_did,
+    w.key_package_ref,
+    w.welcome_data,
+    w.created_at,
+    w.consumed_at
+FROM welcomes AS w
+WHERE
+    w.recipient_did = %(actor_did)s
+    AND w.consumed_at IS NULL
+    AND (w.created_at, w.convo_id, w.id)
+    > (%(after_created_at)s::timestamptz, %(after_convo_id)s::uuid, %(after_id)s::uuid)
+ORDER BY w.created_at, w.convo_id, w.id
+LIMIT %(limit)s;
+
+-- name: consume_welcome
+-- Marks a welcome consumed, for its recipient only and only once.
+UPDATE welcomes AS w
+SET consumed_at = now()
+WHERE
+    w.convo_id = %(convo_id)s
+    AND w.id = %(welcome_id)s
+    AND w.recipient_did = %(actor_did)s
+    AND w.consumed_at IS NULL;
+
+-- name: delete_consumed_welcomes
+-- Deletes one batch of welcomes consumed longer ago than the retention period.
+DELETE FROM welcomes AS w
+WHERE (w.convo_id, w.id) IN (
+    SELECT o.convo_id, o.id
+    FROM welcomes AS o
+    WHERE o.consumed_at < now() - %(retention_s)s * interval '1 second'
+    LIMIT %(batch_size)s
+    FOR UPDATE SKIP LOCKED
+);

@@ -1,0 +1,120 @@
+"""Concurrent add-members commits (DESIGN section 4): one wins per epoch, losers leave
+nothing behind."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+from uuid import UUID, uuid4
+
+import psycopg
+
+from catbird_db import (
+    Database,
+    EpochConflict,
+    MembersAdded,
+    NewMember,
+    conversations,
+    key_packages,
+    members,
+    welcomes,
+)
+from catbird_db.mls import key_package_ref
+
+from support import ALICE, BOB, CAROL, DAVE, fake_key_package, fake_welcome
+
+
+async def new_member(db: Database, did: str, adder: str) -> NewMember:
+    """`did` publishes a key package, `adder` claims it and makes its Welcome."""
+    data = fake_key_package()
+    await key_packages.store_key_package(db, owner_did=did, cipher_suite=1, key_data=data)
+    await key_packages.claim_key_package(db, did, 1, actor_did=adder)
+    return NewMember(did, key_package_ref(data), fake_welcome([data]))
+
+
+async def add_at_epoch_zero(
+    db: Database, convo: UUID, adder: str, new: NewMember, commit_id: UUID
+) -> MembersAdded | EpochConflict:
+    try:
+        return await welcomes.add_members_with_commit(
+            db,
+            convo,
+            actor_did=adder,
+            expected_epoch=0,
+            commit_id=commit_id,
+            commit=b"commit by " + adder.encode(),
+            new_members=[new],
+        )
+    except EpochConflict as lost:
+        return lost
+
+
+async def test_of_two_admins_adding_at_one_epoch_exactly_one_wins(
+    db: Database, raw: psycopg.Connection[Any]
+) -> None:
+    convo = (await conversations.create_conversation(db, creator_did=ALICE, cipher_suite=1)).id
+    await members.add_member(db, convo, BOB, actor_did=ALICE, role="admin")
+    plans = {
+        ALICE: (await new_member(db, CAROL, ALICE), uuid4()),
+        BOB: (await new_member(db, DAVE, BOB), uuid4()),
+    }
+    outcomes = dict(
+        zip(
+            plans,
+            await asyncio.gather(
+                *(add_at_epoch_zero(db, convo, a, new, cid) for a, (new, cid) in plans.items())
+            ),
+            strict=True,
+        )
+    )
+    winners = [a for a, o in outcomes.items() if isinstance(o, MembersAdded)]
+    assert len(winners) == 1
+    (loser,) = set(plans) - set(winners)
+    lost = outcomes[loser]
+    assert isinstance(lost, EpochConflict)
+    assert lost.current_epoch == 1
+
+    won_member, won_commit = plans[winners[0]][0].member_did, plans[winners[0]][1]
+    lost_member, lost_commit = plans[loser][0].member_did, plans[loser][1]
+    assert raw.execute("SELECT epoch, last_seq FROM conversations").fetchone() == (1, 1)
+    assert raw.execute("SELECT id FROM messages").fetchall() == [(won_commit,)]
+    assert await members.is_member(db, convo, won_member)
+    assert await members.get_membership(db, convo, lost_member) is None
+    assert raw.execute("SELECT recipient_did FROM welcomes").fetchall() == [(won_member,)]
+    assert lost_commit != won_commit
+
+
+async def test_of_many_concurrent_adders_one_wins_each_epoch_and_seqs_stay_gapless(
+    db: Database, raw: psycopg.Connection[Any]
+) -> None:
+    """Eight adders race; each loser retries at the epoch it was told, until all are in."""
+    convo = (await conversations.create_conversation(db, creator_did=ALICE, cipher_suite=1)).id
+    joiners = [f"did:plc:joiner{i}" for i in range(8)]
+    plans = [await new_member(db, did, ALICE) for did in joiners]
+
+    async def add_until_in(new: NewMember) -> None:
+        epoch = 0
+        while True:
+            try:
+                await welcomes.add_members_with_commit(
+                    db,
+                    convo,
+                    actor_did=ALICE,
+                    expected_epoch=epoch,
+                    commit_id=uuid4(),
+                    commit=b"commit",
+                    new_members=[new],
+                )
+                return
+            except EpochConflict as lost:
+                epoch = lost.current_epoch
+
+    await asyncio.gather(*(add_until_in(new) for new in plans))
+    assert raw.execute("SELECT epoch, last_seq FROM conversations").fetchone() == (8, 8)
+    seqs = raw.execute("SELECT seq, epoch FROM messages ORDER BY seq").fetchall()
+    assert seqs == [(s, s - 1) for s in range(1, 9)]
+    joined = raw.execute(
+        "SELECT joined_seq FROM members WHERE member_did <> %s ORDER BY 1", (ALICE,)
+    ).fetchall()
+    assert joined == [(s,) for s in range(1, 9)]
+    assert raw.execute("SELECT count(*) FROM welcomes").fetchone() == (8,)
