@@ -41,7 +41,6 @@ __all__ = [
 # The ceiling the blobs.size constraint repeats; DbConfig.max_blob_bytes is the working
 # cap below it. Why this figure: docs/blobs.md.
 MAX_BLOB_BYTES = 256 * 1024 * 1024
-MAX_ORPHAN_BATCH = 10_000
 # Hashing runs at about 1 GB/s: larger inputs are hashed off the event loop.
 _HASH_INLINE_BYTES = 1024 * 1024
 _FIRST_PAGE = (datetime(1, 1, 1, tzinfo=UTC), "", "")
@@ -260,10 +259,6 @@ async def delete_orphan_blobs(
         if older_than is None
         else validate.duration(older_than, "older_than")
     )
-    batch = validate.limit(batch_size, MAX_ORPHAN_BATCH)
-    total = 0
-    while True:
-        deleted = await conn.execute(_DELETE_ORPHANS, {"older_than": age, "batch_size": batch})
-        total += deleted
-        if deleted < batch:
-            return total
+    size = validate.batch_size(batch_size)
+    params = {"older_than": age, "batch_size": size}
+    return await conn.execute_in_batches(_DELETE_ORPHANS, params, size)

@@ -41,7 +41,6 @@ __all__ = [
     "Params",
     "Tracer",
     "Transaction",
-    "execute_in_batches",
 ]
 
 T = TypeVar("T")
@@ -77,26 +76,14 @@ class Executor(Protocol):
     async def execute(self, stmt: Statement, params: Params) -> int:
         """Run a statement for its effect; returns the number of rows it touched."""
 
+    async def execute_in_batches(self, stmt: Statement, params: Params, batch_size: int) -> int:
+        """Re-run a statement that touches at most `batch_size` rows until a run touches
+        fewer; returns the rows touched in all."""
+
     def transaction(
         self, *, isolation: IsolationLevel | None = None
     ) -> AbstractAsyncContextManager[Transaction]:
         """A transaction (on a Database) or a savepoint (on a Transaction)."""
-
-
-async def execute_in_batches(
-    conn: Executor, stmt: Statement, params: Params, batch_size: int
-) -> int:
-    """Run `stmt`, which touches at most `batch_size` rows a run, until a run touches fewer;
-    returns the rows touched in all. For maintenance deletes: on a Database each run
-    commits on its own, so no lock is held for long."""
-    if batch_size < 1:
-        raise ValueError("batch_size must be at least 1")  # else it would never stop
-    total = 0
-    while True:
-        touched = await conn.execute(stmt, params)
-        total += touched
-        if touched < batch_size:
-            return total
 
 
 def _model_factory(cls: type[T]) -> BaseRowFactory[T]:
@@ -170,6 +157,22 @@ class _Runner:
         """Run a statement for its effect; returns the number of rows it touched."""
         count: int = await self._run(stmt, params, tuple_row, fetch=False)
         return count
+
+    async def execute_in_batches(self, stmt: Statement, params: Params, batch_size: int) -> int:
+        """Re-run a statement that touches at most `batch_size` rows until a run touches
+        fewer; returns the rows touched in all.
+
+        For maintenance deletes: on a Database each run commits on its own, so no lock is
+        held for long (in a Transaction the runs would share one).
+        """
+        if batch_size < 1:
+            raise ValueError("batch_size must be at least 1")  # else it would never stop
+        total = 0
+        while True:
+            touched = await self.execute(stmt, params)
+            total += touched
+            if touched < batch_size:
+                return total
 
     async def _run(self, stmt: Statement, params: Params, factory: Any, *, fetch: bool) -> Any:
         tracer = self._db._tracer

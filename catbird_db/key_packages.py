@@ -7,10 +7,10 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from . import mls, validate
-from .database import Executor, execute_in_batches
+from .database import Executor
 from .errors import AlreadyExists, InvalidInput, NoKeyPackageAvailable, NotFound
 from .models import KeyPackage, KeyPackageCount
 from .sql import statement
@@ -172,21 +172,22 @@ async def count_key_packages(conn: Executor, owner_did: str) -> tuple[KeyPackage
 
 
 async def delete_expired_key_packages(
-    conn: Executor, *, retention_s: int | None = None, batch_size: int = 1000
+    conn: Executor, *, older_than: timedelta | None = None, batch_size: int = 1000
 ) -> int:
-    """Delete expired unconsumed packages, and consumed ones older than `retention_s`
+    """Delete expired unconsumed packages, and consumed ones older than `older_than`
     (default: DbConfig.key_package_retention_s), `batch_size` rows per statement; returns
     how many were deleted.
 
     On a Database each batch commits on its own, so no long-held locks block claims.
     """
-    retention = validate.non_negative(
-        conn.config.key_package_retention_s if retention_s is None else retention_s,
-        "retention_s",
+    age = (
+        timedelta(seconds=conn.config.key_package_retention_s)
+        if older_than is None
+        else validate.duration(older_than, "older_than")
     )
     size = validate.batch_size(batch_size)
-    params = {"retention_s": retention, "batch_size": size}
-    return await execute_in_batches(conn, _DELETE_EXPIRED, params, size)
+    params = {"older_than": age, "batch_size": size}
+    return await conn.execute_in_batches(_DELETE_EXPIRED, params, size)
 
 
 def _key_package(conn: Executor, key_data: object, suite: int) -> tuple[bytes, bytes]:

@@ -34,7 +34,6 @@ __all__ = [
 ]
 
 Direction = Literal["forward", "backward"]
-MAX_EXPIRY_BATCH = 10_000
 
 _CREATE = statement("create_message")
 _COMMIT = statement("submit_commit")
@@ -309,13 +308,5 @@ async def delete_expired_messages(conn: Executor, *, batch_size: int = 1000) -> 
     Works in batches of `batch_size`, each its own statement, so no lock is held for
     long; run it on the Database (in a Transaction the batches would share one).
     """
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int):
-        raise InvalidInput("batch_size must be an integer")
-    if not 1 <= batch_size <= MAX_EXPIRY_BATCH:
-        raise InvalidInput(f"batch_size must be between 1 and {MAX_EXPIRY_BATCH}")
-    total = 0
-    while True:
-        deleted = await conn.execute(_DELETE_EXPIRED, {"batch_size": batch_size})
-        total += deleted
-        if deleted < batch_size:
-            return total
+    size = validate.batch_size(batch_size)
+    return await conn.execute_in_batches(_DELETE_EXPIRED, {"batch_size": size}, size)

@@ -29,7 +29,7 @@ from .sql import Statement
 __all__ = ["Field", "Model", "Problem", "Usage", "Use", "analyse", "package_modules"]
 
 PACKAGE_DIR = Path(__file__).resolve().parent
-_HELPERS = frozenset({"fetch_one", "fetch_all", "fetch_value", "execute"})
+_HELPERS = frozenset({"fetch_one", "fetch_all", "fetch_value", "execute", "execute_in_batches"})
 ROW_HELPERS = frozenset({"fetch_one", "fetch_all"})
 # psycopg connection and cursor methods that may take a statement's `.text`.
 _RAW_METHODS = frozenset({"execute", "executemany", "copy", "stream"})

@@ -8,11 +8,11 @@ their pending welcomes and consumes each once.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from uuid import UUID
 
 from . import access, mls, validate
-from .database import Executor, execute_in_batches
+from .database import Executor
 from .errors import EpochConflict, InvalidInput, NotFound
 from .models import MembersAdded, NewMember, Welcome
 from .pages import Page
@@ -128,16 +128,18 @@ async def consume_welcome(
 
 
 async def delete_consumed_welcomes(
-    conn: Executor, *, retention_s: int | None = None, batch_size: int = 1000
+    conn: Executor, *, older_than: timedelta | None = None, batch_size: int = 1000
 ) -> int:
-    """Delete welcomes consumed more than `retention_s` ago (default:
+    """Delete welcomes consumed more than `older_than` ago (default:
     DbConfig.welcome_retention_s), `batch_size` rows per statement; returns how many."""
-    retention = validate.non_negative(
-        conn.config.welcome_retention_s if retention_s is None else retention_s, "retention_s"
+    age = (
+        timedelta(seconds=conn.config.welcome_retention_s)
+        if older_than is None
+        else validate.duration(older_than, "older_than")
     )
     size = validate.batch_size(batch_size)
-    params = {"retention_s": retention, "batch_size": size}
-    return await execute_in_batches(conn, _DELETE_CONSUMED, params, size)
+    params = {"older_than": age, "batch_size": size}
+    return await conn.execute_in_batches(_DELETE_CONSUMED, params, size)
 
 
 def _new_members(conn: Executor, new_members: object, actor: str) -> list[NewMember]:

@@ -1,5 +1,9 @@
 -- Key packages: single-use MLS KeyPackages (and last-resort ones) published by their owners.
 
+-- Fail fast rather than queue: a migration waiting for a lock blocks every query behind it.
+SET LOCAL lock_timeout = '5s';
+SET LOCAL statement_timeout = '60s';
+
 CREATE TABLE key_packages (
     id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     owner_did did NOT NULL,

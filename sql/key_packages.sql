@@ -2,6 +2,8 @@
 -- Publishes one key package; a ref that exists already inserts nothing and returns the
 -- stored row (whoever owns it: the function refuses another owner's). The expiry is the
 -- caller's, else now() plus the default lifetime.
+-- not null: id, owner_did, cipher_suite, key_data, key_package_ref, is_last_resort
+-- not null: created_at, expires_at (NOT NULL columns, read through a CTE and UNION ALL)
 WITH inserted AS (
     INSERT INTO key_packages (
         owner_did, cipher_suite, key_data, key_package_ref, is_last_resort, expires_at
@@ -79,21 +81,25 @@ INSERT INTO key_packages (
     owner_did, cipher_suite, key_data, key_package_ref, is_last_resort, expires_at
 )
 SELECT
-    %(owner_did)s,
-    %(cipher_suite)s,
+    %(owner_did)s AS owner_did,
+    %(cipher_suite)s AS cipher_suite,
     p.key_data,
     p.key_package_ref,
-    %(is_last_resort)s,
-    coalesce(%(expires_at)s::timestamptz, now() + %(lifetime_s)s * interval '1 second')
+    %(is_last_resort)s AS is_last_resort,
+    coalesce(
+        %(expires_at)s::timestamptz, now() + %(lifetime_s)s * interval '1 second'
+    ) AS expires_at
 FROM
-    unnest(%(key_data)s::bytea [], %(key_package_refs)s::bytea [])
-        WITH ORDINALITY AS p (key_data, key_package_ref, n)
+    unnest(%(key_data)s::bytea[], %(key_package_refs)s::bytea[])
+    WITH ORDINALITY AS p (key_data, key_package_ref, n)
 ORDER BY p.n
 ON CONFLICT (key_package_ref) DO NOTHING;
 
 -- name: get_key_package
 -- Peeks at the package a claim would hand out now (the oldest unexpired regular one,
 -- else the newest last-resort one) without claiming it.
+-- not null: id, owner_did, cipher_suite, key_data, key_package_ref, is_last_resort
+-- not null: created_at, expires_at (NOT NULL columns, read through a CTE)
 (
     SELECT
         k.id,
@@ -147,22 +153,25 @@ LIMIT 1;
 -- another is taking instead of queueing on it; the lock and the re-check of the locked
 -- row guarantee no row is handed out twice. When none is left, the newest unexpired
 -- last-resort package is returned and stays available.
+-- not null: id, owner_did, cipher_suite, key_data, key_package_ref, is_last_resort
+-- not null: created_at, expires_at (NOT NULL columns, read through a CTE)
 WITH claimed AS (
     UPDATE key_packages AS k
     SET consumed_at = now(), consumed_by_did = %(actor_did)s
-    WHERE k.id = (
-        SELECT a.id
-        FROM key_packages AS a
-        WHERE
-            a.owner_did = %(owner_did)s
-            AND a.cipher_suite = %(cipher_suite)s
-            AND NOT a.is_last_resort
-            AND a.consumed_at IS NULL
-            AND a.expires_at > now()
-        ORDER BY a.created_at, a.id
-        LIMIT 1
-        FOR UPDATE SKIP LOCKED
-    )
+    WHERE
+        k.id = (
+            SELECT a.id
+            FROM key_packages AS a
+            WHERE
+                a.owner_did = %(owner_did)s
+                AND a.cipher_suite = %(cipher_suite)s
+                AND NOT a.is_last_resort
+                AND a.consumed_at IS NULL
+                AND a.expires_at > now()
+            ORDER BY a.created_at, a.id
+            LIMIT 1
+            FOR UPDATE SKIP LOCKED
+        )
     RETURNING
         k.id,
         k.owner_did,
@@ -217,6 +226,8 @@ UNION ALL
 -- Marks one known, unexpired, unconsumed package consumed by the actor. A last-resort
 -- package is returned unchanged: it stays available. No row back means the ref is
 -- unknown, consumed already, or expired.
+-- not null: id, owner_did, cipher_suite, key_data, key_package_ref, is_last_resort
+-- not null: created_at, expires_at (NOT NULL columns, read through a CTE)
 WITH consumed AS (
     UPDATE key_packages AS k
     SET consumed_at = now(), consumed_by_did = %(actor_did)s
@@ -271,6 +282,7 @@ WHERE
 -- name: count_key_packages
 -- The owner's unexpired, unconsumed packages per cipher suite: regular ones (what claims
 -- hand out one by one) and last-resort ones apart.
+-- not null: available, last_resort (counts)
 SELECT
     k.cipher_suite,
     count(*) FILTER (WHERE NOT k.is_last_resort) AS available,
@@ -289,7 +301,8 @@ WHERE k.id IN (
     FROM key_packages AS e
     WHERE
         (e.consumed_at IS NULL AND e.expires_at <= now())
-        OR e.consumed_at < now() - %(retention_s)s * interval '1 second'
+        OR e.consumed_at < now() - %(older_than)s::interval
+    ORDER BY e.id
     LIMIT %(batch_size)s
     FOR UPDATE SKIP LOCKED
 );

@@ -7,10 +7,14 @@
 -- joined_seq = the commit's seq (they see nothing earlier, not even this commit; an
 -- active member is left as is), one welcome per new member, the committer's read
 -- marker, and the notification. No row back means nothing was written.
+-- not null: members_added (a count)
 WITH new_members AS (
-    SELECT n.member_did, n.key_package_ref, n.welcome_data
+    SELECT
+        n.member_did,
+        n.key_package_ref,
+        n.welcome_data
     FROM
-        unnest(%(member_dids)s::text [], %(key_package_refs)s::bytea [], %(welcome_data)s::bytea [])
+        unnest(%(member_dids)s::text[], %(key_package_refs)s::bytea[], %(welcome_data)s::bytea[])
             AS n (member_did, key_package_ref, welcome_data)
 ),
 
@@ -43,14 +47,26 @@ convo AS (
 
 msg AS (
     INSERT INTO messages (convo_id, seq, id, sender_did, message_type, epoch, ciphertext)
-    SELECT convo.id, convo.seq, %(commit_id)s, %(actor_did)s, 'commit', convo.epoch - 1, %(commit)s
+    SELECT
+        convo.id AS convo_id,
+        convo.seq,
+        %(commit_id)s AS id,
+        %(actor_did)s AS sender_did,
+        'commit' AS message_type,
+        convo.epoch - 1 AS epoch,
+        %(commit)s AS ciphertext
     FROM convo
     RETURNING convo_id, id, seq, sent_at
 ),
 
 joined AS (
     INSERT INTO members AS m (convo_id, member_did, role, joined_seq, last_read_seq)
-    SELECT convo.id, n.member_did, 'member', convo.seq, convo.seq
+    SELECT
+        convo.id AS convo_id,
+        n.member_did,
+        'member' AS role,
+        convo.seq AS joined_seq,
+        convo.seq AS last_read_seq
     FROM convo CROSS JOIN new_members AS n
     ON CONFLICT (convo_id, member_did) DO UPDATE
         SET
@@ -65,7 +81,11 @@ joined AS (
 
 welcomed AS (
     INSERT INTO welcomes (convo_id, recipient_did, key_package_ref, welcome_data)
-    SELECT convo.id, n.member_did, n.key_package_ref, n.welcome_data
+    SELECT
+        convo.id,
+        n.member_did,
+        n.key_package_ref,
+        n.welcome_data
     FROM convo CROSS JOIN new_members AS n
 ),
 
@@ -126,9 +146,12 @@ WHERE
 -- Deletes one batch of welcomes consumed longer ago than the retention period.
 DELETE FROM welcomes AS w
 WHERE (w.convo_id, w.id) IN (
-    SELECT o.convo_id, o.id
+    SELECT
+        o.convo_id,
+        o.id
     FROM welcomes AS o
-    WHERE o.consumed_at < now() - %(retention_s)s * interval '1 second'
+    WHERE o.consumed_at < now() - %(older_than)s::interval
+    ORDER BY o.consumed_at
     LIMIT %(batch_size)s
     FOR UPDATE SKIP LOCKED
 );

@@ -458,7 +458,7 @@ async def test_delete_expired_removes_expired_and_long_consumed_packages(
         await key_packages.consume_key_package(db, key_package_ref(data), actor_did=ALICE)
     age(raw, key_package_ref(expired))
     age(raw, key_package_ref(consumed_long_ago), expired=False)
-    deleted = await key_packages.delete_expired_key_packages(db, retention_s=24 * 3600)
+    deleted = await key_packages.delete_expired_key_packages(db, older_than=timedelta(days=1))
     assert deleted == 2
     left = {r[0] for r in raw.execute("SELECT key_data FROM key_packages").fetchall()}
     assert left == {consumed_now, available}
@@ -479,8 +479,8 @@ async def test_delete_expired_refuses_bad_input(db: Database, raw: psycopg.Conne
     cases: dict[str, dict[str, Any]] = {
         "batch of 0": {"batch_size": 0},
         "batch too large": {"batch_size": 100_001},
-        "negative retention": {"retention_s": -1},
-        "fractional retention": {"retention_s": 1.5},
+        "negative retention": {"older_than": timedelta(seconds=-1)},
+        "fractional retention": {"older_than": 1.5},
     }
     before = snapshot(raw)
     assert await not_refused(cases, partial(key_packages.delete_expired_key_packages, db)) == []

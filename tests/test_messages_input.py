@@ -22,7 +22,7 @@ BAD_COUNTS: list[Any] = [-1, -(2**63), 2**63, True, 1.0, "1", None]
 BAD_LIMITS: list[Any] = [0, -1, 2**31, True, 2.5, "10", None]
 BAD_CIPHERTEXTS: list[Any] = [b"", b"x" * (1024 * 1024 + 1), "text", None, 7]
 BAD_TIMES: list[Any] = [NAIVE, "2030-01-01", None, 0]
-BAD_BATCHES: list[Any] = [0, -1, 10_001, True, 1.5, "10", None]
+BAD_BATCHES: list[Any] = [0, -1, 100_001, True, 1.5, "10", None]
 BAD_CURSORS: list[Any] = ["", "garbage", "AAAA", "A" * 5000, 12]
 
 

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import timedelta
 from functools import partial
 from typing import Any
 from uuid import UUID, uuid4
@@ -464,7 +465,9 @@ async def test_delete_consumed_welcomes_keeps_pending_and_recent_ones(
         "UPDATE welcomes SET consumed_at = now() - interval '2 days' WHERE recipient_did = %s",
         (CAROL,),
     )
-    assert await welcomes.delete_consumed_welcomes(db, retention_s=24 * 3600, batch_size=1) == 1
+    assert (
+        await welcomes.delete_consumed_welcomes(db, older_than=timedelta(days=1), batch_size=1) == 1
+    )
     left = raw.execute("SELECT recipient_did FROM welcomes ORDER BY 1").fetchall()
     assert left == sorted([(DAVE,), (MALLORY,)])
 
@@ -479,7 +482,7 @@ async def test_delete_consumed_welcomes_refuses_bad_input(
     cases: dict[str, dict[str, Any]] = {
         "batch of 0": {"batch_size": 0},
         "batch as text": {"batch_size": "5"},
-        "negative retention": {"retention_s": -5},
+        "negative retention": {"older_than": timedelta(seconds=-5)},
     }
     assert await not_refused(cases, partial(welcomes.delete_consumed_welcomes, db)) == []
     assert snapshot(raw) == before
