@@ -18,7 +18,6 @@ from pathlib import Path
 from uuid import UUID, uuid4
 
 import asyncpg
-import psycopg
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
@@ -89,7 +88,9 @@ async def wrapper_overhead(url: str, convo: UUID, msg: UUID) -> str:
     await engine.dispose()
     ceiling = pgbench_ceiling(url, stmt.text, params)
     results.append(Result("pgbench -M prepared, 1 client (server ceiling)", ceiling))
-    return table("Wrapper overhead: get_message, one client", results, "raw psycopg, same pool and SQL")
+    return table(
+        "Wrapper overhead: get_message, one client", results, "raw psycopg, same pool and SQL"
+    )
 
 
 def pgbench_ceiling(url: str, sql_text: str, params: dict[str, object]) -> float:
@@ -104,7 +105,9 @@ def pgbench_ceiling(url: str, sql_text: str, params: dict[str, object]) -> float
     defines = [arg for name, value in params.items() for arg in ("-D", f"{name}={value}")]
     out = subprocess.run(
         ["pgbench", "-n", "-M", "prepared", "-c", "1", "-T", "5", *defines, "-f", f.name, url],
-        capture_output=True, text=True, check=False,
+        capture_output=True,
+        text=True,
+        check=False,
     )
     os.unlink(f.name)
     match = re.search(r"tps = ([\d.]+)", out.stdout)

@@ -36,7 +36,12 @@ async def compare(variants: dict[str, Op], *, iterations: int, rounds: int = 5) 
 def table(title: str, results: list[Result], baseline: str) -> str:
     """A markdown table of the results, each as a ratio of the baseline's time per op."""
     base = next(r for r in results if r.name == baseline).ops_per_s
-    lines = [f"### {title}", "", "| variant | ops/s | time vs. " + baseline + " |", "|---|---:|---:|"]
+    lines = [
+        f"### {title}",
+        "",
+        "| variant | ops/s | time vs. " + baseline + " |",
+        "|---|---:|---:|",
+    ]
     for r in results:
         lines.append(f"| {r.name} | {r.ops_per_s:,.0f} | {base / r.ops_per_s:.2f}x |")
     return "\n".join(lines) + "\n"
