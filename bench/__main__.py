@@ -25,6 +25,7 @@ from catbird_db import Database, DbConfig, messages
 from catbird_db.sql import statement
 
 from .harness import Result, compare, table
+from .keys import key_packages_section
 from .setup import ALICE, conversation, fresh_database, message_id
 
 SERVER = os.environ.get("BENCH_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -187,6 +188,7 @@ async def main() -> None:
         await wrapper_overhead(url, deep, message_id(url, deep, DEPTH // 2)),
         await pagination(url, deep),
         await fan_out(url, small, large, large_size),
+        await key_packages_section(url, QUICK),
     ]
     header = (
         "# Benchmarks\n\n"
