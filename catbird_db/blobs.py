@@ -254,11 +254,7 @@ async def delete_orphan_blobs(
     On a Database each batch commits on its own, so locks and WAL stay small; blobs that
     become orphans meanwhile may be left for the next run.
     """
-    age = (
-        timedelta(seconds=conn.config.orphan_blob_retention_s)
-        if older_than is None
-        else validate.duration(older_than, "older_than")
-    )
+    age = validate.older_than(older_than, conn.config.orphan_blob_retention_s)
     size = validate.batch_size(batch_size)
     params = {"older_than": age, "batch_size": size}
     return await conn.execute_in_batches(_DELETE_ORPHANS, params, size)

@@ -180,11 +180,7 @@ async def delete_expired_key_packages(
 
     On a Database each batch commits on its own, so no long-held locks block claims.
     """
-    age = (
-        timedelta(seconds=conn.config.key_package_retention_s)
-        if older_than is None
-        else validate.duration(older_than, "older_than")
-    )
+    age = validate.older_than(older_than, conn.config.key_package_retention_s)
     size = validate.batch_size(batch_size)
     params = {"older_than": age, "batch_size": size}
     return await conn.execute_in_batches(_DELETE_EXPIRED, params, size)

@@ -23,11 +23,11 @@ __all__ = [
     "cid",
     "cipher_suite",
     "did",
-    "duration",
     "key_package_ref",
     "limit",
     "mime_type",
     "non_negative",
+    "older_than",
     "optional_text",
     "role",
     "text",
@@ -146,10 +146,12 @@ def timestamp(value: object, name: str) -> datetime:
     return value
 
 
-def duration(value: object, name: str) -> timedelta:
-    """A timedelta of zero or more."""
+def older_than(value: object, default_s: int) -> timedelta:
+    """A retention age: a timedelta of zero or more, or None for `default_s` seconds."""
+    if value is None:
+        return timedelta(seconds=default_s)
     if not isinstance(value, timedelta) or value < timedelta(0):
-        raise InvalidInput(f"{name} must be a timedelta of zero or more")
+        raise InvalidInput("older_than must be a timedelta of zero or more")
     return value
 
 

@@ -132,11 +132,7 @@ async def delete_consumed_welcomes(
 ) -> int:
     """Delete welcomes consumed more than `older_than` ago (default:
     DbConfig.welcome_retention_s), `batch_size` rows per statement; returns how many."""
-    age = (
-        timedelta(seconds=conn.config.welcome_retention_s)
-        if older_than is None
-        else validate.duration(older_than, "older_than")
-    )
+    age = validate.older_than(older_than, conn.config.welcome_retention_s)
     size = validate.batch_size(batch_size)
     params = {"older_than": age, "batch_size": size}
     return await conn.execute_in_batches(_DELETE_CONSUMED, params, size)
