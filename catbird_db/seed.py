@@ -1,29 +1,30 @@
 """`catbird-db seed`: a realistic data set at a chosen scale, loaded with COPY.
 
 A plan is only as good as the data it is made on: on near-empty tables the planner
-scans them whole, and a plan test proves nothing. The seed makes data shaped like a
-delivery service's, per unit of scale:
+reads them whole, and a plan test proves nothing. The seed makes data shaped like a
+delivery service's. Per unit of scale:
 
-- 4000 users; a few take part in many conversations (Zipf-like popularity);
-- 1000 conversations, sized by rank (Zipf-like): most have 2 to 10 members, the largest
-  about half the users; 90% use cipher suite 1, the rest 3 or 7;
-- messages per conversation log-normal and growing with its size, the largest
-  conversation capped at 3000; ciphertext mostly 100 B to 4 KiB (commits larger, with
-  the group); every later join is a commit, plus 3% key-update commits, each moving the
-  epoch; 8% of conversations have disappearing messages, a few past their expiry.
-  They are loaded in time order across conversations, as a server receives them, so a
-  conversation's rows are spread over the table as in production;
-- memberships: a quarter join after the first message (they see only what follows),
-  5% have left, 30% have unread messages;
-- key packages: each user's unconsumed ones (about 8 per suite, plus a last-resort one),
-  those consumed by joins within the retention period, and a few past expiry;
+- 4000 users; some take part in many conversations (Zipf-like popularity);
+- 5000 conversations, sized by rank (Zipf-like): nearly all have 2 to 10 members, the
+  largest half the users; 90% use cipher suite 1, the rest 3 or 7; most are recent;
+- about 170k messages: log-normal per conversation and growing with its size, the
+  largest conversation capped at 3000; app ciphertext mostly 100 B to 4 KiB, commits
+  larger with the group; every later join is a commit, and 3% of messages are
+  key-update commits, each moving the epoch; 8% of conversations have disappearing
+  messages. Rows go in time order across conversations, as a server receives them, so
+  a conversation's messages are spread over the table as in production;
+- memberships: a fifth join after the first message (they see only what follows),
+  a few have left, a fifth have unread messages;
+- key packages: about 8 unconsumed ones per user and suite plus a last-resort one, and
+  those consumed by joins within the retention period;
 - welcomes: one per join within the welcome retention period, some still pending;
-- blobs: the attachments of 1% of app messages (a few KiB to 512 KiB), a few orphans,
-  and each uploader's usage.
+- blobs: the attachments of 5% of app messages (median 6 KiB), a few orphans, and each
+  uploader's usage.
 
-The same `seed` number gives the same rows (timestamps are relative to now). All of it
-is loaded in one transaction, then VACUUM (ANALYZE) leaves the statistics and the
-visibility map as autovacuum would on a live table.
+Maintenance is taken to run hourly: a few rows are past their expiry or retention by
+less than an hour. The same `seed` number gives the same rows (timestamps are relative
+to now). It all loads in one transaction; then VACUUM (ANALYZE) leaves the statistics
+and the visibility map as autovacuum would on a live table.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ import itertools
 import math
 import random
 import time
+from bisect import bisect_left
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -145,8 +147,10 @@ def seed(
     with psycopg.connect(database_url, autocommit=True) as conn:
         if _has_rows(conn):
             raise ValueError("the database holds data already: seed fills an empty schema")
+        bar = _Progress(progress)
+        bar.say("building the rows")
         data = generate(scale, seed=seed)
-        bar = _Progress(progress, sum(len(rows) for rows in data.tables.values()))
+        bar.total = sum(len(rows) for rows in data.tables.values())
         # blobs.py registers a bytea dumper for its own buffer wrapper, and binary COPY
         # picks dumpers by type OID: give this connection back psycopg's own for bytea.
         conn.adapters.register_dumper(bytes, psycopg.adapters.get_dumper(bytes, PyFormat.BINARY))
@@ -266,10 +270,10 @@ class _Progress:
 
     _WIDTH = 30
 
-    def __init__(self, out: TextIO | None, total: int) -> None:
+    def __init__(self, out: TextIO | None) -> None:
         self._out = out
         self._tty = bool(out is not None and out.isatty())
-        self._total = max(total, 1)
+        self.total = 0
         self._done = 0
         self._drawn = 0.0
         self._label = ""
@@ -297,10 +301,10 @@ class _Progress:
     def _draw(self) -> None:
         if self._out is None or not (self._tty or self._label == "done"):
             return
-        share = min(self._done / self._total, 1.0)
+        share = min(self._done / max(self.total, 1), 1.0)
         filled = round(share * self._WIDTH)
         bar = "#" * filled + "." * (self._WIDTH - filled)
-        line = f"seed [{bar}] {share:4.0%}  {self._done}/{self._total} rows  {self._label}"
+        line = f"seed [{bar}] {share:4.0%}  {self._done}/{self.total} rows  {self._label}"
         self._out.write(("\r" + line.ljust(78)) if self._tty else line + "\n")
         self._out.flush()
 
@@ -480,7 +484,7 @@ class _Generator:
                 kind = "commit"
                 body = self._bytes(self._size(commit_median, 0.5, 256, 256 * 1024))
             else:
-                eligible = max(1, _count_below(joined, seq))
+                eligible = max(1, bisect_left(joined, seq))
                 sender = senders[int(eligible * rng.random() ** 2.5)]
                 kind = "app"
                 body = self._bytes(self._size(320, 0.85, 64, 16 * 1024))
@@ -619,18 +623,6 @@ class _Generator:
         newest = max(range(len(welcomes)), key=lambda i: welcomes[i][5])
         welcomes[newest] = (*welcomes[newest][:6], None)
         return welcomes[newest]
-
-
-def _count_below(values: list[int], limit: int) -> int:
-    """How many of the sorted `values` are below `limit`."""
-    lo, hi = 0, len(values)
-    while lo < hi:
-        mid = (lo + hi) // 2
-        if values[mid] < limit:
-            lo = mid + 1
-        else:
-            hi = mid
-    return lo
 
 
 def report_lines(report: SeedReport) -> list[str]:
