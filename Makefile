@@ -4,8 +4,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DATABASE_URL ?= postgresql://postgres@127.0.0.1:5432/catbird_demo
+SCALE ?= 1
 
-.PHONY: install test lint demo migrate plan-test bench check clean
+.PHONY: install test lint demo migrate seed plan-test bench check clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -15,9 +16,11 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# Every test, the plan tests included (they add about 15 s: one seed per session).
 test: $(STAMP)
 	$(BIN)/pytest -q
 
+# Only the plan tests: each hot statement uses its index on a seeded database.
 plan-test: $(STAMP)
 	$(BIN)/pytest -q -m plan tests/test_plans.py
 
@@ -34,6 +37,10 @@ demo: $(STAMP)
 
 migrate: $(STAMP)
 	DATABASE_URL='$(DATABASE_URL)' $(BIN)/catbird-db migrate
+
+# Fill the (empty) database at DATABASE_URL with data at SCALE, to explain on.
+seed: migrate
+	DATABASE_URL='$(DATABASE_URL)' $(BIN)/catbird-db seed --scale '$(SCALE)'
 
 check: $(STAMP)
 	DATABASE_URL='$(DATABASE_URL)' $(BIN)/catbird-db check

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import psycopg
 
-from . import check, explain, migrate
+from . import check, explain, migrate, seed
 from .errors import CatbirdDbError
 from .paths import SQL_DIR
 
@@ -77,6 +77,17 @@ def _cmd_explain(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_seed(args: argparse.Namespace) -> int:
+    report = seed.seed(
+        _database_url(args),
+        args.scale,
+        seed=args.seed,
+        progress=None if args.quiet else sys.stderr,
+    )
+    print("\n".join(seed.report_lines(report)))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
     parser = argparse.ArgumentParser(
@@ -132,6 +143,24 @@ def build_parser() -> argparse.ArgumentParser:
         "--null", action="append", default=[], metavar="KEY", help="a parameter that is NULL"
     )
     p.set_defaults(func=_cmd_explain)
+
+    p = sub.add_parser(
+        "seed",
+        parents=[url],
+        help="fill an empty, migrated database with realistic data (COPY), then ANALYZE",
+    )
+    p.add_argument(
+        "--scale",
+        type=float,
+        default=1.0,
+        help="size of the data set: 1 is 1000 conversations, 4000 users, about 100k "
+        "messages; it grows linearly (default 1)",
+    )
+    p.add_argument(
+        "--seed", type=int, default=0, help="random seed: the same one gives the same rows"
+    )
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_seed)
 
     p = sub.add_parser("new", help="create the next migration and its rollback")
     p.add_argument("name", help="snake_case name")

@@ -16,14 +16,15 @@ CREATE TABLE members (
     joined_seq bigint NOT NULL DEFAULT 0 CHECK (joined_seq >= 0),
     -- Read marker: unread counts are derived from it, never stored.
     last_read_seq bigint NOT NULL DEFAULT 0 CHECK (last_read_seq >= 0),
+    -- get_membership, list_members, remove_member, access_of, and the ON CONFLICT of
+    -- add_member and add_members_with_commit; delete_conversation's cascade finds a
+    -- conversation's members by its leading convo_id.
     PRIMARY KEY (convo_id, member_did),
     CHECK (last_read_seq >= joined_seq)
 );
 
--- list_conversations: a member's active conversations.
+-- list_conversations: a member's active conversations. The membership guards
+-- (EXISTS ... m.member_did = actor AND m.left_at IS NULL) probe it or the primary key,
+-- whichever the planner finds cheaper.
 CREATE INDEX members_active_by_member ON members (member_did, convo_id)
-WHERE left_at IS NULL;
-
--- list_members: a conversation's active members, in DID order.
-CREATE INDEX members_active_by_convo ON members (convo_id, member_did)
 WHERE left_at IS NULL;

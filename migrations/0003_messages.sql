@@ -21,6 +21,9 @@ CREATE TABLE messages (
     -- sent_at never decreases as seq grows (list_messages_since relies on it).
     sent_at timestamptz NOT NULL DEFAULT clock_timestamp(),
     expires_at timestamptz,
+    -- list_messages_forward/backward/since, get_message_count and the unread counts
+    -- (a seq range of one conversation), delete_expired_messages, and the cascade of
+    -- delete_conversation.
     PRIMARY KEY (convo_id, seq),
     -- get_message and the idempotent retry of create_message look a message up by id.
     UNIQUE (convo_id, id)

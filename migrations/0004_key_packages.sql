@@ -5,6 +5,7 @@ SET LOCAL lock_timeout = '5s';
 SET LOCAL statement_timeout = '60s';
 
 CREATE TABLE key_packages (
+    -- claim_key_package and delete_expired_key_packages update or delete by it.
     id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     owner_did did NOT NULL,
     -- An MLS cipher suite code held in range by its CHECK, not a counter.

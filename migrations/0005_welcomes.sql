@@ -16,6 +16,8 @@ CREATE TABLE welcomes (
     welcome_data bytea NOT NULL CHECK (octet_length(welcome_data) BETWEEN 1 AND 16777216),
     created_at timestamptz NOT NULL DEFAULT now(),
     consumed_at timestamptz,
+    -- delete_consumed_welcomes deletes each batch by it; delete_conversation's cascade
+    -- finds a conversation's welcomes by its leading convo_id.
     PRIMARY KEY (convo_id, id)
 );
 
@@ -25,7 +27,8 @@ CREATE UNIQUE INDEX welcomes_pending_unique
 ON welcomes (convo_id, recipient_did, key_package_ref)
 WHERE consumed_at IS NULL;
 
--- list_pending_welcomes: a recipient's pending welcomes, oldest first.
+-- list_pending_welcomes: a recipient's pending welcomes, oldest first. consume_welcome
+-- finds the pending welcome by it too (the recipient, then convo_id and id).
 CREATE INDEX welcomes_pending_by_recipient
 ON welcomes (recipient_did, created_at, convo_id, id)
 WHERE consumed_at IS NULL;

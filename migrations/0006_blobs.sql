@@ -27,7 +27,7 @@ CREATE TABLE blobs (
     created_at timestamptz NOT NULL DEFAULT now(),
     data bytea NOT NULL,
     -- get_blob, get_blob_metadata, store_blob, bind_blob, delete_blob: a CID, then
-    -- its uploader.
+    -- its uploader; delete_orphan_blobs deletes each batch by it.
     PRIMARY KEY (cid, uploader_did),
     CHECK (size = octet_length(data))
 );

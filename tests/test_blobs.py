@@ -278,7 +278,9 @@ async def test_mime_types_are_stored_lower_case(db: Database) -> None:
 async def test_every_computed_cid_fits_the_database_check(raw: psycopg.Connection[Any]) -> None:
     with pytest.raises(psycopg.errors.CheckViolation), raw.transaction():
         for n in range(300):
-            data = os.urandom(n % 40 + 1)
+            # n first, so no two are equal (random bytes of length 1 collide, and the
+            # duplicate key would fail the insert before the check under test).
+            data = n.to_bytes(2, "big") + os.urandom(n % 40)
             raw.execute(
                 "INSERT INTO blobs (cid, uploader_did, size, mime_type, data)"
                 " VALUES (%s, %s, %s, 'a/b', %s)",

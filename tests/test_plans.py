@@ -1,0 +1,410 @@
+"""Plan tests: on a seeded database, each named statement uses the index it was given.
+
+The database is seeded once per session (`catbird-db seed`, then VACUUM (ANALYZE)) and
+each statement is explained with values taken from the seeded data: the custom plan
+the server makes for a real request. No planner method is disabled. `make plan-test`
+runs these alone; see docs/tuning.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Iterator, Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from uuid import UUID, uuid4
+
+import pytest
+from psycopg import AsyncConnection
+from pytest_postgresql.janitor import DatabaseJanitor
+
+from catbird_db import seed
+from catbird_db.config import DbConfig
+from catbird_db.explain import Index, plan, plan_use, schema_indexes
+from catbird_db.sql import registry
+
+from support import fake_key_package
+
+pytestmark = pytest.mark.plan
+
+# The scale the plans are proven at: 5000 conversations, 29k memberships, 170k
+# messages, 47k key packages, 4k welcomes, 8k blobs; seeded in about 10 s. Below about
+# half of it, tables are so small that reading one whole is the planner's right choice.
+SCALE = 1.0
+
+# A user's active memberships (list_conversations).
+ACTIVE = "members_active_by_member"
+# Whether the actor is an active member: the guard of nearly every statement (EXISTS on
+# members ... AND left_at IS NULL) looks one membership up by both of its columns. The
+# primary key and the partial index both find it in one probe, at nearly the same cost,
+# so the planner may take either; the guard must use one of them.
+GUARD = frozenset({"members_pkey", ACTIVE})
+
+Need = str | frozenset[str]  # an index, or a choice of indexes that serve equally
+
+# Each statement that runs on a request path, or in maintenance, and the indexes its
+# plan must use; no plan may read a table whole (Seq Scan). An INSERT ... ON CONFLICT
+# uses the index it arbitrates on. Plain inserts scan nothing: they only must not read a
+# table whole.
+INTENDED: dict[str, tuple[Need, ...]] = {
+    # conversations
+    "create_conversation_with_members": (),
+    "get_conversation": ("conversations_pkey", GUARD),
+    "list_conversations": (ACTIVE, "conversations_pkey", "messages_pkey"),
+    "update_conversation_epoch": ("conversations_pkey", GUARD),
+    "get_current_epoch": ("conversations_pkey", GUARD),
+    "delete_conversation": ("conversations_pkey", GUARD),
+    "access_of": ("conversations_pkey", "members_pkey"),
+    # members
+    "add_member": ("conversations_pkey", GUARD, "members_pkey"),
+    "remove_member": ("members_pkey",),
+    "is_member": (GUARD,),
+    "list_members": ("members_pkey", GUARD),
+    "get_membership": ("members_pkey", "messages_pkey"),
+    "mark_read": (GUARD, "conversations_pkey", "messages_pkey"),
+    "reset_unread_count": (GUARD, "conversations_pkey", "messages_pkey"),
+    # messages
+    "create_message": (GUARD, "messages_convo_id_id_key", "conversations_pkey"),
+    "submit_commit": (GUARD, "messages_convo_id_id_key", "conversations_pkey"),
+    "message_id_taken": ("messages_convo_id_id_key",),
+    "get_message": ("messages_convo_id_id_key", GUARD),
+    "list_messages_forward": ("messages_pkey", GUARD),
+    "list_messages_backward": ("messages_pkey", GUARD),
+    "list_messages_since": ("messages_pkey", "messages_by_sent_at", GUARD),
+    "get_message_count": (GUARD, "messages_pkey"),
+    "delete_message": ("messages_convo_id_id_key", GUARD),
+    "delete_expired_messages": ("messages_expiring", "messages_pkey"),
+    # key packages
+    "store_key_package": ("key_packages_key_package_ref_key",),
+    "get_key_package_by_ref": ("key_packages_key_package_ref_key",),
+    "publish_key_packages": ("key_packages_key_package_ref_key",),
+    "get_key_package": ("key_packages_available",),
+    "claim_key_package": ("key_packages_available", "key_packages_pkey"),
+    "consume_key_package": ("key_packages_key_package_ref_key",),
+    "count_key_packages": ("key_packages_available",),
+    "delete_expired_key_packages": (
+        "key_packages_expiry",
+        "key_packages_consumed",
+        "key_packages_pkey",
+    ),
+    # welcomes
+    "add_members_with_commit": (
+        "conversations_pkey",
+        GUARD,
+        "key_packages_key_package_ref_key",
+        "members_pkey",
+    ),
+    "list_pending_welcomes": ("welcomes_pending_by_recipient",),
+    "consume_welcome": ("welcomes_pending_by_recipient",),
+    "delete_consumed_welcomes": ("welcomes_consumed", "welcomes_pkey"),
+    # blobs
+    "store_blob": ("blobs_pkey", GUARD, "blob_usage_pkey"),
+    "bind_blob": ("blobs_pkey", GUARD),
+    "get_blob": ("blobs_pkey", GUARD),
+    "get_blob_metadata": ("blobs_pkey", GUARD),
+    "list_blobs_by_conversation": ("blobs_by_convo", GUARD),
+    "delete_blob": ("blobs_pkey",),
+    "get_user_storage_size": ("blob_usage_pkey",),
+    "delete_orphan_blobs": ("blobs_orphans_by_age", "blobs_pkey"),
+}
+
+# Statements with no plan worth testing: they read the catalog, configure a session,
+# load the seed, or are not planned at all (LISTEN).
+NOT_PLANNED = frozenset(
+    {
+        "configure_session",
+        "list_applied_migrations",
+        "health_check",
+        "database_exists",
+        "describe_types",
+        "describe_origin_columns",
+        "list_indexes",
+        "listen_messages",
+        "seed_target_has_rows",
+        "copy_conversations",
+        "copy_members",
+        "copy_messages",
+        "copy_key_packages",
+        "copy_welcomes",
+        "copy_blobs",
+        "copy_blob_usage",
+        "vacuum_analyze_seeded",
+    }
+)
+
+# Indexes no plan shows, each for the integrity rule it enforces. Only a unique index
+# may stand here: an index that enforces nothing must be used by a plan.
+ENFORCES: dict[str, str] = {
+    "welcomes_pending_unique": (
+        "add_members_with_commit: AlreadyExists when a recipient has a pending welcome "
+        "for that key package"
+    ),
+}
+
+
+def values(p: seed.Picks) -> dict[str, dict[str, Any]]:
+    """The values each statement is explained with: what its function would pass for a
+    request on the seeded data (the busiest conversation, its members, a message...)."""
+    config = DbConfig()
+    first_page = datetime.fromisoformat("9999-12-31T23:59:59+00:00"), UUID(int=2**128 - 1)
+    ciphertext = bytes(400)
+    key_data = fake_key_package(1, 300)
+    convo, admin, member = p.convo_id, p.admin_did, p.member_did
+    return {
+        "create_conversation_with_members": {
+            "convo_id": uuid4(),
+            "creator_did": admin,
+            "cipher_suite": 1,
+            "title": "Plans",
+            "member_dids": [member, p.busy_did],
+        },
+        "get_conversation": {"convo_id": convo, "actor_did": member},
+        "list_conversations": {
+            "actor_did": p.busy_did,
+            "before_updated_at": first_page[0],
+            "before_id": first_page[1],
+            "limit": config.default_page_size + 1,
+        },
+        "update_conversation_epoch": {"convo_id": convo, "actor_did": admin, "expected_epoch": 5},
+        "get_current_epoch": {"convo_id": convo, "actor_did": member},
+        "delete_conversation": {"convo_id": convo, "actor_did": admin},
+        "access_of": {"convo_id": convo, "actor_did": member},
+        "add_member": {
+            "convo_id": convo,
+            "actor_did": admin,
+            "member_did": p.owner_did,
+            "role": "member",
+        },
+        "remove_member": {"convo_id": convo, "actor_did": admin, "member_did": member},
+        "is_member": {"convo_id": convo, "member_did": member},
+        "list_members": {
+            "convo_id": convo,
+            "actor_did": member,
+            "after_did": "",
+            "limit": config.default_page_size + 1,
+        },
+        "get_membership": {"convo_id": convo, "member_did": member},
+        "mark_read": {"convo_id": convo, "actor_did": member, "seq": p.message_seq},
+        "reset_unread_count": {"convo_id": convo, "actor_did": member},
+        "create_message": {
+            "convo_id": convo,
+            "actor_did": member,
+            "id": uuid4(),
+            "epoch": 5,
+            "epoch_window": config.epoch_window,
+            "ciphertext": ciphertext,
+            "expires_at": None,
+        },
+        "submit_commit": {
+            "convo_id": convo,
+            "actor_did": admin,
+            "id": uuid4(),
+            "epoch": 5,
+            "ciphertext": ciphertext,
+        },
+        "message_id_taken": {"convo_id": convo, "id": p.message_id},
+        "get_message": {"convo_id": convo, "actor_did": member, "id": p.message_id},
+        "list_messages_forward": {
+            "convo_id": convo,
+            "actor_did": member,
+            "after_seq": p.message_seq,
+            "limit": config.default_page_size + 1,
+        },
+        "list_messages_backward": {
+            "convo_id": convo,
+            "actor_did": member,
+            "before_seq": p.message_seq,
+            "limit": config.default_page_size + 1,
+        },
+        "list_messages_since": {
+            "convo_id": convo,
+            "actor_did": member,
+            "since": p.message_sent_at,
+            "after_seq": 0,
+            "limit": config.default_page_size + 1,
+        },
+        "get_message_count": {"convo_id": convo, "actor_did": member},
+        "delete_message": {"convo_id": convo, "actor_did": member, "id": p.message_id},
+        "delete_expired_messages": {"batch_size": 1000},
+        "store_key_package": {
+            "owner_did": p.owner_did,
+            "cipher_suite": 1,
+            "key_data": key_data,
+            "key_package_ref": p.key_package_ref,
+            "is_last_resort": False,
+            "expires_at": None,
+            "lifetime_s": config.key_package_lifetime_s,
+        },
+        "get_key_package_by_ref": {"key_package_ref": p.key_package_ref},
+        "publish_key_packages": {
+            "owner_did": p.owner_did,
+            "cipher_suite": 1,
+            "key_data": [key_data],
+            "key_package_refs": [p.key_package_ref],
+            "is_last_resort": False,
+            "expires_at": None,
+            "lifetime_s": config.key_package_lifetime_s,
+        },
+        "get_key_package": {"owner_did": p.owner_did, "cipher_suite": 1},
+        "claim_key_package": {"owner_did": p.owner_did, "cipher_suite": 1, "actor_did": admin},
+        "consume_key_package": {"key_package_ref": p.key_package_ref, "actor_did": admin},
+        "count_key_packages": {"owner_did": p.owner_did},
+        "delete_expired_key_packages": {
+            "older_than": timedelta(seconds=config.key_package_retention_s),
+            "batch_size": 1000,
+        },
+        "add_members_with_commit": {
+            "convo_id": convo,
+            "actor_did": admin,
+            "expected_epoch": 5,
+            "commit_id": uuid4(),
+            "commit": ciphertext,
+            "member_dids": [p.owner_did],
+            "key_package_refs": [p.key_package_ref],
+            "welcome_data": [bytes(1500)],
+        },
+        "list_pending_welcomes": {
+            "actor_did": p.recipient_did,
+            "after_created_at": datetime(1, 1, 1, tzinfo=UTC),
+            "after_convo_id": UUID(int=0),
+            "after_id": UUID(int=0),
+            "limit": config.default_page_size + 1,
+        },
+        "consume_welcome": {
+            "convo_id": p.welcome_convo_id,
+            "welcome_id": p.welcome_id,
+            "actor_did": p.recipient_did,
+        },
+        "delete_consumed_welcomes": {
+            "older_than": timedelta(seconds=config.welcome_retention_s),
+            "batch_size": 1000,
+        },
+        "store_blob": {
+            "cid": p.blob_cid,
+            "uploader_did": p.blob_uploader_did,
+            "convo_id": p.blob_convo_id,
+            "size": 5,
+            "mime_type": "image/png",
+            "data": b"bytes",
+            "quota": config.user_quota_bytes,
+        },
+        "bind_blob": {
+            "cid": p.blob_cid,
+            "actor_did": p.blob_uploader_did,
+            "convo_id": p.blob_convo_id,
+        },
+        "get_blob": {"cid": p.blob_cid, "actor_did": member},
+        "get_blob_metadata": {"cid": p.blob_cid, "actor_did": member},
+        "list_blobs_by_conversation": {
+            "convo_id": p.blob_convo_id,
+            "actor_did": p.blob_uploader_did,
+            "after_created_at": datetime(1, 1, 1, tzinfo=UTC),
+            "after_cid": "",
+            "after_uploader_did": "",
+            "limit": config.default_page_size + 1,
+        },
+        "delete_blob": {"cid": p.blob_cid, "actor_did": p.blob_uploader_did},
+        "get_user_storage_size": {"user_did": p.blob_uploader_did},
+        "delete_orphan_blobs": {
+            "older_than": timedelta(seconds=config.orphan_blob_retention_s),
+            "batch_size": 1000,
+        },
+    }
+
+
+@pytest.fixture(scope="session")
+def seeded(postgresql_server: Any) -> Iterator[tuple[str, seed.Picks]]:
+    """A database of its own, migrated (from the template) and seeded at SCALE once per
+    session, dropped at the end; its URL and the seed's sample values."""
+    server = postgresql_server
+    janitor = DatabaseJanitor(
+        user=server.user,
+        host=server.host,
+        port=server.port,
+        dbname=f"catbird_plans_{os.getpid()}",
+        template_dbname=server.template_dbname,
+        password=server.password,
+    )
+    with janitor:
+        auth = f"{server.user}:{server.password}@" if server.password else f"{server.user}@"
+        url = f"postgresql://{auth}{server.host}:{server.port}/{janitor.dbname}"
+        yield url, seed.seed(url, SCALE).picks
+
+
+@pytest.fixture(scope="session")
+def plans(seeded: tuple[str, seed.Picks]) -> dict[str, dict[str, Any]]:
+    """Each statement of INTENDED's plan, made with its `values` on the seeded database."""
+    url, picks = seeded
+
+    async def explain_all() -> dict[str, dict[str, Any]]:
+        chosen = values(picks)
+        async with await AsyncConnection.connect(url, autocommit=True) as conn:
+            return {name: await plan(conn, registry()[name], chosen[name]) for name in INTENDED}
+
+    return asyncio.run(explain_all())
+
+
+@pytest.fixture(scope="session")
+def indexes(seeded: tuple[str, seed.Picks]) -> list[Index]:
+    """Every index of the schema."""
+
+    async def read() -> list[Index]:
+        async with await AsyncConnection.connect(seeded[0], autocommit=True) as conn:
+            return await schema_indexes(conn)
+
+    return asyncio.run(read())
+
+
+def outline(node: Mapping[str, Any], depth: int = 0) -> str:
+    """A plan as indented node lines, to show with a failure."""
+    line = "  " * depth + node["Node Type"]
+    if "Index Name" in node:
+        line += f" using {node['Index Name']}"
+    if "Relation Name" in node:
+        line += f" on {node['Relation Name']}"
+    return "\n".join([line, *(outline(child, depth + 1) for child in node.get("Plans", ()))])
+
+
+def test_every_statement_is_held_to_a_plan_or_set_aside() -> None:
+    assert set(INTENDED).isdisjoint(NOT_PLANNED)
+    assert set(INTENDED) | NOT_PLANNED == set(registry())
+
+
+def test_each_statement_is_explained_with_exactly_the_parameters_it_takes(
+    seeded: tuple[str, seed.Picks],
+) -> None:
+    chosen = values(seeded[1])
+    assert {n: set(chosen[n]) for n in INTENDED} == {n: registry()[n].params for n in INTENDED}
+
+
+@pytest.mark.parametrize("name", sorted(INTENDED))
+def test_the_statement_uses_its_indexes_and_reads_no_table_whole(
+    name: str, plans: dict[str, dict[str, Any]]
+) -> None:
+    tree = plans[name]
+    use = plan_use(tree)
+    missing = [
+        need
+        for need in INTENDED[name]
+        if not (need in use.indexes if isinstance(need, str) else need & use.indexes)
+    ]
+    assert not missing, f"{name} does not use {missing}:\n{outline(tree)}"
+    assert not use.seq_scans, f"{name} reads {sorted(use.seq_scans)} whole:\n{outline(tree)}"
+
+
+def test_every_index_is_used_by_a_plan(
+    plans: dict[str, dict[str, Any]], indexes: list[Index]
+) -> None:
+    used = set().union(*(plan_use(tree).indexes for tree in plans.values()))
+    unused = {i.index_name for i in indexes} - used - set(ENFORCES)
+    assert not unused, f"no statement's plan uses {sorted(unused)}: drop them"
+
+
+def test_an_index_set_aside_is_unique_and_no_plan_uses_it(
+    plans: dict[str, dict[str, Any]], indexes: list[Index]
+) -> None:
+    used = set().union(*(plan_use(tree).indexes for tree in plans.values()))
+    unique = {i.index_name for i in indexes if i.is_unique}
+    assert set(ENFORCES) <= unique
+    assert not set(ENFORCES) & used, "a plan uses it now: move it to INTENDED"
