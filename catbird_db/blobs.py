@@ -70,7 +70,9 @@ class _ByteaDumper(Dumper):
     oid = psycopg.postgres.types["bytea"].oid
 
     def dump(self, obj: Any) -> Buffer:
-        view: memoryview = obj.view
+        # Registered for its OID too, so binary COPY of any bytea column (which picks
+        # dumpers by OID) lands here with plain bytes: pass those through as they are.
+        view: Buffer = obj.view if isinstance(obj, _Bytea) else obj
         return view
 
 

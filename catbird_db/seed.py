@@ -44,7 +44,6 @@ from uuid import UUID
 
 import psycopg
 from psycopg import Copy, Cursor
-from psycopg.adapt import PyFormat
 
 from . import cid, migrate, mls, validate
 from .config import DbConfig
@@ -151,9 +150,6 @@ def seed(
         bar.say("building the rows")
         data = generate(scale, seed=seed)
         bar.total = sum(len(rows) for rows in data.tables.values())
-        # blobs.py registers a bytea dumper for its own buffer wrapper, and binary COPY
-        # picks dumpers by type OID: give this connection back psycopg's own for bytea.
-        conn.adapters.register_dumper(bytes, psycopg.adapters.get_dumper(bytes, PyFormat.BINARY))
         # One transaction: a load that fails leaves the database empty.
         with conn.transaction(), conn.cursor() as cur:
             _copy_conversations(cur, data.tables["conversations"], bar)
