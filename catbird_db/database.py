@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import (
     AbstractAsyncContextManager,
     asynccontextmanager,
@@ -91,28 +91,39 @@ class Executor(Protocol):
         """A transaction (on a Database) or a savepoint (on a Transaction)."""
 
 
-def _model_factory(cls: type[T]) -> BaseRowFactory[T]:
+def _model_factory(stmt: Statement, cls: type[T]) -> BaseRowFactory[T]:
     names = tuple(f.name for f in fields(cls))  # type: ignore[arg-type]
+    checked = False
+
+    def make(values: Sequence[Any]) -> T:
+        return cls(*values)
 
     def factory(cur: Any) -> RowMaker[T]:
-        got = tuple(d.name for d in cur.description or ())
-        if got != names:
-            raise SqlRegistryError(
-                f"columns {got} do not match the fields of {cls.__name__} {names}"
-            )
-        return lambda values: cls(*values)
+        # A named statement's columns never change: check them against the dataclass on
+        # its first result only (reading cur.description costs on every call).
+        nonlocal checked
+        if not checked:
+            got = tuple(d.name for d in cur.description or ())
+            if got != names:
+                raise SqlRegistryError(
+                    f"{stmt.qualified_name}: columns {got} do not match the fields of "
+                    f"{cls.__name__} {names}"
+                )
+            checked = True
+        return make
 
     return factory
 
 
-_FACTORIES: dict[type[Any], BaseRowFactory[Any]] = {}
+_FACTORIES: dict[tuple[str, type[Any]], BaseRowFactory[Any]] = {}
 
 
-def _factory_for(cls: type[T]) -> BaseRowFactory[T]:
+def _factory_for(stmt: Statement, cls: type[T]) -> BaseRowFactory[T]:
+    key = (stmt.name, cls)
     try:
-        return _FACTORIES[cls]
+        return _FACTORIES[key]
     except KeyError:
-        return _FACTORIES.setdefault(cls, _model_factory(cls))
+        return _FACTORIES.setdefault(key, _model_factory(stmt, cls))
 
 
 @contextmanager
@@ -145,12 +156,12 @@ class _Runner:
 
     async def fetch_one(self, stmt: Statement, params: Params, row: type[T]) -> T | None:
         """The first row as `row`, or None."""
-        rows = await self._run(stmt, params, _factory_for(row), fetch=True)
+        rows = await self._run(stmt, params, _factory_for(stmt, row), fetch=True)
         return rows[0] if rows else None
 
     async def fetch_all(self, stmt: Statement, params: Params, row: type[T]) -> list[T]:
         """Every row as `row`."""
-        rows: list[T] = await self._run(stmt, params, _factory_for(row), fetch=True)
+        rows: list[T] = await self._run(stmt, params, _factory_for(stmt, row), fetch=True)
         return rows
 
     async def fetch_value(self, stmt: Statement, params: Params) -> Any:
