@@ -26,8 +26,8 @@ plan-test: $(STAMP)
 
 # sqlfluff reads .sqlfluff and squawk .squawk.toml: each says why any rule is set aside.
 lint: $(STAMP)
-	$(BIN)/ruff check catbird_db tests $(wildcard bench)
-	$(BIN)/ruff format --check catbird_db tests $(wildcard bench)
+	$(BIN)/ruff check catbird_db tests bench
+	$(BIN)/ruff format --check catbird_db tests bench
 	$(BIN)/mypy
 	$(BIN)/sqlfluff lint sql migrations
 	$(BIN)/squawk migrations/*.sql
@@ -42,7 +42,7 @@ migrate: $(STAMP)
 seed: migrate
 	DATABASE_URL='$(DATABASE_URL)' $(BIN)/catbird-db seed --scale '$(SCALE)'
 
-check: $(STAMP)
+check: migrate
 	DATABASE_URL='$(DATABASE_URL)' $(BIN)/catbird-db check
 
 bench: $(STAMP)
