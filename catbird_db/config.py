@@ -33,7 +33,6 @@ class DbConfig:
     # made by one is accepted by another; the default lives as long as the process.
     cursor_secret: bytes = field(default_factory=lambda: secrets.token_bytes(32), repr=False)
     max_page_size: int = 100
-    default_page_size: int = 50
     # Application messages may carry the current epoch or one this many epochs older.
     epoch_window: int = 0
     max_message_bytes: int = 1024 * 1024
@@ -51,6 +50,43 @@ class DbConfig:
     user_quota_bytes: int = 1024 * 1024 * 1024
     # delete_orphan_blobs removes blobs bound to no conversation after this many seconds.
     orphan_blob_retention_s: int = 24 * 3600
+
+    def __post_init__(self) -> None:
+        """Refuse settings that would break every call later: fail when the config is made."""
+        if not 0 <= self.min_size <= self.max_size or self.max_size < 1:
+            raise ValueError("need 0 <= min_size <= max_size and max_size >= 1")
+        if len(self.cursor_secret) < 16:
+            raise ValueError("cursor_secret must be at least 16 bytes")
+        if self.prepare_threshold is not None and self.prepare_threshold < 0:
+            raise ValueError("prepare_threshold must be None or at least 0")
+        if self.epoch_window < 0:
+            raise ValueError("epoch_window must be at least 0")
+        for name in (
+            "acquire_timeout",
+            "connect_timeout",
+            "idle_timeout",
+            "max_lifetime",
+            "statement_timeout_ms",
+            "lock_timeout_ms",
+            "max_page_size",
+            "max_message_bytes",
+            "max_key_package_bytes",
+            "key_package_lifetime_s",
+            "max_welcome_bytes",
+            "max_blob_bytes",
+            "listen_retry_min_s",
+            "listen_retry_max_s",
+        ):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive")
+        for name in (
+            "key_package_retention_s",
+            "welcome_retention_s",
+            "orphan_blob_retention_s",
+            "user_quota_bytes",
+        ):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must not be negative")
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None, **overrides: Any) -> DbConfig:

@@ -68,9 +68,9 @@ async def create_conversation_with_members(
     Raises AlreadyExists if `convo_id` is taken, InvalidInput on a bad argument.
     """
     creator = validate.did(creator_did, "creator_did")
-    if isinstance(member_dids, str):
-        raise InvalidInput("member_dids must be a collection of DIDs, not one string")
-    dids = sorted({validate.did(d, "member_dids") for d in member_dids})
+    dids = sorted(
+        {validate.did(d, "member_dids") for d in validate.collection(member_dids, "member_dids")}
+    )
     if len(dids) > MAX_INITIAL_MEMBERS:
         raise InvalidInput(f"at most {MAX_INITIAL_MEMBERS} initial members")
     params = {

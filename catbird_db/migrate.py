@@ -48,6 +48,8 @@ def rollback(
     database_url: str, count: int | None = 1, directory: Path = MIGRATIONS_DIR
 ) -> list[str]:
     """Roll back the newest `count` applied migrations (None: all); returns their ids."""
+    if count is not None and (isinstance(count, bool) or not isinstance(count, int) or count < 1):
+        raise ValueError("count must be a positive integer (or None for all)")
     backend, migrations = _open(database_url, directory)
     with backend.lock():
         applied = backend.to_rollback(migrations)

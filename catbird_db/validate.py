@@ -7,6 +7,7 @@ naming the argument. The database repeats these rules as CHECK constraints.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from datetime import datetime, timedelta
 from uuid import UUID
 
@@ -22,6 +23,7 @@ __all__ = [
     "bytes_",
     "cid",
     "cipher_suite",
+    "collection",
     "did",
     "key_package_ref",
     "limit",
@@ -82,6 +84,10 @@ def text(value: object, name: str, max_chars: int) -> str:
         raise InvalidInput(f"{name} is longer than {max_chars} characters")
     if "\x00" in value:
         raise InvalidInput(f"{name} contains a NUL character")
+    try:
+        value.encode()
+    except UnicodeEncodeError:  # a lone surrogate: not text PostgreSQL can store
+        raise InvalidInput(f"{name} is not valid Unicode text") from None
     return value
 
 
@@ -101,10 +107,16 @@ def non_negative(value: object, name: str) -> int:
 
 def cipher_suite(value: object) -> int:
     """One of the MLS cipher suites registered by RFC 9420 (1-7)."""
-    if isinstance(value, bool) or value not in CIPHER_SUITES:
+    if type(value) is not int or value not in CIPHER_SUITES:
         raise InvalidInput(f"cipher_suite must be one of {sorted(CIPHER_SUITES)}")
-    assert isinstance(value, int)
     return value
+
+
+def collection(value: object, name: str) -> list[object]:
+    """The items of a list, tuple, set or other iterable; one string or bytes is refused."""
+    if isinstance(value, str | bytes | bytearray | memoryview) or not isinstance(value, Iterable):
+        raise InvalidInput(f"{name} must be a collection")
+    return list(value)
 
 
 def role(value: object) -> str:

@@ -74,12 +74,17 @@ async def test_create_with_members_is_atomic_on_a_bad_member(
         {"cipher_suite": -1},
         {"cipher_suite": True},
         {"cipher_suite": "1"},
+        {"cipher_suite": 1.0},
+        {"cipher_suite": [1]},
         {"title": ""},
         {"title": "   "},
         {"title": "x" * 257},
         {"title": "nul\x00byte"},
+        {"title": "lone \ud800 surrogate"},
         {"convo_id": "not-a-uuid"},
         {"member_dids": "did:plc:abc"},
+        {"member_dids": None},
+        {"member_dids": 7},
     ],
 )
 async def test_create_refuses_bad_input_and_changes_nothing(

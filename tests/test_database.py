@@ -233,3 +233,21 @@ def test_config_reads_the_environment() -> None:
     assert config.database_url == "postgresql://x@h/db"
     assert (config.max_size, config.prepare_threshold, config.acquire_timeout) == (7, None, 1.5)
     assert (config.cursor_secret, config.min_size) == (b"x" * 20, 0)
+
+
+@pytest.mark.parametrize(
+    "setting",
+    [
+        {"max_size": 0},
+        {"min_size": 5, "max_size": 2},
+        {"max_page_size": 0},
+        {"epoch_window": -1},
+        {"cursor_secret": b"short"},
+        {"acquire_timeout": 0},
+        {"user_quota_bytes": -1},
+        {"prepare_threshold": -1},
+    ],
+)
+def test_config_refuses_settings_that_would_break_every_call(setting: dict[str, Any]) -> None:
+    with pytest.raises(ValueError, match="must|need"):
+        DbConfig(**setting)

@@ -142,3 +142,12 @@ def test_the_wheel_ships_the_sql_and_the_migrations(tmp_path: Path) -> None:
     for migration in (root / "migrations").glob("*.sql"):
         assert f"catbird_db/migrations/{migration.name}" in names
     assert "catbird_db/py.typed" in names
+
+
+@pytest.mark.parametrize("count", ["0", "-1"])
+def test_cli_refuses_a_rollback_count_below_one(
+    database_url: str, count: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert cli.main(["rollback", "--count", count, "--database-url", database_url]) == 1
+    assert "positive" in capsys.readouterr().err
+    assert all(s.applied for s in migrate.status(database_url))

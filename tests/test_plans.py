@@ -32,6 +32,8 @@ pytestmark = pytest.mark.plan
 # messages, 47k key packages, 4k welcomes, 8k blobs; seeded in about 10 s. Below about
 # half of it, tables are so small that reading one whole is the planner's right choice.
 SCALE = 1.0
+# The page size the typed functions ask for by default.
+PAGE = 50
 
 # A user's active memberships (list_conversations).
 ACTIVE = "members_active_by_member"
@@ -164,7 +166,7 @@ def values(p: seed.Picks) -> dict[str, dict[str, Any]]:
             "actor_did": p.busy_did,
             "before_updated_at": first_page[0],
             "before_id": first_page[1],
-            "limit": config.default_page_size + 1,
+            "limit": PAGE + 1,
         },
         "update_conversation_epoch": {"convo_id": convo, "actor_did": admin, "expected_epoch": 5},
         "get_current_epoch": {"convo_id": convo, "actor_did": member},
@@ -182,7 +184,7 @@ def values(p: seed.Picks) -> dict[str, dict[str, Any]]:
             "convo_id": convo,
             "actor_did": member,
             "after_did": "",
-            "limit": config.default_page_size + 1,
+            "limit": PAGE + 1,
         },
         "get_membership": {"convo_id": convo, "member_did": member},
         "mark_read": {"convo_id": convo, "actor_did": member, "seq": p.message_seq},
@@ -209,20 +211,20 @@ def values(p: seed.Picks) -> dict[str, dict[str, Any]]:
             "convo_id": convo,
             "actor_did": member,
             "after_seq": p.message_seq,
-            "limit": config.default_page_size + 1,
+            "limit": PAGE + 1,
         },
         "list_messages_backward": {
             "convo_id": convo,
             "actor_did": member,
             "before_seq": p.message_seq,
-            "limit": config.default_page_size + 1,
+            "limit": PAGE + 1,
         },
         "list_messages_since": {
             "convo_id": convo,
             "actor_did": member,
             "since": p.message_sent_at,
             "after_seq": 0,
-            "limit": config.default_page_size + 1,
+            "limit": PAGE + 1,
         },
         "get_message_count": {"convo_id": convo, "actor_did": member},
         "delete_message": {"convo_id": convo, "actor_did": member, "id": p.message_id},
@@ -269,7 +271,7 @@ def values(p: seed.Picks) -> dict[str, dict[str, Any]]:
             "after_created_at": datetime(1, 1, 1, tzinfo=UTC),
             "after_convo_id": UUID(int=0),
             "after_id": UUID(int=0),
-            "limit": config.default_page_size + 1,
+            "limit": PAGE + 1,
         },
         "consume_welcome": {
             "convo_id": p.welcome_convo_id,
@@ -302,7 +304,7 @@ def values(p: seed.Picks) -> dict[str, dict[str, Any]]:
             "after_created_at": datetime(1, 1, 1, tzinfo=UTC),
             "after_cid": "",
             "after_uploader_did": "",
-            "limit": config.default_page_size + 1,
+            "limit": PAGE + 1,
         },
         "delete_blob": {"cid": p.blob_cid, "actor_did": p.blob_uploader_did},
         "get_user_storage_size": {"user_did": p.blob_uploader_did},
