@@ -230,6 +230,9 @@ def _copy_key_packages(cur: Cursor[Any], rows: Sequence[tuple[Any, ...]], bar: _
                 "timestamptz",
                 "timestamptz",
                 "text",
+                "timestamptz",
+                "uuid",
+                "int2",
             ]
         )
         _write(copy, rows, bar, "key_packages")
@@ -504,7 +507,9 @@ class _Generator:
         if joined > self.now - self.config.key_package_retention_s - _LAG:
             created = joined - rng.uniform(_HOUR, 60 * _DAY)
             row = (member.did, suite, key_data, ref, False, self._at(created))
-            times = (self._at(created + self.lifetime), self._at(joined), adder)
+            # Claimed by the adder and used by the add that joined them, at the join.
+            at = self._at(joined)
+            times = (self._at(created + self.lifetime), at, adder, at, convo, 1)
             self.tables["key_packages"].append(row + times)
         consumed: float | None = min(self.now, joined + rng.uniform(60, 12 * _HOUR))
         if joined > self.now - 2 * _DAY and rng.random() < 0.3:
@@ -567,6 +572,9 @@ class _Generator:
                 self._at(created + self.lifetime),
                 None,
                 None,
+                None,
+                None,
+                0,
             )
         )
 

@@ -49,11 +49,12 @@ async def add_members_with_commit(
     returns the commit's seq and the new epoch.
 
     Only an active admin may. Each new member's `key_package_ref` must be a package of
-    theirs, of the conversation's cipher suite, claimed beforehand (or last resort), and
-    their `welcome_data` a Welcome addressed to it. EpochConflict (with the current
-    epoch) if `expected_epoch` is not the current one; AlreadyExists if `commit_id` is
-    taken or a member has a pending welcome for that key package. Any failure writes
-    nothing.
+    theirs, of the conversation's cipher suite, either a regular one the actor claimed
+    and no add has used (this one marks it used) or an unexpired last-resort one, and
+    their `welcome_data` a Welcome addressed to it; else InvalidInput. EpochConflict
+    (with the current epoch) if `expected_epoch` is not the current one; AlreadyExists
+    if `commit_id` is taken or a member has a pending welcome for that key package. Any
+    failure writes nothing.
     """
     convo, actor = validate.uuid(convo_id, "convo_id"), validate.did(actor_did, "actor_did")
     expected = validate.non_negative(expected_epoch, "expected_epoch")
@@ -78,7 +79,8 @@ async def add_members_with_commit(
         raise EpochConflict(seen.epoch if seen.epoch is not None else -1)
     raise InvalidInput(
         "every new member's key_package_ref must be a key package of theirs, of the "
-        "conversation's cipher suite, claimed before the commit"
+        "conversation's cipher suite, claimed by the committer and not used by another "
+        "add, or an unexpired last-resort one"
     )
 
 

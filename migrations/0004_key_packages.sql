@@ -31,7 +31,19 @@ CREATE TABLE key_packages (
     consumed_at timestamptz,
     -- Who claimed it: the adder, not the owner.
     consumed_by_did did,
+    -- When an add_members_with_commit of its claimer used it, and in which conversation.
+    -- Last-resort packages, which serve many adds, are never marked.
+    used_at timestamptz,
+    used_in_convo uuid,
+    -- How many adds used it, counted under the row lock by add_members_with_commit: this
+    -- check judges the newest row version, so of concurrent adds with one regular package
+    -- only one commits (the others fail whole, InvalidInput).
+    -- squawk-ignore prefer-bigint-over-smallint
+    use_count smallint NOT NULL DEFAULT 0,
+    CONSTRAINT key_packages_used_once CHECK (use_count BETWEEN 0 AND 1),
     CHECK ((consumed_at IS NULL) = (consumed_by_did IS NULL)),
+    CHECK ((use_count = 0) = (used_at IS NULL) AND (used_at IS NULL) = (used_in_convo IS NULL)),
+    CHECK (used_at IS NULL OR (consumed_at IS NOT NULL AND NOT is_last_resort)),
     CHECK (NOT (is_last_resort AND consumed_at IS NOT NULL)),
     CHECK (expires_at > created_at)
 );

@@ -6,19 +6,25 @@
 -- (a concurrent duplicate meets ON CONFLICT and pays nothing), after the insert and
 -- under the usage row's lock, where blob_usage_within_quota judges the newest usage and
 -- fails the whole statement past the quota. The snapshot's usage only spares writing a
--- blob that is plainly over quota. No row back: the uploader is not an active member,
--- the blob is bound to another conversation, or it is plainly over quota.
+-- blob that is plainly over quota. The conversation is locked (FOR KEY SHARE, what the
+-- foreign key check takes anyway) before anything else, so a delete_conversation in
+-- flight is waited for first: locking it after charging the usage row, which the
+-- delete's cascade gives bytes back to, would deadlock. No row back: the uploader is
+-- not an active member (or the conversation is gone), the blob is bound to another
+-- conversation, or it is plainly over quota.
 -- not null: cid, uploader_did, size, mime_type, created_at (UNION of NOT NULL columns)
 WITH allowed AS (
     SELECT
         %(convo_id)s::uuid IS NULL
         OR EXISTS (
             SELECT 1
-            FROM members AS m
+            FROM conversations AS c
+            INNER JOIN members AS m ON c.id = m.convo_id
             WHERE
-                m.convo_id = %(convo_id)s::uuid
+                c.id = %(convo_id)s::uuid
                 AND m.member_did = %(uploader_did)s
                 AND m.left_at IS NULL
+            FOR KEY SHARE OF c
         ) AS ok
 ),
 

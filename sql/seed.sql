@@ -41,7 +41,10 @@ COPY key_packages (
     created_at,
     expires_at,
     consumed_at,
-    consumed_by_did
+    consumed_by_did,
+    used_at,
+    used_in_convo,
+    use_count
 ) FROM STDIN WITH BINARY;
 
 -- name: copy_welcomes

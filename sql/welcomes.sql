@@ -1,12 +1,19 @@
 -- name: add_members_with_commit
--- Adds members through an MLS commit, in one statement: the epoch compare-and-swap and
--- the commit's seq (last_seq + 1) in one UPDATE of the conversation, guarded by the
--- actor being an active admin and by every new member's key package being theirs, of
--- the conversation's suite, and already handed out (claimed, or last resort). Then the
--- commit message (framed in the old epoch), the members added or reactivated with
--- joined_seq = the commit's seq (they see nothing earlier, not even this commit; an
--- active member is left as is), one welcome per new member, the committer's read
--- marker, and the notification. No row back means nothing was written.
+-- Adds members through an MLS commit, in one statement. Rows are locked in the order
+-- every statement of a conversation keeps: the actor's own members row (FOR NO KEY
+-- UPDATE, as the read marker on it moves; a removal in flight is waited for and its
+-- result re-checked), then the conversation, then the rows of members who rejoin, then
+-- the key packages. The conversation UPDATE does the epoch compare-and-swap and takes the
+-- commit's seq (last_seq + 1), guarded by the actor being an active admin and by every
+-- new member's key package being theirs, of the conversation's suite, and either a
+-- regular package the actor claimed and no add has used, or an unexpired last-resort
+-- one. Then the commit message (framed in the old epoch), the members added or
+-- reactivated with joined_seq = the commit's seq (they see nothing earlier, not even
+-- this commit; an active member's row is not touched, so a send of theirs in flight
+-- cannot deadlock with it), one welcome per new member, the committer's read marker,
+-- the notification, and each regular package marked used: a package used by a
+-- concurrent add fails key_packages_used_once and with it the whole statement. No row
+-- back means nothing was written.
 -- not null: members_added (a count)
 WITH new_members AS (
     SELECT
@@ -18,21 +25,24 @@ WITH new_members AS (
             AS n (member_did, key_package_ref, welcome_data)
 ),
 
+admin AS (
+    SELECT a.member_did
+    FROM members AS a
+    WHERE
+        a.convo_id = %(convo_id)s
+        AND a.member_did = %(actor_did)s
+        AND a.role = 'admin'
+        AND a.left_at IS NULL
+    FOR NO KEY UPDATE
+),
+
 convo AS (
     UPDATE conversations AS c
     SET last_seq = c.last_seq + 1, epoch = c.epoch + 1, updated_at = now()
     WHERE
         c.id = %(convo_id)s
         AND c.epoch = %(expected_epoch)s
-        AND EXISTS (
-            SELECT 1
-            FROM members AS a
-            WHERE
-                a.convo_id = c.id
-                AND a.member_did = %(actor_did)s
-                AND a.role = 'admin'
-                AND a.left_at IS NULL
-        )
+        AND EXISTS (SELECT 1 FROM admin)
         AND (
             SELECT count(*)
             FROM new_members AS n
@@ -40,7 +50,14 @@ convo AS (
                 ON n.key_package_ref = k.key_package_ref AND n.member_did = k.owner_did
             WHERE
                 k.cipher_suite = c.cipher_suite
-                AND (k.consumed_at IS NOT NULL OR k.is_last_resort)
+                AND (
+                    (
+                        NOT k.is_last_resort
+                        AND k.consumed_by_did = %(actor_did)s
+                        AND k.use_count = 0
+                    )
+                    OR (k.is_last_resort AND k.expires_at > now())
+                )
         ) = (SELECT count(*) FROM new_members)
     RETURNING c.id, c.last_seq AS seq, c.epoch
 ),
@@ -68,6 +85,12 @@ joined AS (
         convo.seq AS joined_seq,
         convo.seq AS last_read_seq
     FROM convo CROSS JOIN new_members AS n
+    WHERE
+        NOT EXISTS (
+            SELECT 1
+            FROM members AS x
+            WHERE x.convo_id = convo.id AND x.member_did = n.member_did AND x.left_at IS NULL
+        )
     ON CONFLICT (convo_id, member_did) DO UPDATE
         SET
             role = excluded.role,
@@ -94,6 +117,13 @@ read_marker AS (
     SET last_read_seq = convo.seq
     FROM convo
     WHERE r.convo_id = convo.id AND r.member_did = %(actor_did)s
+),
+
+used AS (
+    UPDATE key_packages AS k
+    SET use_count = k.use_count + 1, used_at = now(), used_in_convo = convo.id
+    FROM convo CROSS JOIN new_members AS n
+    WHERE k.key_package_ref = n.key_package_ref AND NOT k.is_last_resort
 ),
 
 notified AS (

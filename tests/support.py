@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any
@@ -106,3 +107,17 @@ async def not_refused(
             continue
         missed.append(name)
     return missed
+
+
+async def until_blocked(raw: psycopg.Connection[Any], count: int = 1) -> None:
+    """Return once `count` other sessions of this database wait on a lock (polled, bounded:
+    the wait itself is observed, never assumed from elapsed time)."""
+    for _ in range(2000):
+        await asyncio.sleep(0.005)  # let the other tasks run
+        row = raw.execute(
+            "SELECT count(*) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND wait_event_type = 'Lock'"
+        ).fetchone()
+        if row is not None and row[0] >= count:
+            return
+    raise AssertionError(f"{count} statement(s) never waited on a lock")

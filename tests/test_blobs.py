@@ -28,7 +28,7 @@ from catbird_db import (
     members,
 )
 
-from support import ALICE, BAD_DIDS, BOB, CAROL, DAVE, MALLORY, snapshot
+from support import ALICE, BAD_DIDS, BOB, CAROL, DAVE, MALLORY, snapshot, until_blocked
 
 PNG = "image/png"
 DATA = b"\x89encrypted attachment bytes"
@@ -631,3 +631,33 @@ async def test_deleting_a_conversation_deletes_its_blobs_and_gives_the_bytes_bac
     assert _usage(raw, BOB) == (len(b"kept"), len(b"kept"))
     with pytest.raises(NotFound):
         await blobs.get_blob(db, DATA_CID, actor_did=ALICE)
+
+
+async def test_a_store_racing_the_conversations_deletion_waits_for_it_and_is_not_found(
+    db: Database, raw: psycopg.Connection[Any], database_url: str
+) -> None:
+    """The deletion holds the conversation and its cascade gives bytes back to the
+    uploader's usage row; the store locks the conversation before it charges that row,
+    so it waits for the deletion instead of deadlocking with it."""
+    convo = await _group(db, BOB)
+    first = await blobs.store_blob(db, DATA, uploader_did=BOB, mime_type=PNG, convo_id=convo)
+    async with await psycopg.AsyncConnection.connect(database_url) as holder:
+        # Holds the deletion inside its cascade, after it took the conversation.
+        await holder.execute(
+            "SELECT 1 FROM blobs WHERE cid = %s AND uploader_did = %s FOR UPDATE",
+            (first.cid, BOB),
+        )
+        deleting = asyncio.create_task(
+            conversations.delete_conversation(db, convo, actor_did=ALICE)
+        )
+        await until_blocked(raw)
+        storing = asyncio.create_task(
+            blobs.store_blob(db, b"second blob", uploader_did=BOB, mime_type=PNG, convo_id=convo)
+        )
+        await until_blocked(raw, 2)
+        await holder.rollback()
+    await deleting
+    with pytest.raises(NotFound):
+        await storing
+    assert raw.execute("SELECT count(*) FROM blobs").fetchone() == (0,)
+    assert await blobs.get_user_storage_size(db, BOB) == 0

@@ -101,7 +101,7 @@ INTENDED: dict[str, tuple[Need, ...]] = {
     "consume_welcome": ("welcomes_pending_by_recipient",),
     "delete_consumed_welcomes": ("welcomes_consumed", "welcomes_pkey"),
     # blobs
-    "store_blob": ("blobs_pkey", GUARD, "blob_usage_pkey"),
+    "store_blob": ("conversations_pkey", GUARD, "blobs_pkey", "blob_usage_pkey"),
     "bind_blob": ("blobs_pkey", GUARD),
     "get_blob": ("blobs_pkey", GUARD),
     "get_blob_metadata": ("blobs_pkey", GUARD),

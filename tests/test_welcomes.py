@@ -270,6 +270,65 @@ async def test_an_unknown_key_package_is_refused(
     assert snapshot(raw) == before
 
 
+async def test_a_used_key_package_is_marked_used_in_its_conversation(
+    db: Database, raw: psycopg.Connection[Any]
+) -> None:
+    convo = await group(db)
+    carol = await claimed(db, CAROL)
+    await add(db, convo, [joining(CAROL, carol)])
+    row = raw.execute(
+        "SELECT use_count, used_in_convo, used_at IS NOT NULL FROM key_packages"
+        " WHERE key_package_ref = %s",
+        (key_package_ref(carol),),
+    ).fetchone()
+    assert row == (1, convo, True)
+
+
+async def test_a_key_package_used_by_one_add_is_refused_in_another_conversation(
+    db: Database, raw: psycopg.Connection[Any]
+) -> None:
+    carol = await claimed(db, CAROL)
+    await add(db, await group(db), [joining(CAROL, carol)])
+    other = await group(db)
+    before = snapshot(raw)
+    with pytest.raises(InvalidInput):
+        await add(db, other, [joining(CAROL, carol)])
+    assert snapshot(raw) == before
+
+
+async def test_a_key_package_claimed_by_someone_else_is_refused(
+    db: Database, raw: psycopg.Connection[Any]
+) -> None:
+    """Dave, admin of his own group, never claimed Carol's package: Alice did."""
+    carol = await claimed(db, CAROL)
+    daves = (await conversations.create_conversation(db, creator_did=DAVE, cipher_suite=1)).id
+    before = snapshot(raw)
+    with pytest.raises(InvalidInput):
+        await add(db, daves, [joining(CAROL, carol)], actor=DAVE)
+    assert snapshot(raw) == before
+
+
+async def test_an_expired_last_resort_key_package_is_refused(
+    db: Database, raw: psycopg.Connection[Any]
+) -> None:
+    convo = await group(db)
+    carol = await claimed(db, CAROL, last_resort=True)
+    raw.execute(
+        "UPDATE key_packages SET created_at = now() - interval '2 days',"
+        " expires_at = now() - interval '1 day'"
+    )
+    before = snapshot(raw)
+    with pytest.raises(InvalidInput):
+        await add(db, convo, [joining(CAROL, carol)])
+    assert snapshot(raw) == before
+
+
+async def test_a_last_resort_key_package_serves_many_adds(db: Database) -> None:
+    carol = await claimed(db, CAROL, last_resort=True)
+    for _ in range(2):
+        assert (await add(db, await group(db), [joining(CAROL, carol)])).members_added == 1
+
+
 async def test_a_taken_commit_id_writes_nothing(db: Database, raw: psycopg.Connection[Any]) -> None:
     convo = await group(db)
     commit_id = uuid4()

@@ -8,20 +8,24 @@ from typing import Any
 from uuid import UUID, uuid4
 
 import psycopg
+import pytest
 
 from catbird_db import (
     Database,
     EpochConflict,
+    InvalidInput,
     MembersAdded,
     NewMember,
+    NotAMember,
     conversations,
     key_packages,
     members,
+    messages,
     welcomes,
 )
 from catbird_db.mls import key_package_ref
 
-from support import ALICE, BOB, CAROL, DAVE, fake_key_package, fake_welcome
+from support import ALICE, BOB, CAROL, DAVE, MALLORY, fake_key_package, fake_welcome, until_blocked
 
 
 async def new_member(db: Database, did: str, adder: str) -> NewMember:
@@ -118,3 +122,88 @@ async def test_of_many_concurrent_adders_one_wins_each_epoch_and_seqs_stay_gaple
     ).fetchall()
     assert joined == [(s,) for s in range(1, 9)]
     assert raw.execute("SELECT count(*) FROM welcomes").fetchone() == (8,)
+
+
+async def test_of_two_adds_racing_with_one_key_package_only_the_first_commits(
+    db: Database, raw: psycopg.Connection[Any]
+) -> None:
+    """The second add read the package unused in its snapshot; it waits on the first
+    add's row lock, then finds the package used and writes nothing."""
+    first = (await conversations.create_conversation(db, creator_did=ALICE, cipher_suite=1)).id
+    second = (await conversations.create_conversation(db, creator_did=ALICE, cipher_suite=1)).id
+    carol = await new_member(db, CAROL, ALICE)
+    async with db.transaction() as tx:
+        await welcomes.add_members_with_commit(
+            tx,
+            first,
+            actor_did=ALICE,
+            expected_epoch=0,
+            commit_id=uuid4(),
+            commit=b"c1",
+            new_members=[carol],
+        )
+        racing = asyncio.create_task(add_at_epoch_zero(db, second, ALICE, carol, uuid4()))
+        await until_blocked(raw)
+    with pytest.raises(InvalidInput):
+        await racing  # it waited, then found the package used
+    assert raw.execute("SELECT convo_id FROM welcomes").fetchall() == [(first,)]
+    assert raw.execute("SELECT convo_id FROM messages").fetchall() == [(first,)]
+    assert raw.execute("SELECT epoch FROM conversations WHERE id = %s", (second,)).fetchone() == (
+        0,
+    )
+
+
+async def test_an_admin_removed_while_their_add_waits_is_refused(
+    db: Database, raw: psycopg.Connection[Any]
+) -> None:
+    """Bob's add reads himself an admin, then waits (Mallory's send holds the
+    conversation, Alice's removal of Bob his row). The removal commits first: the add
+    must see it, not its snapshot."""
+    convo = (
+        await conversations.create_conversation_with_members(
+            db, creator_did=ALICE, cipher_suite=1, member_dids=[MALLORY]
+        )
+    ).id
+    await members.add_member(db, convo, BOB, actor_did=ALICE, role="admin")
+    carol = await new_member(db, CAROL, BOB)
+    async with db.transaction() as send:
+        await messages.create_message(
+            send, convo, actor_did=MALLORY, message_id=uuid4(), epoch=0, ciphertext=b"x"
+        )
+        async with db.transaction() as removal:
+            await members.remove_member(removal, convo, BOB, actor_did=ALICE)
+            adding = asyncio.create_task(add_at_epoch_zero(db, convo, BOB, carol, uuid4()))
+            await until_blocked(raw)
+    with pytest.raises(NotAMember):
+        await adding
+    assert raw.execute("SELECT epoch FROM conversations").fetchone() == (0,)
+    assert raw.execute("SELECT count(*) FROM welcomes").fetchone() == (0,)
+    assert await members.get_membership(db, convo, CAROL) is None
+
+
+async def test_re_adding_an_active_member_does_not_lock_their_row(
+    db: Database, raw: psycopg.Connection[Any], database_url: str
+) -> None:
+    """A send locks its sender's row, then the conversation. An add that re-adds that
+    active member (a new device) holds the conversation: were it to lock the member's
+    row too, the two would deadlock. It leaves the row alone, so both commit."""
+    convo = (
+        await conversations.create_conversation_with_members(
+            db, creator_did=ALICE, cipher_suite=1, member_dids=[BOB]
+        )
+    ).id
+    bob = await new_member(db, BOB, ALICE)
+    async with await psycopg.AsyncConnection.connect(database_url) as sender:
+        await sender.execute(
+            "SELECT 1 FROM members WHERE convo_id = %s AND member_did = %s FOR SHARE",
+            (convo, BOB),
+        )
+        adding = asyncio.create_task(add_at_epoch_zero(db, convo, ALICE, bob, uuid4()))
+        blocked = asyncio.create_task(until_blocked(raw))
+        await asyncio.wait({adding, blocked}, return_when=asyncio.FIRST_COMPLETED)
+        blocked.cancel()
+        await sender.execute(
+            "SELECT 1 FROM conversations WHERE id = %s FOR NO KEY UPDATE", (convo,)
+        )
+        await sender.commit()
+    assert isinstance(await adding, MembersAdded)
