@@ -10,15 +10,10 @@ from __future__ import annotations
 
 import asyncio
 from datetime import UTC, datetime, timedelta
-from typing import Any
 from uuid import UUID
 
-import psycopg
-from psycopg.abc import Buffer
-from psycopg.adapt import Dumper
-from psycopg.pq import Format
-
 from . import access, validate
+from .adapt import Bytea
 from .cid import compute as compute_cid
 from .database import Executor
 from .errors import AlreadyExists, BlobIntegrityError, NotFound, QuotaExceeded, RetryableError
@@ -53,30 +48,6 @@ _LIST = statement("list_blobs_by_conversation")
 _DELETE = statement("delete_blob")
 _STORAGE_SIZE = statement("get_user_storage_size")
 _DELETE_ORPHANS = statement("delete_orphan_blobs")
-
-
-class _Bytea:
-    """Blob bytes on their way to the server: psycopg's own C dumper for bytes copies
-    them into a bytearray first; this one hands libpq the caller's buffer."""
-
-    __slots__ = ("view",)
-
-    def __init__(self, view: memoryview) -> None:
-        self.view = view
-
-
-class _ByteaDumper(Dumper):
-    format = Format.BINARY
-    oid = psycopg.postgres.types["bytea"].oid
-
-    def dump(self, obj: Any) -> Buffer:
-        # Registered for its OID too, so binary COPY of any bytea column (which picks
-        # dumpers by OID) lands here with plain bytes: pass those through as they are.
-        view: Buffer = obj.view if isinstance(obj, _Bytea) else obj
-        return view
-
-
-psycopg.adapters.register_dumper(_Bytea, _ByteaDumper)
 
 
 async def _cid_of(view: memoryview) -> str:
@@ -121,7 +92,7 @@ async def store_blob(
         "convo_id": convo,
         "size": view.nbytes,
         "mime_type": mime,
-        "data": _Bytea(view),
+        "data": Bytea(view),
         "quota": quota,
     }
     # A second run only follows a race that the first run's snapshot could not see

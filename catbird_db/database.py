@@ -25,6 +25,7 @@ import psycopg_pool
 from psycopg import AsyncConnection, IsolationLevel
 from psycopg.rows import BaseRowFactory, RowMaker, tuple_row
 
+from .adapt import ADAPTERS
 from .config import DbConfig
 from .errors import (
     CatbirdDbError,
@@ -288,6 +289,7 @@ class Database(_Runner):
             configure=configure,
             name=config.application_name,
             kwargs={
+                "context": ADAPTERS,
                 "autocommit": True,
                 "prepare_threshold": config.prepare_threshold,
                 "application_name": config.application_name,

@@ -53,3 +53,13 @@ async def test_reading_makes_one_bytes_object(db: Database) -> None:
         blob = await blobs.get_blob(db, stored.cid, actor_did=ALICE)
     assert len(blob.data) == len(data)
     assert peak[0] < len(data) + 2 * MIB
+
+
+def test_importing_the_layer_leaves_psycopg_global_adapters_alone() -> None:
+    import psycopg
+    from psycopg.pq import Format
+
+    import catbird_db.adapt  # noqa: F401
+
+    dumper = psycopg.adapters.get_dumper_by_oid(psycopg.postgres.types["bytea"].oid, Format.BINARY)
+    assert dumper.__module__.startswith("psycopg")
