@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any
@@ -106,3 +107,22 @@ async def not_refused(
             continue
         missed.append(name)
     return missed
+
+
+async def until_waiting_on_a_lock(raw: psycopg.Connection[Any], count: int = 1) -> None:
+    """Return once `count` sessions of this database wait on a lock (polled, bounded).
+    `raw` must be autocommit: activity is read afresh only in a new transaction."""
+    for _ in range(2000):
+        await asyncio.sleep(0.005)  # let the other tasks run; the wait itself is observed
+        if waiting_on_a_lock(raw) >= count:
+            return
+    raise AssertionError(f"fewer than {count} statements ever waited on a lock")
+
+
+def waiting_on_a_lock(raw: psycopg.Connection[Any]) -> int:
+    """How many sessions of this database wait on a lock now."""
+    row = raw.execute(
+        "SELECT count(*) FROM pg_stat_activity"
+        " WHERE datname = current_database() AND wait_event_type = 'Lock'"
+    ).fetchone()
+    return 0 if row is None else int(row[0])
