@@ -96,7 +96,9 @@ allowed AS (
 )
 
 UPDATE members AS m
-SET left_at = now()
+-- The clock after the locks are held, not the transaction's start: a send that held
+-- the member's row (and so was waited for) is then always before left_at.
+SET left_at = clock_timestamp()
 FROM allowed
 WHERE m.convo_id = %(convo_id)s AND m.member_did = allowed.member_did
 RETURNING m.convo_id, m.member_did, m.role, m.joined_at, m.left_at, m.joined_seq, m.last_read_seq;

@@ -177,6 +177,7 @@ async def test_a_send_holds_its_senders_row_so_a_removal_waits_for_it(
     assert removed.left_at is not None
     assert [row[1] for row in stored(raw, convo)] == [sent.id]
     assert removed.last_read_seq == sent.seq  # the send's marker, kept by the removal
+    assert removed.left_at > sent.sent_at
 
 
 async def test_member_who_left_cannot_send(db: Database, raw: psycopg.Connection[Any]) -> None:
