@@ -91,17 +91,25 @@ LIMIT %(limit)s;
 
 -- name: update_conversation_epoch
 -- Compare-and-swap: advances the epoch by one only if it still equals the expected one
--- and the actor is an active member. No row back means it lost (or was refused).
+-- and the actor is an active member. No row back means it lost (or was refused). The
+-- actor's members row is locked before the conversation row, so membership is judged
+-- on its newest version: a removal either precedes the swap (refused) or waits for it.
+WITH actor AS (
+    SELECT a.member_did
+    FROM members AS a
+    WHERE
+        a.convo_id = %(convo_id)s
+        AND a.member_did = %(actor_did)s
+        AND a.left_at IS NULL
+    FOR NO KEY UPDATE
+)
+
 UPDATE conversations AS c
 SET epoch = c.epoch + 1
 WHERE
     c.id = %(convo_id)s
     AND c.epoch = %(expected_epoch)s
-    AND EXISTS (
-        SELECT 1
-        FROM members AS m
-        WHERE m.convo_id = c.id AND m.member_did = %(actor_did)s AND m.left_at IS NULL
-    )
+    AND EXISTS (SELECT 1 FROM actor)
 RETURNING c.epoch;
 
 -- name: get_current_epoch
@@ -118,16 +126,35 @@ WHERE
 
 -- name: delete_conversation
 -- Deletes the conversation and, by cascade, its members, messages, welcomes and blobs;
--- only an active admin may.
+-- only an active admin may. Every members row of the conversation is locked first, in
+-- DID order, as the cascade would delete it: the admin check is made on the newest
+-- version of the actor's row, and a sender (which holds its own row, then waits for the
+-- conversation's) is waited for instead of deadlocked with. The aggregate reads all of
+-- the locked rows before the conversation row is touched.
+WITH locked AS (
+    SELECT
+        l.member_did,
+        l.role,
+        l.left_at
+    FROM members AS l
+    WHERE l.convo_id = %(convo_id)s
+    ORDER BY l.member_did
+    FOR UPDATE
+),
+
+allowed AS (
+    SELECT
+        coalesce(
+            bool_or(
+                locked.member_did = %(actor_did)s
+                AND locked.role = 'admin'
+                AND locked.left_at IS NULL
+            ),
+            FALSE
+        ) AS ok
+    FROM locked
+)
+
 DELETE FROM conversations AS c
-WHERE
-    c.id = %(convo_id)s
-    AND EXISTS (
-        SELECT 1
-        FROM members AS m
-        WHERE
-            m.convo_id = c.id
-            AND m.member_did = %(actor_did)s
-            AND m.role = 'admin'
-            AND m.left_at IS NULL
-    );
+USING allowed
+WHERE c.id = %(convo_id)s AND allowed.ok;

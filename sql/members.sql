@@ -1,25 +1,41 @@
 -- name: add_member
--- Adds a member, or reactivates one who left, on behalf of an active admin. The new
--- member sees only messages sent after the join: joined_seq is the conversation's
--- last_seq, read under FOR SHARE so a send in flight is either before the join or
--- after it. An already active member matches no row (add_member then reads it back).
-WITH convo AS (
+-- Adds a member, or reactivates one who left, on behalf of an active admin. Locks are
+-- taken in the layer's order: the actor's members row first (so the admin check is
+-- made on its newest version: a removal either precedes the add or waits for it), then
+-- the conversation row, FOR NO KEY UPDATE like a send's (so an add followed by a send
+-- in one transaction needs no upgrade). The new member sees only messages sent after
+-- the join: joined_seq is last_seq read under that lock, so a send in flight is either
+-- before the join or after it. An already active member matches no row and their row
+-- is not locked (add_member then reads it back), so it never waits on that member's
+-- own send.
+WITH actor AS (
+    SELECT a.member_did
+    FROM members AS a
+    WHERE
+        a.convo_id = %(convo_id)s
+        AND a.member_did = %(actor_did)s
+        AND a.role = 'admin'
+        AND a.left_at IS NULL
+    FOR NO KEY UPDATE
+),
+
+convo AS (
     SELECT
         c.id,
         c.last_seq
     FROM conversations AS c
     WHERE
         c.id = %(convo_id)s
-        AND EXISTS (
+        AND EXISTS (SELECT 1 FROM actor)
+        AND NOT EXISTS (
             SELECT 1
-            FROM members AS a
+            FROM members AS t
             WHERE
-                a.convo_id = c.id
-                AND a.member_did = %(actor_did)s
-                AND a.role = 'admin'
-                AND a.left_at IS NULL
+                t.convo_id = %(convo_id)s
+                AND t.member_did = %(member_did)s
+                AND t.left_at IS NULL
         )
-    FOR SHARE
+    FOR NO KEY UPDATE
 )
 
 INSERT INTO members AS m (convo_id, member_did, role, joined_seq, last_read_seq)
@@ -80,7 +96,9 @@ allowed AS (
 )
 
 UPDATE members AS m
-SET left_at = now()
+-- The clock after the locks are held, not the transaction's start: a send that held
+-- the member's row (and so was waited for) is then always before left_at.
+SET left_at = clock_timestamp()
 FROM allowed
 WHERE m.convo_id = %(convo_id)s AND m.member_did = allowed.member_did
 RETURNING m.convo_id, m.member_did, m.role, m.joined_at, m.left_at, m.joined_seq, m.last_read_seq;

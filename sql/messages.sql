@@ -3,19 +3,25 @@
 -- with this id decides first: then nothing is written, and the stored message comes
 -- back only to its sender and only for the same epoch and ciphertext (no row
 -- otherwise). Else the sender must be an active member and the epoch within
--- epoch_window of the current one: last_seq is bumped under the conversation's row
--- lock (which orders concurrent senders), the message takes the new seq, the sender's
+-- epoch_window of the current one: the sender's own members row is locked first (so a
+-- concurrent removal either precedes the send and refuses it, or waits for it), then
+-- last_seq is bumped under the conversation's row lock (which orders concurrent
+-- senders), the message takes the new seq, the sender's
 -- read marker moves to it and a notification is queued, all in this one statement.
 -- sent_at is left to its default, the clock at insert: after the lock, so in seq order.
 -- No other member's row is touched. No row back: refused (create_message says why).
 -- not null: convo_id, seq, id, sender_did, message_type, epoch, ciphertext, sent_at
 WITH sender AS (
+    -- Locked, so that membership is judged on the newest row version even after a
+    -- wait on the conversation row: a removal is either before this send (refused) or
+    -- waits for it. The actor's row is locked first, then the conversation's.
     SELECT a.member_did
     FROM members AS a
     WHERE
         a.convo_id = %(convo_id)s
         AND a.member_did = %(actor_did)s
         AND a.left_at IS NULL
+    FOR NO KEY UPDATE
 ),
 
 earlier AS (
@@ -119,17 +125,22 @@ WHERE
 -- (epoch = the commit's epoch) and the seq bump are one UPDATE of the conversation
 -- row, so of concurrent commits for one epoch exactly one matches. The commit is
 -- stored at its own (old) epoch; the conversation moves to epoch + 1. Idempotent by
--- id exactly like create_message; the sender's read marker moves to the commit and a
+-- id exactly like create_message, and like it locks the sender's members row before
+-- the conversation row; the sender's read marker moves to the commit and a
 -- notification is queued. A commit that also adds members follows this same shape
 -- with its member and welcome inserts hung off `sent`.
 -- not null: convo_id, seq, id, sender_did, message_type, epoch, ciphertext, sent_at
 WITH sender AS (
+    -- Locked, so that membership is judged on the newest row version even after a
+    -- wait on the conversation row: a removal is either before this send (refused) or
+    -- waits for it. The actor's row is locked first, then the conversation's.
     SELECT a.member_did
     FROM members AS a
     WHERE
         a.convo_id = %(convo_id)s
         AND a.member_did = %(actor_did)s
         AND a.left_at IS NULL
+    FOR NO KEY UPDATE
 ),
 
 earlier AS (

@@ -109,15 +109,20 @@ async def not_refused(
     return missed
 
 
-async def until_blocked(raw: psycopg.Connection[Any], count: int = 1) -> None:
-    """Return once `count` other sessions of this database wait on a lock (polled, bounded:
-    the wait itself is observed, never assumed from elapsed time)."""
+async def until_waiting_on_a_lock(raw: psycopg.Connection[Any], count: int = 1) -> None:
+    """Return once `count` sessions of this database wait on a lock (polled, bounded).
+    `raw` must be autocommit: activity is read afresh only in a new transaction."""
     for _ in range(2000):
-        await asyncio.sleep(0.005)  # let the other tasks run
-        row = raw.execute(
-            "SELECT count(*) FROM pg_stat_activity"
-            " WHERE datname = current_database() AND wait_event_type = 'Lock'"
-        ).fetchone()
-        if row is not None and row[0] >= count:
+        await asyncio.sleep(0.005)  # let the other tasks run; the wait itself is observed
+        if waiting_on_a_lock(raw) >= count:
             return
-    raise AssertionError(f"{count} statement(s) never waited on a lock")
+    raise AssertionError(f"fewer than {count} statements ever waited on a lock")
+
+
+def waiting_on_a_lock(raw: psycopg.Connection[Any]) -> int:
+    """How many sessions of this database wait on a lock now."""
+    row = raw.execute(
+        "SELECT count(*) FROM pg_stat_activity"
+        " WHERE datname = current_database() AND wait_event_type = 'Lock'"
+    ).fetchone()
+    return 0 if row is None else int(row[0])

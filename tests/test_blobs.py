@@ -28,7 +28,7 @@ from catbird_db import (
     members,
 )
 
-from support import ALICE, BAD_DIDS, BOB, CAROL, DAVE, MALLORY, snapshot, until_blocked
+from support import ALICE, BAD_DIDS, BOB, CAROL, DAVE, MALLORY, snapshot, until_waiting_on_a_lock
 
 PNG = "image/png"
 DATA = b"\x89encrypted attachment bytes"
@@ -650,11 +650,11 @@ async def test_a_store_racing_the_conversations_deletion_waits_for_it_and_is_not
         deleting = asyncio.create_task(
             conversations.delete_conversation(db, convo, actor_did=ALICE)
         )
-        await until_blocked(raw)
+        await until_waiting_on_a_lock(raw)
         storing = asyncio.create_task(
             blobs.store_blob(db, b"second blob", uploader_did=BOB, mime_type=PNG, convo_id=convo)
         )
-        await until_blocked(raw, 2)
+        await until_waiting_on_a_lock(raw, 2)
         await holder.rollback()
     await deleting
     with pytest.raises(NotFound):

@@ -20,9 +20,10 @@ from catbird_db import (
     NotFound,
     conversations,
     members,
+    messages,
 )
 
-from support import ALICE, BAD_DIDS, BOB, CAROL, DAVE, MALLORY, snapshot
+from support import ALICE, BAD_DIDS, BOB, CAROL, DAVE, MALLORY, snapshot, until_waiting_on_a_lock
 
 
 async def test_create_makes_the_creator_the_only_admin(db: Database) -> None:
@@ -308,3 +309,63 @@ async def test_delete_conversation_refuses_members_strangers_and_missing(
     with pytest.raises(InvalidInput):
         await conversations.delete_conversation(db, convo.id, actor_did="")
     assert snapshot(raw) == before
+
+
+async def test_an_epoch_update_that_waits_on_the_actors_removal_is_refused(
+    db: Database, raw: psycopg.Connection[Any]
+) -> None:
+    convo = await conversations.create_conversation_with_members(
+        db, creator_did=ALICE, cipher_suite=1, member_dids=[BOB]
+    )
+    async with db.transaction() as tx:
+        await members.remove_member(tx, convo.id, BOB, actor_did=ALICE)
+        updating = asyncio.create_task(
+            conversations.update_conversation_epoch(db, convo.id, actor_did=BOB, expected_epoch=0)
+        )
+        await until_waiting_on_a_lock(raw)
+    with pytest.raises(NotAMember):
+        await updating
+    assert await conversations.get_current_epoch(db, convo.id, actor_did=ALICE) == 0
+
+
+async def test_a_delete_that_waits_on_the_admins_removal_is_refused(
+    db: Database, raw: psycopg.Connection[Any]
+) -> None:
+    convo = await conversations.create_conversation_with_members(
+        db, creator_did=ALICE, cipher_suite=1, member_dids=[BOB]
+    )
+    await members.add_member(db, convo.id, CAROL, actor_did=ALICE, role="admin")
+    async with db.transaction() as tx:
+        await members.remove_member(tx, convo.id, CAROL, actor_did=ALICE)
+        deleting = asyncio.create_task(
+            conversations.delete_conversation(db, convo.id, actor_did=CAROL)
+        )
+        await until_waiting_on_a_lock(raw)
+    with pytest.raises(NotAMember):
+        await deleting
+    assert await conversations.get_conversation(db, convo.id, actor_did=ALICE) is not None
+    assert raw.execute("SELECT count(*) FROM members").fetchone() == (3,)
+
+
+async def test_a_delete_waits_for_a_send_in_flight_instead_of_deadlocking(
+    db: Database, raw: psycopg.Connection[Any], database_url: str
+) -> None:
+    convo = await conversations.create_conversation_with_members(
+        db, creator_did=ALICE, cipher_suite=1, member_dids=[BOB]
+    )
+    with psycopg.connect(database_url) as holder:
+        holder.execute("SELECT 1 FROM conversations WHERE id = %s FOR NO KEY UPDATE", (convo.id,))
+        sending = asyncio.create_task(
+            messages.create_message(
+                db, convo.id, actor_did=BOB, message_id=uuid4(), epoch=0, ciphertext=b"hi"
+            )
+        )
+        await until_waiting_on_a_lock(raw)  # the send holds BOB's row, waits for the convo
+        deleting = asyncio.create_task(
+            conversations.delete_conversation(db, convo.id, actor_did=ALICE)
+        )
+        await until_waiting_on_a_lock(raw, 2)
+        holder.commit()
+    await sending
+    await deleting
+    assert raw.execute("SELECT count(*) FROM messages").fetchone() == (0,)

@@ -20,9 +20,20 @@ from catbird_db import (
     NotFound,
     conversations,
     members,
+    messages,
 )
 
-from support import ALICE, BAD_DIDS, BOB, CAROL, DAVE, MALLORY, snapshot
+from support import (
+    ALICE,
+    BAD_DIDS,
+    BOB,
+    CAROL,
+    DAVE,
+    MALLORY,
+    snapshot,
+    until_waiting_on_a_lock,
+    waiting_on_a_lock,
+)
 
 
 async def _group(db: Database, *dids: str) -> UUID:
@@ -278,3 +289,63 @@ async def test_list_members_pages_past_the_longest_dids(db: Database) -> None:
     assert first.next_cursor is not None
     rest = await members.list_members(db, convo, actor_did=ALICE, limit=2, cursor=first.next_cursor)
     assert [m.member_did for m in first.items + rest.items] == sorted([ALICE, *longest])
+
+
+async def test_an_admin_removed_while_adding_is_refused_and_adds_nobody(
+    db: Database, raw: psycopg.Connection[Any]
+) -> None:
+    convo = await _group(db, BOB)
+    await members.add_member(db, convo, CAROL, actor_did=ALICE, role="admin")
+    async with db.transaction() as tx:
+        await members.remove_member(tx, convo, CAROL, actor_did=ALICE)
+        adding = asyncio.create_task(members.add_member(db, convo, DAVE, actor_did=CAROL))
+        await until_waiting_on_a_lock(raw)  # the add waits for CAROL's row
+    with pytest.raises(NotAMember):
+        await adding
+    assert await members.get_membership(db, convo, DAVE) is None
+
+
+async def test_readding_a_member_whose_send_is_in_flight_does_not_wait_for_it(
+    db: Database, raw: psycopg.Connection[Any], database_url: str
+) -> None:
+    convo = await _group(db, BOB)
+    with psycopg.connect(database_url) as holder:
+        holder.execute("SELECT 1 FROM conversations WHERE id = %s FOR NO KEY UPDATE", (convo,))
+        sending = asyncio.create_task(
+            messages.create_message(
+                db, convo, actor_did=BOB, message_id=uuid4(), epoch=0, ciphertext=b"hi"
+            )
+        )
+        await until_waiting_on_a_lock(raw)  # the send holds BOB's row, waits for the convo
+        again = await members.add_member(db, convo, BOB, actor_did=ALICE)
+        holder.commit()
+    assert (again.left_at, again.joined_seq) == (None, 0)
+    assert (await sending).seq == 1
+
+
+async def test_two_transactions_that_add_a_member_then_send_do_not_deadlock(
+    db: Database, raw: psycopg.Connection[Any]
+) -> None:
+    convo = await _group(db)
+    await members.add_member(db, convo, CAROL, actor_did=ALICE, role="admin")
+    added = {ALICE: asyncio.Event(), CAROL: asyncio.Event()}
+
+    async def add_then_send(admin: str, other: str, newcomer: str) -> int:
+        async with db.transaction() as tx:
+            await members.add_member(tx, convo, newcomer, actor_did=admin)
+            added[admin].set()
+            # Send only once the other transaction has added its member too (the old
+            # shared lock let it, and both sends then deadlocked) or waits to (bounded).
+            for _ in range(2000):
+                if added[other].is_set() or waiting_on_a_lock(raw):
+                    break
+                await asyncio.sleep(0.005)
+            sent = await messages.create_message(
+                tx, convo, actor_did=admin, message_id=uuid4(), epoch=0, ciphertext=b"hi"
+            )
+            return sent.seq
+
+    seqs = await asyncio.gather(add_then_send(ALICE, CAROL, BOB), add_then_send(CAROL, ALICE, DAVE))
+    assert sorted(seqs) == [1, 2]
+    assert await members.is_member(db, convo, BOB)
+    assert await members.is_member(db, convo, DAVE)

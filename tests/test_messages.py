@@ -29,7 +29,7 @@ from catbird_db import (
 )
 from catbird_db.models import Conversation, Message
 
-from support import ALICE, BOB, CAROL, MALLORY, snapshot
+from support import ALICE, BOB, CAROL, MALLORY, snapshot, until_waiting_on_a_lock
 
 
 async def group(db: Database, *others: str) -> Conversation:
@@ -146,6 +146,38 @@ async def test_non_member_cannot_send(db: Database, raw: psycopg.Connection[Any]
     with pytest.raises(NotAMember):
         await send(db, convo.id, MALLORY)
     assert snapshot(raw) == before
+
+
+async def test_a_send_that_waits_on_the_senders_removal_is_refused_and_stores_nothing(
+    db: Database, raw: psycopg.Connection[Any]
+) -> None:
+    convo = (await group(db, BOB)).id
+    async with db.transaction() as tx:
+        await members.remove_member(tx, convo, BOB, actor_did=ALICE)
+        sending = asyncio.create_task(send(db, convo, BOB))
+        await until_waiting_on_a_lock(raw)  # the send waits for the removal's row lock
+    with pytest.raises(NotAMember):  # not an EpochConflict: the refusal is named right
+        await sending
+    assert stored(raw, convo) == []
+    assert convo_row(raw, convo) == (0, 0)
+
+
+async def test_a_send_holds_its_senders_row_so_a_removal_waits_for_it(
+    db: Database, raw: psycopg.Connection[Any], database_url: str
+) -> None:
+    convo = (await group(db, BOB)).id
+    with psycopg.connect(database_url) as holder:
+        holder.execute("SELECT 1 FROM conversations WHERE id = %s FOR NO KEY UPDATE", (convo,))
+        sending = asyncio.create_task(send(db, convo, BOB))
+        await until_waiting_on_a_lock(raw)  # the send holds BOB's row, waits for the convo
+        removing = asyncio.create_task(members.remove_member(db, convo, BOB, actor_did=ALICE))
+        await until_waiting_on_a_lock(raw, 2)  # the removal waits for BOB's row
+        holder.commit()
+    sent, removed = await sending, await removing
+    assert removed.left_at is not None
+    assert [row[1] for row in stored(raw, convo)] == [sent.id]
+    assert removed.last_read_seq == sent.seq  # the send's marker, kept by the removal
+    assert removed.left_at > sent.sent_at
 
 
 async def test_member_who_left_cannot_send(db: Database, raw: psycopg.Connection[Any]) -> None:
@@ -406,6 +438,24 @@ async def test_commit_at_a_stale_epoch_is_epoch_conflict(
         )
     assert caught.value.current_epoch == 1
     assert snapshot(raw) == before
+
+
+async def test_a_commit_that_waits_on_the_senders_removal_is_refused_and_keeps_the_epoch(
+    db: Database, raw: psycopg.Connection[Any]
+) -> None:
+    convo = (await group(db, BOB)).id
+    async with db.transaction() as tx:
+        await members.remove_member(tx, convo, BOB, actor_did=ALICE)
+        committing = asyncio.create_task(
+            messages.submit_commit(
+                db, convo, actor_did=BOB, message_id=uuid4(), epoch=0, ciphertext=b"commit"
+            )
+        )
+        await until_waiting_on_a_lock(raw)
+    with pytest.raises(NotAMember):
+        await committing
+    assert stored(raw, convo) == []
+    assert convo_row(raw, convo) == (0, 0)
 
 
 async def test_commit_retry_returns_the_stored_commit(

@@ -25,7 +25,16 @@ from catbird_db import (
 )
 from catbird_db.mls import key_package_ref
 
-from support import ALICE, BOB, CAROL, DAVE, MALLORY, fake_key_package, fake_welcome, until_blocked
+from support import (
+    ALICE,
+    BOB,
+    CAROL,
+    DAVE,
+    MALLORY,
+    fake_key_package,
+    fake_welcome,
+    until_waiting_on_a_lock,
+)
 
 
 async def new_member(db: Database, did: str, adder: str) -> NewMember:
@@ -143,7 +152,7 @@ async def test_of_two_adds_racing_with_one_key_package_only_the_first_commits(
             new_members=[carol],
         )
         racing = asyncio.create_task(add_at_epoch_zero(db, second, ALICE, carol, uuid4()))
-        await until_blocked(raw)
+        await until_waiting_on_a_lock(raw)
     with pytest.raises(InvalidInput):
         await racing  # it waited, then found the package used
     assert raw.execute("SELECT convo_id FROM welcomes").fetchall() == [(first,)]
@@ -173,7 +182,7 @@ async def test_an_admin_removed_while_their_add_waits_is_refused(
         async with db.transaction() as removal:
             await members.remove_member(removal, convo, BOB, actor_did=ALICE)
             adding = asyncio.create_task(add_at_epoch_zero(db, convo, BOB, carol, uuid4()))
-            await until_blocked(raw)
+            await until_waiting_on_a_lock(raw)
     with pytest.raises(NotAMember):
         await adding
     assert raw.execute("SELECT epoch FROM conversations").fetchone() == (0,)
@@ -199,7 +208,7 @@ async def test_re_adding_an_active_member_does_not_lock_their_row(
             (convo, BOB),
         )
         adding = asyncio.create_task(add_at_epoch_zero(db, convo, ALICE, bob, uuid4()))
-        blocked = asyncio.create_task(until_blocked(raw))
+        blocked = asyncio.create_task(until_waiting_on_a_lock(raw))
         await asyncio.wait({adding, blocked}, return_when=asyncio.FIRST_COMPLETED)
         blocked.cancel()
         await sender.execute(
