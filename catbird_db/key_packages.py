@@ -7,7 +7,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 from . import mls, validate
 from .database import Executor
@@ -64,7 +64,7 @@ async def store_key_package(
         "key_data": data,
         "key_package_ref": ref,
         "is_last_resort": validate.boolean(is_last_resort, "is_last_resort"),
-        "expires_at": _expiry(expires_at),
+        "expires_at": validate.expiry(expires_at),
         "lifetime_s": conn.config.key_package_lifetime_s,
     }
     stored = await conn.fetch_one(_STORE, params, KeyPackage)
@@ -106,7 +106,7 @@ async def publish_key_packages(
         "key_data": list(batch.values()),
         "key_package_refs": list(batch),
         "is_last_resort": validate.boolean(is_last_resort, "is_last_resort"),
-        "expires_at": _expiry(expires_at),
+        "expires_at": validate.expiry(expires_at),
         "lifetime_s": conn.config.key_package_lifetime_s,
     }
     return await conn.execute(_PUBLISH, params)
@@ -192,15 +192,6 @@ def _key_package(conn: Executor, key_data: object, suite: int) -> tuple[bytes, b
     if mls.key_package_suite(data) != suite:
         raise InvalidInput(f"key_data is a key package of another cipher suite than {suite}")
     return data, mls.key_package_ref(data)
-
-
-def _expiry(value: object) -> datetime | None:
-    if value is None:
-        return None
-    expires = validate.timestamp(value, "expires_at")
-    if expires <= datetime.now(UTC):
-        raise InvalidInput("expires_at must be in the future")
-    return expires
 
 
 async def _by_ref(conn: Executor, ref: bytes) -> KeyPackage | None:

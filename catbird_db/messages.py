@@ -73,7 +73,7 @@ async def create_message(
         "epoch": validate.non_negative(epoch, "epoch"),
         "epoch_window": conn.config.epoch_window,
         "ciphertext": validate.bytes_(ciphertext, "ciphertext", conn.config.max_message_bytes),
-        "expires_at": None if expires_at is None else validate.timestamp(expires_at, "expires_at"),
+        "expires_at": validate.expiry(expires_at),
     }
     try:
         async with _savepoint(conn):

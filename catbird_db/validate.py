@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from uuid import UUID
 
 from . import cid as cids
@@ -25,6 +25,7 @@ __all__ = [
     "cipher_suite",
     "collection",
     "did",
+    "expiry",
     "key_package_ref",
     "limit",
     "mime_type",
@@ -156,6 +157,16 @@ def timestamp(value: object, name: str) -> datetime:
     if not isinstance(value, datetime) or value.tzinfo is None:
         raise InvalidInput(f"{name} must be a timezone-aware datetime")
     return value
+
+
+def expiry(value: object) -> datetime | None:
+    """An optional expiry: None, or a timezone-aware datetime still in the future."""
+    if value is None:
+        return None
+    expires = timestamp(value, "expires_at")
+    if expires <= datetime.now(UTC):
+        raise InvalidInput("expires_at must be in the future")
+    return expires
 
 
 def older_than(value: object, default_s: int) -> timedelta:

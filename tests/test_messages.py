@@ -594,13 +594,38 @@ async def test_deleting_an_unknown_message_is_not_found(
 # -- expiry -------------------------------------------------------------------------------
 
 
-async def test_expired_messages_are_hidden_before_they_are_deleted(db: Database) -> None:
+def expire(raw: psycopg.Connection[Any], convo_id: UUID, seqs: list[int]) -> None:
+    """Move these messages' expiry into the past (a send refuses a past expiry)."""
+    raw.execute(
+        "UPDATE messages SET expires_at = now() - interval '1 second'"
+        " WHERE convo_id = %s AND seq = ANY(%s)",
+        (convo_id, seqs),
+    )
+
+
+async def test_a_send_refuses_an_expiry_in_the_past(
+    db: Database, raw: psycopg.Connection[Any]
+) -> None:
     convo = await group(db, BOB)
-    past = datetime.now(UTC) - timedelta(seconds=1)
+    before = snapshot(raw)
+    with pytest.raises(InvalidInput):
+        await messages.create_message(
+            db, convo.id, actor_did=ALICE, message_id=uuid4(), epoch=0, ciphertext=b"x",
+            expires_at=datetime.now(UTC) - timedelta(seconds=1),
+        )  # fmt: skip
+    assert snapshot(raw) == before
+
+
+async def test_expired_messages_are_hidden_before_they_are_deleted(
+    db: Database, raw: psycopg.Connection[Any]
+) -> None:
+    convo = await group(db, BOB)
+    soon = datetime.now(UTC) + timedelta(hours=1)
     gone = await messages.create_message(
         db, convo.id, actor_did=ALICE, message_id=uuid4(), epoch=0, ciphertext=b"x",
-        expires_at=past,
+        expires_at=soon,
     )  # fmt: skip
+    expire(raw, convo.id, [gone.seq])
     kept = await send(db, convo.id, ALICE)
     assert await messages.get_message(db, convo.id, gone.id, actor_did=BOB) is None
     page = await messages.list_messages(db, convo.id, actor_did=BOB)
@@ -615,13 +640,13 @@ async def test_delete_expired_messages_deletes_them_all_in_batches(
     db: Database, raw: psycopg.Connection[Any]
 ) -> None:
     convo = await group(db, BOB)
-    past = datetime.now(UTC) - timedelta(seconds=1)
     future = datetime.now(UTC) + timedelta(days=1)
-    for when in [past] * 5 + [future, None]:
+    for when in [future] * 6 + [None]:
         await messages.create_message(
             db, convo.id, actor_did=ALICE, message_id=uuid4(), epoch=0, ciphertext=b"x",
             expires_at=when,
         )  # fmt: skip
+    expire(raw, convo.id, [1, 2, 3, 4, 5])
     assert await messages.delete_expired_messages(db, batch_size=2) == 5
     assert [r[0] for r in stored(raw, convo.id)] == [6, 7]
     assert await messages.delete_expired_messages(db) == 0

@@ -84,7 +84,7 @@ async def test_create_message_refuses_bad_input(ctx: Ctx) -> None:
         message_id=BAD_UUIDS,
         epoch=BAD_COUNTS,
         ciphertext=BAD_CIPHERTEXTS,
-        expires_at=[NAIVE, "2030-01-01T00:00:00Z", 0],
+        expires_at=[NAIVE, "2030-01-01T00:00:00Z", 0, datetime(2000, 1, 1, tzinfo=UTC)],
     )
     await ctx.refused(messages.create_message(ctx.db, ctx.convo, **send_args(b)) for b in bad)
     await ctx.refused(messages.create_message(ctx.db, u, **send_args({})) for u in BAD_UUIDS)
