@@ -90,10 +90,8 @@ async def publish_key_packages(
     The first package given is the oldest, claimed first. At most MAX_PUBLISH_BATCH.
     """
     owner, suite = validate.did(owner_did, "owner_did"), validate.cipher_suite(cipher_suite)
-    if isinstance(key_packages, bytes | bytearray | memoryview | str):
-        raise InvalidInput("key_packages must be a collection of key packages, not one")
     batch: dict[bytes, bytes] = {}
-    for data in key_packages:
+    for data in validate.collection(key_packages, "key_packages"):
         checked, ref = _key_package(conn, data, suite)
         batch.setdefault(ref, checked)
         if len(batch) > MAX_PUBLISH_BATCH:

@@ -56,7 +56,7 @@ WHERE
 
 -- name: list_conversations
 -- The actor's active conversations, newest activity first, after a keyset position
--- (the first page passes 'infinity' and the greatest uuid). Unread counts are derived
+-- (the first page passes 9999-12-31 and the greatest uuid). Unread counts are derived
 -- from each read marker: unexpired app messages from others after it.
 -- not null: unread_count (a count)
 SELECT

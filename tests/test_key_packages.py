@@ -203,6 +203,7 @@ def _bad_publish_arguments() -> dict[str, dict[str, Any]]:
         "suite differs from the packages'": {"cipher_suite": 3},
         "empty batch": {"key_packages": []},
         "one package, not a batch": {"key_packages": fake_key_package()},
+        "no batch at all": {"key_packages": None},
         "one empty package": {"key_packages": [fake_key_package(), b""]},
         "one malformed": {"key_packages": [fake_key_package(), b"junk" * 4]},
         "10,001 packages": {
