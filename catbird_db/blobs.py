@@ -193,15 +193,9 @@ async def list_blobs_by_conversation(
     rows = await conn.fetch_all(_LIST, params, BlobInfo)
     if not rows:
         await access.check(conn, convo, actor)
-    more = len(rows) > size
-    items = tuple(rows[:size])
-    last = items[-1] if items else None
-    next_cursor = (
-        conn.cursors.encode("blobs", scope, (last.created_at, last.cid, last.uploader_did))
-        if more and last is not None
-        else None
+    return conn.cursors.page(
+        rows, size, "blobs", scope, lambda b: (b.created_at, b.cid, b.uploader_did)
     )
-    return Page(items, next_cursor)
 
 
 async def delete_blob(conn: Executor, cid: str, *, actor_did: str) -> None:

@@ -123,14 +123,7 @@ async def list_conversations(
         },
         ConversationSummary,
     )
-    more = len(rows) > size
-    items = tuple(rows[:size])
-    next_cursor = (
-        conn.cursors.encode("conversations", actor, (items[-1].updated_at, items[-1].id))
-        if more
-        else None
-    )
-    return Page(items, next_cursor)
+    return conn.cursors.page(rows, size, "conversations", actor, lambda c: (c.updated_at, c.id))
 
 
 async def update_conversation_epoch(

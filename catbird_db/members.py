@@ -102,10 +102,7 @@ async def list_members(
     rows = await conn.fetch_all(_LIST, params, Member)
     if not rows:
         await access.check(conn, convo, actor)
-    more = len(rows) > size
-    items = tuple(rows[:size])
-    next_cursor = conn.cursors.encode("members", scope, (items[-1].member_did,)) if more else None
-    return Page(items, next_cursor)
+    return conn.cursors.page(rows, size, "members", scope, lambda m: (m.member_did,))
 
 
 async def get_membership(conn: Executor, convo_id: UUID, member_did: str) -> Membership | None:

@@ -265,10 +265,7 @@ async def _page(
     """The page of `size` in `rows` (fetched one past it); an empty one may be a refusal."""
     if not rows:
         await access.check(conn, convo, actor)
-    more = len(rows) > size
-    items = tuple(rows[:size])
-    next_cursor = conn.cursors.encode(kind, scope, (items[-1].seq,)) if more else None
-    return Page(items, next_cursor)
+    return conn.cursors.page(rows, size, kind, scope, lambda m: (m.seq,))
 
 
 async def get_message_count(conn: Executor, convo_id: UUID, *, actor_did: str) -> int:

@@ -6,7 +6,7 @@ import base64
 import hashlib
 import hmac
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Generic, TypeVar
@@ -78,6 +78,20 @@ class CursorCodec:
             return tuple(_load(v, t) for v, t in zip(values, types, strict=True))
         except (ValueError, TypeError):
             raise InvalidCursor("cursor payload is malformed") from None
+
+    def page(
+        self,
+        rows: Sequence[T],
+        size: int,
+        kind: str,
+        scope: str,
+        key: Callable[[T], Sequence[Key]],
+    ) -> Page[T]:
+        """The first `size` rows as a page, with a cursor after the last of them when the
+        query found more (it asks for size + 1 rows to know)."""
+        items = tuple(rows[:size])
+        more = len(rows) > size
+        return Page(items, self.encode(kind, scope, key(items[-1])) if more else None)
 
     def _mac(self, scope: str, body: bytes) -> bytes:
         msg = scope.encode() + b"\x00" + body

@@ -105,14 +105,9 @@ async def list_pending_welcomes(
         "limit": size + 1,
     }
     rows = await conn.fetch_all(_LIST_PENDING, params, Welcome)
-    more = len(rows) > size
-    items = tuple(rows[:size])
-    next_cursor = None
-    if more:
-        last = items[-1]
-        key = (last.created_at, last.convo_id, last.id)
-        next_cursor = conn.cursors.encode("welcomes", actor, key)
-    return Page(items, next_cursor)
+    return conn.cursors.page(
+        rows, size, "welcomes", actor, lambda w: (w.created_at, w.convo_id, w.id)
+    )
 
 
 async def consume_welcome(
