@@ -27,7 +27,6 @@ _IS_MEMBER = statement("is_member")
 _LIST = statement("list_members")
 _GET = statement("get_membership")
 _MARK_READ = statement("mark_read")
-_RESET_UNREAD = statement("reset_unread_count")
 
 
 async def add_member(
@@ -131,11 +130,5 @@ async def reset_unread_count(conn: Executor, convo_id: UUID, *, actor_did: str) 
 
     NotFound, NotAMember.
     """
-    convo, actor = validate.uuid(convo_id, "convo_id"), validate.did(actor_did, "actor_did")
-    marked = await conn.fetch_one(
-        _RESET_UNREAD, {"convo_id": convo, "actor_did": actor}, Membership
-    )
-    if marked is None:
-        await access.check(conn, convo, actor)
-        raise NotFound(f"conversation {convo_id} does not exist")
-    return marked
+    # mark_read clamps the marker to the newest seq: the largest seq there is means "all".
+    return await mark_read(conn, convo_id, actor_did=actor_did, seq=validate.MAX_BIGINT)

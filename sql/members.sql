@@ -197,33 +197,3 @@ RETURNING
             AND msg.sender_did <> m.member_did
             AND (msg.expires_at IS NULL OR msg.expires_at > now())
     ) AS unread_count;
-
--- name: reset_unread_count
--- Moves the actor's read marker to the conversation's last_seq: everything read.
--- not null: unread_count (a count)
-UPDATE members AS m
-SET last_read_seq = greatest(m.last_read_seq, c.last_seq)
-FROM conversations AS c
-WHERE
-    m.convo_id = %(convo_id)s
-    AND m.member_did = %(actor_did)s
-    AND m.left_at IS NULL
-    AND c.id = m.convo_id
-RETURNING
-    m.convo_id,
-    m.member_did,
-    m.role,
-    m.joined_at,
-    m.left_at,
-    m.joined_seq,
-    m.last_read_seq,
-    (
-        SELECT count(*)
-        FROM messages AS msg
-        WHERE
-            msg.convo_id = m.convo_id
-            AND msg.seq > m.last_read_seq
-            AND msg.message_type = 'app'
-            AND msg.sender_did <> m.member_did
-            AND (msg.expires_at IS NULL OR msg.expires_at > now())
-    ) AS unread_count;

@@ -65,7 +65,6 @@ INTENDED: dict[str, tuple[Need, ...]] = {
     "list_members": ("members_pkey", GUARD),
     "get_membership": ("members_pkey", "messages_pkey"),
     "mark_read": (GUARD, "conversations_pkey", "messages_pkey"),
-    "reset_unread_count": (GUARD, "conversations_pkey", "messages_pkey"),
     # messages
     "create_message": (GUARD, "messages_convo_id_id_key", "conversations_pkey"),
     "submit_commit": (GUARD, "messages_convo_id_id_key", "conversations_pkey"),
@@ -188,7 +187,6 @@ def values(p: seed.Picks) -> dict[str, dict[str, Any]]:
         },
         "get_membership": {"convo_id": convo, "member_did": member},
         "mark_read": {"convo_id": convo, "actor_did": member, "seq": p.message_seq},
-        "reset_unread_count": {"convo_id": convo, "actor_did": member},
         "create_message": {
             "convo_id": convo,
             "actor_did": member,
