@@ -20,7 +20,20 @@ def _database_url(args: argparse.Namespace) -> str:
     url: str | None = args.database_url or os.environ.get("DATABASE_URL")
     if not url:
         raise SystemExit("catbird-db: give --database-url or set DATABASE_URL")
+    if not args.database_url and _behind_transaction_pooler():
+        # check and explain prepare and describe in separate round trips, migrations
+        # hold a lock row across transactions: all need one session, a pooler gives none.
+        raise SystemExit(
+            "catbird-db: DATABASE_URL goes through a transaction pooler "
+            "(CATBIRD_DB_TRANSACTION_POOLER is set); give --database-url of a direct "
+            "connection to PostgreSQL"
+        )
     return url
+
+
+def _behind_transaction_pooler() -> bool:
+    raw = os.environ.get("CATBIRD_DB_TRANSACTION_POOLER", "").strip().lower()
+    return raw in ("1", "true", "yes", "on")
 
 
 def _cmd_migrate(args: argparse.Namespace) -> int:

@@ -36,8 +36,14 @@ class DbConfig:
     connect_timeout: float = 10.0
     idle_timeout: float = 600.0
     max_lifetime: float = 3600.0
-    # None disables server-side prepared statements (PgBouncer in transaction mode).
+    # None disables server-side prepared statements; transaction_pooler forces None.
     prepare_threshold: int | None = 2
+    # The database_url reaches PostgreSQL through a pooler in transaction mode (PgBouncer
+    # pool_mode=transaction): no session state, timeouts set per transaction instead.
+    transaction_pooler: bool = False
+    # Where Database.listen() connects; None is database_url. LISTEN needs a session of
+    # its own, so behind a transaction pooler this must reach PostgreSQL directly.
+    listen_url: str | None = None
     application_name: str = "catbird-db"
     statement_timeout_ms: int = 30_000
     lock_timeout_ms: int = 10_000
@@ -83,6 +89,10 @@ class DbConfig:
             raise ValueError("cursor_secret must be at least 16 bytes")
         if self.prepare_threshold is not None and self.prepare_threshold < 0:
             raise ValueError("prepare_threshold must be None or at least 0")
+        if self.transaction_pooler and self.prepare_threshold is not None:
+            # A prepared statement lives on one server connection, and the pooler hands
+            # the next call to any of them.
+            object.__setattr__(self, "prepare_threshold", None)
         if self.epoch_window < 0:
             raise ValueError("epoch_window must be at least 0")
         for name in (
@@ -149,6 +159,8 @@ def _parse(name: str, type_name: str, raw: str) -> Any:
         return raw.encode()
     if type_name == "int | None":
         return None if raw.strip().lower() in ("", "none") else int(raw)
+    if type_name == "str | None":
+        return raw.strip() or None
     if type_name == "int":
         return int(raw)
     if type_name == "float":

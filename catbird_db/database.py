@@ -68,6 +68,7 @@ _PERMANENT = re.compile(
 _log = logging.getLogger("catbird_db")
 
 _CONFIGURE_SESSION = statement("configure_session")
+_SET_LOCAL_TIMEOUTS = statement("set_local_timeouts")
 _LIST_APPLIED_MIGRATIONS = statement("list_applied_migrations")
 _HEALTH_CHECK = statement("health_check")
 
@@ -221,6 +222,38 @@ class _Runner:
             tracer(stmt, params, time.perf_counter() - started)
         return result
 
+    async def _run_with_local_timeouts(
+        self, stmt: Statement, params: Params, factory: Any, *, fetch: bool
+    ) -> Any:
+        """`_run` behind a transaction pooler: set_local_timeouts and the statement in one
+        pipeline, up to a single Sync. One round trip; the pooler keeps one server
+        connection until the Sync; the limits hold for the statement and end with its
+        (implicit, in autocommit) transaction, before any other client gets that server
+        connection."""
+        tracer = self._db._tracer
+        started = time.perf_counter() if tracer else 0.0
+        try:
+            async with (
+                self._connection() as conn,
+                conn.cursor(row_factory=factory, binary=True) as cur,
+            ):
+                async with conn.pipeline():
+                    await _set_local_timeouts(conn, self._db)
+                    await cur.execute(stmt.text, params)
+                result = await cur.fetchall() if fetch else cur.rowcount
+        except (psycopg.Error, psycopg_pool.PoolTimeout, psycopg_pool.PoolClosed) as exc:
+            raise translate(exc) from exc
+        if tracer:
+            tracer(stmt, params, time.perf_counter() - started)
+        return result
+
+
+async def _set_local_timeouts(conn: AsyncConnection[Any], db: Database) -> None:
+    await conn.execute(
+        _SET_LOCAL_TIMEOUTS.text,
+        {"statement_timeout": db._statement_timeout, "lock_timeout": db._lock_timeout},
+    )
+
 
 class Transaction(_Runner):
     """Statements run through this share one connection and commit or roll back together.
@@ -267,8 +300,39 @@ class Transaction(_Runner):
                 yield self
 
 
+class _PooledTransaction(Transaction):
+    """A Transaction behind a transaction pooler: its first statement carries
+    set_local_timeouts in the same round trip, and the limits then hold until COMMIT or
+    ROLLBACK, on the one server connection the pooler keeps for the transaction."""
+
+    _timeouts_set = False
+
+    async def _run(self, stmt: Statement, params: Params, factory: Any, *, fetch: bool) -> Any:
+        if self._timeouts_set:
+            return await super()._run(stmt, params, factory, fetch=fetch)
+        result = await self._run_with_local_timeouts(stmt, params, factory, fetch=fetch)
+        self._timeouts_set = True
+        return result
+
+    @asynccontextmanager
+    async def transaction(
+        self, *, isolation: IsolationLevel | None = None
+    ) -> AsyncIterator[Transaction]:
+        before = self._timeouts_set
+        released = False
+        try:
+            async with super().transaction(isolation=isolation) as tx:
+                yield tx
+                released = True
+        finally:
+            if not released:  # ROLLBACK TO SAVEPOINT undid a set_config made inside it
+                self._timeouts_set = before
+
+
 class Database(_Runner):
     """The connection pool and the entry point of every operation."""
+
+    _transaction_type: type[Transaction] = Transaction
 
     def __init__(
         self,
@@ -281,6 +345,12 @@ class Database(_Runner):
         self._cursors = CursorCodec(config.cursor_secret)
         self._tracer = tracer
         self._db = self
+        self._statement_timeout = f"{config.statement_timeout_ms}ms"
+        self._lock_timeout = f"{config.lock_timeout_ms}ms"
+        if config.transaction_pooler:
+            # Chosen once, here, so that the direct path runs exactly the code it did.
+            self._run = self._run_with_local_timeouts  # type: ignore[method-assign]
+            self._transaction_type = _PooledTransaction
 
     @classmethod
     @asynccontextmanager
@@ -318,7 +388,9 @@ class Database(_Runner):
             max_idle=config.idle_timeout,
             max_lifetime=config.max_lifetime,
             check=psycopg_pool.AsyncConnectionPool.check_connection,
-            configure=configure,
+            # Behind a transaction pooler a session SET would stay on one server
+            # connection, for whichever clients get it next: each call sets its own.
+            configure=None if config.transaction_pooler else configure,
             name=config.application_name,
             kwargs={
                 "context": ADAPTERS,
@@ -354,7 +426,7 @@ class Database(_Runner):
             async with self._pool.connection() as conn:
                 if isolation is not None:
                     await conn.set_isolation_level(isolation)
-                tx = Transaction(conn, self)
+                tx = self._transaction_type(conn, self)
                 try:
                     async with conn.transaction():
                         yield tx
@@ -396,7 +468,18 @@ class Database(_Runner):
         connection is re-opened with back-off and `on_reconnect` awaited: events sent
         meanwhile are lost, so catch up there by seq (`messages.list_messages`).
         DatabaseUnavailable if the first connection fails.
+
+        The connection goes to `listen_url`, else to `database_url`. With
+        `transaction_pooler` set and no `listen_url`, ValueError at once: a LISTEN sent
+        through the pooler would stay on a server connection other clients then use, and
+        nothing would ever arrive.
         """
+        if self._config.transaction_pooler and self._config.listen_url is None:
+            raise ValueError(
+                "db.listen() needs a session of its own, which a transaction pooler does "
+                "not give: set listen_url (CATBIRD_DB_LISTEN_URL) to a URL that reaches "
+                "PostgreSQL directly"
+            )
         return Listener(self._config, on_reconnect=on_reconnect)
 
     async def health_check(self) -> HealthReport:

@@ -50,12 +50,13 @@ def parse_event(payload: str) -> MessageEvent | None:
 class Listener:
     """An async iterator of MessageEvents; use it as `async with db.listen() as events`.
 
-    Entering opens a dedicated connection (never a pooled one: LISTEN lives as long as
-    its session) and LISTENs: every message committed after that is delivered. When the
-    connection drops, iteration reconnects with a growing back-off and calls
-    `on_reconnect` once LISTEN is active again, before delivering further events. The
-    events committed while it was away are lost: `on_reconnect` is where a listener
-    catches up by seq. Leaving the block closes the connection.
+    Entering opens a dedicated connection to `listen_url`, else `database_url` (never a
+    pooled one: LISTEN lives as long as its session) and LISTENs: every message
+    committed after that is delivered. When the connection drops, iteration reconnects
+    with a growing back-off and calls `on_reconnect` once LISTEN is active again, before
+    delivering further events. The events committed while it was away are lost:
+    `on_reconnect` is where a listener catches up by seq. Leaving the block closes the
+    connection.
     """
 
     def __init__(
@@ -126,7 +127,7 @@ class Listener:
 
     async def _connect(self) -> None:
         conn = await AsyncConnection.connect(
-            self._config.database_url,
+            self._config.listen_url or self._config.database_url,
             autocommit=True,
             application_name=self.application_name,
             connect_timeout=max(1, round(self._config.connect_timeout)),

@@ -4,6 +4,15 @@ SELECT
     set_config('statement_timeout', %(statement_timeout)s, FALSE) AS statement_timeout,
     set_config('lock_timeout', %(lock_timeout)s, FALSE) AS lock_timeout;
 
+-- name: set_local_timeouts
+-- Behind a transaction pooler (DbConfig.transaction_pooler), in place of
+-- configure_session: the same limits, until the end of the current transaction only.
+-- Sent in one pipeline with the statement it guards, up to a single Sync, so the two
+-- share a round trip, a server connection and an (implicit) transaction.
+SELECT
+    set_config('statement_timeout', %(statement_timeout)s, TRUE) AS statement_timeout,
+    set_config('lock_timeout', %(lock_timeout)s, TRUE) AS lock_timeout;
+
 -- name: list_applied_migrations
 -- Which yoyo migrations the database has; connect() refuses a schema that lags behind.
 -- not null: migration_id (yoyo always sets it)

@@ -126,7 +126,7 @@ async def test_events_resume_after_the_connection_is_terminated(
 async def test_listen_fails_fast_when_the_server_refuses(config: DbConfig) -> None:
     missing = config.database_url.rsplit("/", 1)[0] + f"/no_such_db_{uuid4().hex}"
     with pytest.raises(DatabaseUnavailable):
-        async with Listener(dataclasses.replace(config, database_url=missing)):
+        async with Listener(dataclasses.replace(config, database_url=missing, listen_url=missing)):
             pass
 
 

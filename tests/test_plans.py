@@ -114,6 +114,7 @@ INTENDED: dict[str, tuple[Need, ...]] = {
 NOT_PLANNED = frozenset(
     {
         "configure_session",
+        "set_local_timeouts",
         "list_applied_migrations",
         "health_check",
         "database_exists",
