@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 DATABASE_URL ?= postgresql://postgres@127.0.0.1:5432/catbird_demo
 SCALE ?= 1
 
-.PHONY: install test lint demo migrate seed plan-test bench check clean
+.PHONY: install test test-pgbouncer lint demo migrate seed plan-test bench check clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,6 +19,14 @@ install: $(STAMP)
 # Every test, the plan tests included (they add about 15 s: one seed per session).
 test: $(STAMP)
 	$(BIN)/pytest -q
+
+# The entity tests again, with every `db` reaching PostgreSQL through a real PgBouncer in
+# transaction pooling mode (transaction_pooler set, LISTEN direct): about 60 s. Needs the
+# pgbouncer binary; the tests start and stop their own (see docs/pgbouncer.md).
+PGBOUNCER_TESTS = tests/test_messages*.py tests/test_members.py tests/test_conversations.py \
+	tests/test_key_packages*.py tests/test_welcomes*.py tests/test_blobs*.py
+test-pgbouncer: $(STAMP)
+	CATBIRD_TEST_PGBOUNCER=1 $(BIN)/pytest -q $(PGBOUNCER_TESTS)
 
 # Only the plan tests: each hot statement uses its index on a seeded database.
 plan-test: $(STAMP)

@@ -3,10 +3,11 @@
 One process per test session, on a free loopback port, with its files in a temporary
 directory, run as the `postgres` OS user when the tests run as root (PgBouncer refuses
 to run as root). Its `[databases]` section has a `*` entry, so every test database is
-reachable through it under its own name, with `default_pool_size` server connections:
-fewer than the clients a test opens, so clients really take turns on them. The entry
-`<name>_one` reaches the database `<name>` through a pool of a single server connection:
-every client of it shares that one.
+reachable through it under its own name, with up to DEFAULT_POOL_SIZE server
+connections, which PgBouncer hands from client to client at each transaction's end. For
+the database named `shared` two more entries force the sharing: `<shared>_one` and
+`<shared>_two` reach it through pools of one and of two server connections, however
+many clients connect.
 """
 
 from __future__ import annotations
@@ -29,7 +30,11 @@ import psycopg
 # How long PgBouncer may take to start answering: a guard against a hang, not a limit on
 # speed (it answers within milliseconds).
 _START_PATIENCE_S = 30
-DEFAULT_POOL_SIZE = 2
+# The most transactions a test holds open at once (16 key package claimers that wait for
+# each other), with room to spare: a pool smaller than that would stall such a test.
+DEFAULT_POOL_SIZE = 20
+# Sizes of the small pools: the entries <shared>_one and <shared>_two.
+SMALL_POOLS = {1: "one", 2: "two"}
 
 
 @dataclass(frozen=True)
@@ -43,14 +48,13 @@ class Bouncer:
     dir: Path
     pid: int
 
-    def url(self, dbname: str) -> str:
-        """A URL to `dbname` through PgBouncer."""
+    def url(self, dbname: str, *, pool_size: int | None = None) -> str:
+        """A URL to `dbname` through PgBouncer: through the `*` entry, or through the
+        entry whose pool has `pool_size` (1 or 2) server connections."""
+        if pool_size is not None:
+            dbname = f"{dbname}_{SMALL_POOLS[pool_size]}"
         auth = f"{self.user}:{self.password}@" if self.password else f"{self.user}@"
         return f"postgresql://{auth}{self.host}:{self.port}/{dbname}"
-
-    def shared_url(self, dbname: str) -> str:
-        """A URL to `dbname` through the pool of one server connection (`<dbname>_one`)."""
-        return self.url(f"{dbname}_one")
 
     def admin(self, command: str) -> list[tuple[object, ...]]:
         """Run one command on the admin console (simple query protocol: no parameters)."""
@@ -59,10 +63,10 @@ class Bouncer:
             return cur.fetchall() if cur.description else []
 
     def drop_server_connections(self, dbname: str) -> None:
-        """Close every connection PgBouncer holds for `dbname` (and `<dbname>_one`), so
+        """Close every connection PgBouncer holds for `dbname` (and its small pools), so
         that none outlives the database; new clients are let in again right away."""
         known = {str(row[0]) for row in self.admin("SHOW DATABASES")}
-        for name in (dbname, f"{dbname}_one"):
+        for name in (dbname, *(f"{dbname}_{n}" for n in SMALL_POOLS.values())):
             if name in known:
                 self.admin(f"KILL {name}")
                 self.admin(f"RESUME {name}")
@@ -90,9 +94,13 @@ def _ini(
     target = f"host={host} port={server_port} user={user}"
     if password:
         target += f" password={password}"
+    small = "\n".join(
+        f"{shared}_{name} = {target} dbname={shared} pool_size={size}"
+        for size, name in SMALL_POOLS.items()
+    )
     return f"""\
 [databases]
-{shared}_one = {target} dbname={shared} pool_size=1
+{small}
 * = {target}
 
 [pgbouncer]
@@ -107,6 +115,8 @@ default_pool_size = {default_pool_size}
 min_pool_size = 0
 reserve_pool_size = 0
 max_client_conn = 1000
+# A client that waits this long for a server connection gets an error, not a hang.
+query_wait_timeout = 30
 server_reset_query =
 logfile = {directory}/pgbouncer.log
 pidfile = {directory}/pgbouncer.pid

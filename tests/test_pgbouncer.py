@@ -3,7 +3,8 @@
 `transaction_pooler` leaves no state on a server connection: no prepared statement, no
 session SET, no LISTEN. Each call sets its own timeouts for its own transaction, they
 hold there, and a client that gets the same server connection next never sees them.
-Sharing is forced, not hoped for: `<db>_one` is a pool of a single server connection.
+Sharing is forced, not hoped for: the URLs with `pool_size` go through pools of one or
+two server connections, whatever the number of clients.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from catbird_db import (
     Conversation,
     Database,
     DbConfig,
+    Executor,
     MessageEvent,
     RetryableError,
     StatementTimeout,
@@ -35,7 +37,7 @@ from catbird_db import (
 from catbird_db.cli import main as cli_main
 from catbird_db.sql import Statement
 
-from pgbouncer import DEFAULT_POOL_SIZE, Bouncer
+from pgbouncer import Bouncer
 from support import ALICE, BOB, CAROL, DAVE
 
 # A guard against a hang, not a measurement: an event that is due arrives in milliseconds.
@@ -77,13 +79,13 @@ def _dbname(database_url: str) -> str:
 @pytest.fixture
 def shared_url(bouncer: Bouncer, database_url: str) -> str:
     """This test's database through PgBouncer's pool of one server connection."""
-    return bouncer.shared_url(_dbname(database_url))
+    return bouncer.url(_dbname(database_url), pool_size=1)
 
 
 @pytest.fixture
 def pooled_url(bouncer: Bouncer, database_url: str) -> str:
-    """This test's database through PgBouncer's `*` entry (DEFAULT_POOL_SIZE servers)."""
-    return bouncer.url(_dbname(database_url))
+    """This test's database through PgBouncer's pool of two server connections."""
+    return bouncer.url(_dbname(database_url), pool_size=2)
 
 
 def _pooled(url: str, **settings: Any) -> DbConfig:
@@ -92,7 +94,7 @@ def _pooled(url: str, **settings: Any) -> DbConfig:
 
 @pytest.fixture
 async def pooled_db(pooled_url: str, database_url: str) -> AsyncIterator[Database]:
-    # Eight client connections from the start, for DEFAULT_POOL_SIZE server connections.
+    # Eight client connections from the start, for two server connections.
     config = dataclasses.replace(
         _pooled(pooled_url, max_size=8, listen_url=database_url), min_size=8
     )
@@ -100,7 +102,7 @@ async def pooled_db(pooled_url: str, database_url: str) -> AsyncIterator[Databas
         yield db
 
 
-async def _session(db: Any) -> Session:
+async def _session(db: Executor) -> Session:
     """What this client's own call sees on the server connection it gets."""
     session = await db.fetch_one(_SESSION, {}, Session)
     assert session is not None
@@ -188,17 +190,18 @@ async def test_without_the_setting_session_timeouts_leak_to_other_clients(
 
 
 async def test_many_sends_with_default_settings_all_succeed_through_the_pooler(
-    bouncer: Bouncer, pooled_db: Database, database_url: str
+    bouncer: Bouncer, pooled_db: Database, pooled_url: str
 ) -> None:
     convo = await _group(pooled_db)
     clients = 8
     sent = await asyncio.gather(*(_send(pooled_db, convo) for _ in range(6 * clients)))
     assert sorted(m.seq for m in sent) == list(range(1, 6 * clients + 1))
     # More clients than server connections: they took turns on the same ones.
-    name = _dbname(database_url)
+    name = _dbname(pooled_url)
     servers = [row for row in bouncer.admin("SHOW SERVERS") if name in row]
     clients_seen = [row for row in bouncer.admin("SHOW CLIENTS") if name in row]
-    assert 1 <= len(servers) <= DEFAULT_POOL_SIZE < len(clients_seen)
+    assert 1 <= len(servers) <= 2
+    assert len(clients_seen) >= 8
 
 
 # --- statement_timeout -------------------------------------------------------------------
