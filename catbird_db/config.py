@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import secrets
 from dataclasses import dataclass, field, fields
 from typing import Any
@@ -11,7 +12,18 @@ DEFAULT_URL = "postgresql://postgres@127.0.0.1:5432/catbird"
 _ENV_PREFIX = "CATBIRD_DB_"
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+# A password in a URL's user info, in its query string, or in a key=value conninfo.
+_PASSWORD = re.compile(r"(?<=://)([^:/@]*):[^@]*@|(?<=[?&\s])(password=)[^&\s]*|^(password=)\S*")
+
+
+def redact(url: str) -> str:
+    """The URL or conninfo string with any password replaced by `***`."""
+    return _PASSWORD.sub(
+        lambda m: f"{m[1]}:***@" if m[1] is not None else f"{m[2] or m[3]}***", url
+    )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True, repr=False)
 class DbConfig:
     """Everything `Database.connect` needs; every field has a production-minded default."""
 
@@ -50,6 +62,18 @@ class DbConfig:
     user_quota_bytes: int = 1024 * 1024 * 1024
     # delete_orphan_blobs removes blobs bound to no conversation after this many seconds.
     orphan_blob_retention_s: int = 24 * 3600
+
+    def __repr__(self) -> str:
+        """Every setting but the cursor secret, with the password of a URL hidden."""
+        shown = []
+        for f in fields(self):
+            if f.name == "cursor_secret":
+                continue
+            value = getattr(self, f.name)
+            if isinstance(value, str) and f.name.endswith("_url"):
+                value = redact(value)
+            shown.append(f"{f.name}={value!r}")
+        return f"DbConfig({', '.join(shown)})"
 
     def __post_init__(self) -> None:
         """Refuse settings that would break every call later: fail when the config is made."""
@@ -90,26 +114,48 @@ class DbConfig:
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None, **overrides: Any) -> DbConfig:
-        """Build a config from DATABASE_URL and CATBIRD_DB_<FIELD> variables, then overrides."""
+        """Build a config from DATABASE_URL and CATBIRD_DB_<FIELD> variables, then overrides.
+
+        ValueError, naming the variable, for a CATBIRD_DB_ variable that names no
+        setting (a misspelt one would otherwise be ignored) or holds a bad value.
+        """
         env = dict(os.environ if environ is None else environ)
         values: dict[str, Any] = {}
         if "DATABASE_URL" in env:
             values["database_url"] = env["DATABASE_URL"]
-        for f in fields(cls):
-            raw = env.get(_ENV_PREFIX + f.name.upper())
+        known = {_ENV_PREFIX + f.name.upper(): f for f in fields(cls)}
+        unknown = sorted(k for k in env if k.startswith(_ENV_PREFIX) and k not in known)
+        if unknown:
+            raise ValueError(f"unknown setting {', '.join(unknown)}: no such DbConfig field")
+        for variable, f in known.items():
+            raw = env.get(variable)
             if raw is not None:
-                values[f.name] = _parse(f.name, str(f.type), raw)
+                try:
+                    values[f.name] = _parse(f.name, str(f.type), raw)
+                except ValueError:
+                    raise ValueError(f"{variable}={raw!r} is not a valid {f.type}") from None
         values.update(overrides)
-        return cls(**values)
+        try:
+            return cls(**values)
+        except ValueError as exc:
+            names = [v for v, f in known.items() if f.name in str(exc) and v in env]
+            if not names:
+                raise
+            raise ValueError(f"{', '.join(names)}: {exc}") from None
 
 
 def _parse(name: str, type_name: str, raw: str) -> Any:
     if name == "cursor_secret":
         return raw.encode()
     if type_name == "int | None":
-        return None if raw.lower() in ("", "none") else int(raw)
+        return None if raw.strip().lower() in ("", "none") else int(raw)
     if type_name == "int":
         return int(raw)
     if type_name == "float":
         return float(raw)
+    if type_name == "bool":
+        lowered = raw.strip().lower()
+        if lowered not in ("1", "0", "true", "false", "yes", "no", "on", "off"):
+            raise ValueError(raw)
+        return lowered in ("1", "true", "yes", "on")
     return raw

@@ -8,7 +8,7 @@ from uuid import UUID, uuid4
 
 from . import access, validate
 from .database import Executor
-from .errors import EpochConflict, InvalidInput, NotFound
+from .errors import InvalidInput, NotFound
 from .models import Conversation, ConversationSummary
 from .pages import Page
 from .sql import statement
@@ -20,7 +20,6 @@ __all__ = [
     "get_conversation",
     "get_current_epoch",
     "list_conversations",
-    "update_conversation_epoch",
 ]
 
 MAX_TITLE_CHARS = 256
@@ -30,7 +29,6 @@ _FIRST_PAGE = (datetime.fromisoformat("9999-12-31T23:59:59+00:00"), UUID(int=2**
 _CREATE_WITH_MEMBERS = statement("create_conversation_with_members")
 _GET = statement("get_conversation")
 _LIST = statement("list_conversations")
-_UPDATE_EPOCH = statement("update_conversation_epoch")
 _GET_EPOCH = statement("get_current_epoch")
 _DELETE = statement("delete_conversation")
 
@@ -124,24 +122,6 @@ async def list_conversations(
         ConversationSummary,
     )
     return conn.cursors.page(rows, size, "conversations", actor, lambda c: (c.updated_at, c.id))
-
-
-async def update_conversation_epoch(
-    conn: Executor, convo_id: UUID, *, actor_did: str, expected_epoch: int
-) -> int:
-    """Advance the epoch by one if it equals `expected_epoch`; returns the new epoch.
-
-    Of concurrent callers with the same expected epoch exactly one wins; the others get
-    EpochConflict carrying the current epoch.
-    """
-    convo, actor = validate.uuid(convo_id, "convo_id"), validate.did(actor_did, "actor_did")
-    expected = validate.non_negative(expected_epoch, "expected_epoch")
-    params = {"convo_id": convo, "actor_did": actor, "expected_epoch": expected}
-    epoch = await conn.fetch_value(_UPDATE_EPOCH, params)
-    if epoch is None:
-        seen = await access.check(conn, convo, actor)
-        raise EpochConflict(seen.epoch if seen.epoch is not None else -1)
-    return int(epoch)
 
 
 async def get_current_epoch(conn: Executor, convo_id: UUID, *, actor_did: str) -> int:

@@ -8,7 +8,9 @@ a pooled connection and runs in autocommit, one statement, one round trip) or a
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
+import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import (
@@ -29,9 +31,11 @@ from .adapt import ADAPTERS
 from .config import DbConfig
 from .errors import (
     CatbirdDbError,
+    DatabaseUnavailable,
     RetryableError,
     SchemaNotMigrated,
     SqlRegistryError,
+    TransactionClosed,
     translate,
 )
 from .events import Listener
@@ -53,6 +57,15 @@ T = TypeVar("T")
 Params = Mapping[str, Any]
 Tracer = Callable[[Statement, Params, float], None]
 _RETRY_SQLSTATES = frozenset({"40001", "40P01"})
+# Connection failures no retry can mend (libpq reports them as text, with no SQLSTATE):
+# `connect` raises these at once instead of waiting out connect_timeout.
+_PERMANENT = re.compile(
+    r"does not exist|authentication failed|no pg_hba\.conf entry|permission denied"
+    r"|failed to resolve host|invalid (?:connection option|integer value|sslmode)"
+    r"|missing \"=\"|invalid URI",
+    re.IGNORECASE,
+)
+_log = logging.getLogger("catbird_db")
 
 _CONFIGURE_SESSION = statement("configure_session")
 _LIST_APPLIED_MIGRATIONS = statement("list_applied_migrations")
@@ -217,21 +230,40 @@ class Transaction(_Runner):
     """
 
     def __init__(self, conn: AsyncConnection[Any], db: Database) -> None:
-        self._conn = conn
+        self._conn: AsyncConnection[Any] | None = conn
         self._db = db
 
+    @property
+    def closed(self) -> bool:
+        """True once the `async with` block that made this transaction has ended."""
+        return self._conn is None
+
+    def _close(self) -> None:
+        # The pooled connection goes back to the pool and on to other callers: forget it,
+        # so a stale reference to this object cannot run statements on their behalf.
+        self._conn = None
+
+    def _live(self) -> AsyncConnection[Any]:
+        if self._conn is None:
+            raise TransactionClosed("this transaction has ended; open a new one")
+        return self._conn
+
     def _connection(self) -> AbstractAsyncContextManager[AsyncConnection[Any]]:
-        return nullcontext(self._conn)
+        return nullcontext(self._live())
 
     @asynccontextmanager
     async def transaction(
         self, *, isolation: IsolationLevel | None = None
     ) -> AsyncIterator[Transaction]:
-        """A savepoint: an exception inside rolls back to it and propagates."""
+        """A savepoint: an exception inside rolls back to it and propagates.
+
+        TransactionClosed if this transaction has ended; ValueError for `isolation`.
+        """
         if isolation is not None:
             raise ValueError("a savepoint cannot change the isolation level")
+        conn = self._live()
         with _translated():
-            async with self._conn.transaction():
+            async with conn.transaction():
                 yield self
 
 
@@ -296,6 +328,7 @@ class Database(_Runner):
             },
         )
         try:
+            await _probe(config)
             with _translated():
                 await pool.open(wait=True, timeout=config.connect_timeout)
             db = cls(pool, config, tracer)
@@ -321,10 +354,12 @@ class Database(_Runner):
             async with self._pool.connection() as conn:
                 if isolation is not None:
                     await conn.set_isolation_level(isolation)
+                tx = Transaction(conn, self)
                 try:
                     async with conn.transaction():
-                        yield Transaction(conn, self)
+                        yield tx
                 finally:
+                    tx._close()
                     if isolation is not None and not conn.closed:
                         await conn.set_isolation_level(None)
 
@@ -392,6 +427,48 @@ class Database(_Runner):
         missing = sorted(expected - {r.migration_id for r in rows})
         if missing:
             raise SchemaNotMigrated(f"migrations not applied: {', '.join(missing)}")
+
+
+async def _probe(config: DbConfig) -> None:
+    """Connect once, outside the pool, to learn why a connection fails.
+
+    The pool only logs its failures and ends with a bare timeout; this raises
+    DatabaseUnavailable with libpq's reason: at once for a failure no retry can mend (no
+    such database or role, refused authentication, unknown host, a malformed URL), and
+    for a transient one (refused port, server starting) after retrying with back-off
+    until `connect_timeout`.
+    """
+    deadline = time.monotonic() + config.connect_timeout
+    delay = 0.05
+    while True:
+        remaining = deadline - time.monotonic()
+        try:
+            conn = await psycopg.AsyncConnection.connect(
+                config.database_url,
+                connect_timeout=max(1, round(remaining)),
+                application_name=config.application_name,
+            )
+        except psycopg.Error as exc:
+            reason = _reason(exc)
+            if _PERMANENT.search(reason):
+                raise DatabaseUnavailable(f"cannot connect: {reason}") from exc
+            if time.monotonic() + delay >= deadline:
+                raise DatabaseUnavailable(
+                    f"cannot connect within {config.connect_timeout:g} s: {reason}"
+                ) from exc
+            _log.warning("cannot connect yet, retrying: %s", reason)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 1.0)
+        else:
+            await conn.close()
+            return
+
+
+def _reason(exc: psycopg.Error) -> str:
+    """libpq's message without its 'connection failed:' preamble, on one line."""
+    text = str(exc).removeprefix("connection failed: ")
+    first = text.splitlines()[0] if text else type(exc).__name__
+    return first.replace("FATAL:  ", "").strip()
 
 
 @dataclass(frozen=True, slots=True)

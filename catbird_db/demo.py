@@ -61,10 +61,10 @@ async def conversations_and_members(db: Database) -> Conversation:
     if page.next_cursor:
         rest = await members.list_members(db, convo.id, actor_did=BOB, cursor=page.next_cursor)
         say(f"  next page: {[m.member_did for m in rest.items]}")
-    epoch = await conversations.update_conversation_epoch(
-        db, convo.id, actor_did=ALICE, expected_epoch=0
+    commit = await messages.submit_commit(
+        db, convo.id, actor_did=ALICE, message_id=uuid4(), epoch=0, ciphertext=b"add carol"
     )
-    say(f"alice's commit moved the epoch 0 -> {epoch}")
+    say(f"alice's commit (seq {commit.seq}) moved the epoch 0 -> {commit.epoch + 1}")
     try:
         await members.remove_member(db, convo.id, ALICE, actor_did=ALICE)
     except LastAdmin:

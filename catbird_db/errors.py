@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import psycopg
 import psycopg_pool
-from psycopg import errors as pg
 
 __all__ = [
     "AlreadyExists",
     "BlobIntegrityError",
     "CatbirdDbError",
+    "ConfigurationError",
+    "ConnectionLost",
     "DatabaseUnavailable",
     "EpochConflict",
     "InvalidCursor",
@@ -20,11 +21,17 @@ __all__ = [
     "NotAnAdmin",
     "NotFound",
     "NotTheSender",
+    "PermissionDenied",
     "QuotaExceeded",
     "RetryableError",
     "SchemaNotMigrated",
+    "ServerError",
     "SqlRegistryError",
+    "StatementCancelled",
     "StatementTimeout",
+    "TransactionAborted",
+    "TransactionClosed",
+    "TransactionTimeout",
     "translate",
 ]
 
@@ -86,19 +93,66 @@ class QuotaExceeded(CatbirdDbError):
 
 
 class RetryableError(CatbirdDbError):
-    """The operation did not happen and may succeed if tried again."""
+    """The operation did not happen and may succeed if tried again: a serialization
+    failure, a deadlock, or a lock wait past `lock_timeout`. In a Transaction the whole
+    transaction is rolled back; retry all of it (`Database.run_transaction`)."""
 
 
 class DatabaseUnavailable(CatbirdDbError):
-    """No connection could be had: the pool timed out or the server is down."""
+    """No connection could be had: the pool timed out, the server is down, starting,
+    shutting down or out of resources. Nothing was sent; retrying later is safe."""
 
 
-class StatementTimeout(CatbirdDbError):
+class ConnectionLost(DatabaseUnavailable):
+    """The connection broke during the call (terminated backend, server restart, network).
+
+    A transaction that had not committed is rolled back by the server. A single call in
+    autocommit (or a COMMIT) cut off mid-flight may or may not have taken effect: retry
+    it only if it is idempotent, as sends, commits and publishes are by their ids.
+    """
+
+
+class TransactionTimeout(ConnectionLost):
+    """The server ended the session because a transaction stayed open and idle past its
+    `idle_in_transaction_session_timeout`; the transaction was rolled back."""
+
+
+class StatementCancelled(CatbirdDbError):
+    """The server cancelled the statement (an operator's `pg_cancel_backend`, or a
+    timeout); it did not take effect."""
+
+
+class StatementTimeout(StatementCancelled):
     """The statement ran past `statement_timeout` and was cancelled."""
 
 
+class TransactionAborted(CatbirdDbError):
+    """An earlier statement of this transaction failed, so the server refuses every
+    further one until the transaction ends; leave the block (it rolls back)."""
+
+
+class TransactionClosed(CatbirdDbError):
+    """The Transaction was used after its `async with` block ended; nothing was run."""
+
+
+class PermissionDenied(CatbirdDbError):
+    """The database role lacks a privilege the statement needs, or the session is
+    read-only (a standby). Nothing was written."""
+
+
+class ConfigurationError(CatbirdDbError):
+    """The layer's settings do not fit the server it talks to, such as server-side
+    prepared statements through a transaction-mode pooler (`prepare_threshold=None`)."""
+
+
+class ServerError(CatbirdDbError):
+    """The server failed in a way no other error describes (an internal or system error,
+    SQLSTATE classes XX and 58); whether a write took effect is unknown."""
+
+
 class SchemaNotMigrated(CatbirdDbError):
-    """The database lacks migrations this version needs (`catbird-db migrate`)."""
+    """The database lacks migrations this version needs (`catbird-db migrate`), or a
+    table or column a statement names is missing."""
 
 
 class SqlRegistryError(CatbirdDbError):
@@ -114,41 +168,82 @@ _BY_CONSTRAINT: dict[str, type[CatbirdDbError]] = {
     "blob_usage_within_quota": QuotaExceeded,
 }
 
-# Ordered: the first matching psycopg class wins.
-_BY_CLASS: tuple[tuple[type[Exception], type[CatbirdDbError]], ...] = (
-    (pg.UniqueViolation, AlreadyExists),
-    (pg.ExclusionViolation, AlreadyExists),
-    (pg.ForeignKeyViolation, NotFound),
-    (pg.SerializationFailure, RetryableError),
-    (pg.DeadlockDetected, RetryableError),
-    (pg.LockNotAvailable, RetryableError),
-    (pg.QueryCanceled, StatementTimeout),
-    (pg.AdminShutdown, DatabaseUnavailable),
-    (pg.CannotConnectNow, DatabaseUnavailable),
-    (pg.TooManyConnections, DatabaseUnavailable),
-    (pg.IntegrityConstraintViolation, InvalidInput),
-    (pg.DataException, InvalidInput),
-    (psycopg.OperationalError, RetryableError),
-    (psycopg.DataError, InvalidInput),
-    # psycopg's classes follow DB-API, not SQLSTATE classes: CheckViolation and
-    # NotNullViolation are IntegrityErrors, not IntegrityConstraintViolations.
-    (psycopg.IntegrityError, InvalidInput),
-)
+# Exact SQLSTATEs first, then the two-character class: every class has its error.
+_BY_SQLSTATE: dict[str, type[CatbirdDbError]] = {
+    "23505": AlreadyExists,  # unique_violation
+    "23P01": AlreadyExists,  # exclusion_violation
+    "23503": NotFound,  # foreign_key_violation
+    "40001": RetryableError,  # serialization_failure
+    "40P01": RetryableError,  # deadlock_detected
+    "40003": ConnectionLost,  # statement_completion_unknown
+    "55P03": RetryableError,  # lock_not_available: lock_timeout
+    "55006": RetryableError,  # object_in_use
+    "57014": StatementCancelled,  # query_canceled (the timeout is told apart below)
+    "57P01": ConnectionLost,  # admin_shutdown: pg_terminate_backend, fast shutdown
+    "57P02": ConnectionLost,  # crash_shutdown
+    "57P03": DatabaseUnavailable,  # cannot_connect_now: starting up or in recovery
+    "57P04": ConnectionLost,  # database_dropped
+    "57P05": ConnectionLost,  # idle_session_timeout
+    "25P02": TransactionAborted,  # in_failed_sql_transaction
+    "25P03": TransactionTimeout,  # idle_in_transaction_session_timeout
+    "25P04": TransactionTimeout,  # transaction_timeout (PostgreSQL 17)
+    "25006": PermissionDenied,  # read_only_sql_transaction: a standby
+    "42501": PermissionDenied,  # insufficient_privilege
+    "42P01": SchemaNotMigrated,  # undefined_table
+    "42703": SchemaNotMigrated,  # undefined_column
+    "42883": SchemaNotMigrated,  # undefined_function
+    "26000": ConfigurationError,  # invalid_sql_statement_name: a pooler lost a prepare
+    "42P05": ConfigurationError,  # duplicate_prepared_statement: the same, other way
+}
+_BY_CLASS: dict[str, type[CatbirdDbError]] = {
+    "08": ConnectionLost,  # connection_exception
+    "0A": ConfigurationError,  # feature_not_supported
+    "21": InvalidInput,  # cardinality_violation
+    "22": InvalidInput,  # data_exception
+    "23": InvalidInput,  # integrity_constraint_violation: CHECK, NOT NULL
+    "25": TransactionAborted,  # invalid_transaction_state
+    "28": DatabaseUnavailable,  # invalid_authorization_specification: role, password
+    "3D": DatabaseUnavailable,  # invalid_catalog_name: no such database
+    "40": RetryableError,  # transaction_rollback
+    "42": ConfigurationError,  # syntax_error_or_access_rule_violation
+    "53": DatabaseUnavailable,  # insufficient_resources: disk, memory, connections
+    "54": InvalidInput,  # program_limit_exceeded: a value too large to process
+    "55": RetryableError,  # object_not_in_prerequisite_state
+    "57": DatabaseUnavailable,  # operator_intervention
+    "58": ServerError,  # system_error
+    "XX": ServerError,  # internal_error
+}
+_TIMEOUT_TEXT = "statement timeout"
 
 
 def translate(exc: BaseException) -> CatbirdDbError:
-    """Map a psycopg or pool error to this layer's hierarchy (chain the original yourself)."""
+    """Map a psycopg or pool error to this layer's hierarchy (chain the original yourself).
+
+    The SQLSTATE decides; an error without one is a connection that could not be had
+    (pool) or that broke (psycopg's OperationalError and InterfaceError).
+    """
     if isinstance(exc, CatbirdDbError):
         return exc
     if isinstance(exc, psycopg_pool.PoolTimeout | psycopg_pool.PoolClosed):
         return DatabaseUnavailable(str(exc))
+    message = _describe(exc)
+    sqlstate = getattr(exc, "sqlstate", None)
+    if sqlstate is None:
+        if isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError):
+            return ConnectionLost(message)
+        if isinstance(exc, psycopg.DataError):  # raised by psycopg's own adapters
+            return InvalidInput(message)
+        return CatbirdDbError(message)
     constraint = getattr(getattr(exc, "diag", None), "constraint_name", None)
-    if isinstance(exc, psycopg.IntegrityError) and constraint in _BY_CONSTRAINT:
-        return _BY_CONSTRAINT[constraint](_describe(exc))
-    for source, target in _BY_CLASS:
-        if isinstance(exc, source):
-            return target(_describe(exc))
-    return CatbirdDbError(_describe(exc))
+    if sqlstate.startswith("23") and constraint in _BY_CONSTRAINT:
+        return _BY_CONSTRAINT[constraint](message)
+    if sqlstate == "57014" and _TIMEOUT_TEXT in message:
+        return StatementTimeout(message)
+    target = _BY_SQLSTATE.get(sqlstate) or _BY_CLASS.get(sqlstate[:2], ServerError)
+    if target is ConfigurationError and sqlstate in ("26000", "42P05"):
+        message += " (server-side prepared statements need a session: behind a "
+        message += "transaction-mode pooler set prepare_threshold=None)"
+    return target(message)
 
 
 def _describe(exc: BaseException) -> str:

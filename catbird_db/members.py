@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from datetime import datetime
 from uuid import UUID
 
 from . import access, validate
 from .database import Executor
-from .errors import LastAdmin, NotFound
+from .errors import LastAdmin, NotAnAdmin, NotFound
 from .models import Member, Membership, Role
 from .pages import Page
 from .sql import statement
@@ -73,13 +75,25 @@ async def remove_member(
     convo, member = validate.uuid(convo_id, "convo_id"), validate.did(member_did, "member_did")
     actor = validate.did(actor_did, "actor_did")
     params = {"convo_id": convo, "member_did": member, "actor_did": actor}
-    removed = await conn.fetch_one(_REMOVE, params, Member)
-    if removed is not None:
-        return removed
+    result = await conn.fetch_one(_REMOVE, params, _Removal)
+    assert result is not None  # the statement always returns its verdict
+    if result.outcome == "removed":
+        return Member(
+            convo,
+            member,
+            result.role,  # type: ignore[arg-type]  # set whenever the member was removed
+            result.joined_at,  # type: ignore[arg-type]
+            result.left_at,
+            result.joined_seq,  # type: ignore[arg-type]
+            result.last_read_seq,  # type: ignore[arg-type]
+        )
+    if result.outcome == "last_admin":
+        raise LastAdmin(f"{member_did} is the last admin of {convo_id}")
+    # The statement decided on locked rows; access_of only names the refusal.
     await access.check(conn, convo, actor, admin=actor != member)
-    if not await is_member(conn, convo_id, member_did):
-        raise NotFound(f"{member_did} is not an active member of {convo_id}")
-    raise LastAdmin(f"{member_did} is the last admin of {convo_id}")
+    if result.outcome == "not_allowed":
+        raise NotAnAdmin(f"{actor_did} is not an admin of conversation {convo_id}")
+    raise NotFound(f"{member_did} is not an active member of {convo_id}")
 
 
 async def is_member(conn: Executor, convo_id: UUID, member_did: str) -> bool:
@@ -132,3 +146,17 @@ async def reset_unread_count(conn: Executor, convo_id: UUID, *, actor_did: str) 
     """
     # mark_read clamps the marker to the newest seq: the largest seq there is means "all".
     return await mark_read(conn, convo_id, actor_did=actor_did, seq=validate.MAX_BIGINT)
+
+
+@dataclass(frozen=True, slots=True)
+class _Removal:
+    """remove_member's verdict, and the removed row's columns when it removed."""
+
+    outcome: str
+    convo_id: UUID | None
+    member_did: str | None
+    role: str | None
+    joined_at: datetime | None
+    left_at: datetime | None
+    joined_seq: int | None
+    last_read_seq: int | None

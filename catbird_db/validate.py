@@ -17,6 +17,7 @@ from .mls import REF_SIZES
 
 __all__ = [
     "MAX_BIGINT",
+    "TIMESTAMP_RANGE",
     "batch_size",
     "blob_data",
     "boolean",
@@ -41,6 +42,12 @@ __all__ = [
 MAX_BIGINT = 2**63 - 1
 MAX_LIMIT_ARGUMENT = 2**31 - 1
 MAX_BATCH_SIZE = 100_000
+# The UTC instants a timestamp argument may name: a day inside Python's datetime range.
+TIMESTAMP_RANGE = (
+    datetime(1, 1, 2, tzinfo=UTC),
+    datetime(9999, 12, 30, 23, 59, 59, 999999, tzinfo=UTC),
+)
+_RANGE_TEXT = "0001-01-02 to 9999-12-30 UTC"
 # https://atproto.com/specs/did: method, then method-specific id, at most 2 KiB.
 _DID = re.compile(r"did:[a-z]+:[a-zA-Z0-9._:%-]*[a-zA-Z0-9._-]")
 _MAX_DID_BYTES = 2048
@@ -56,7 +63,10 @@ def did(value: object, name: str = "did") -> str:
     """An AT Protocol DID, such as `did:plc:ewvi7nxzyoun6zhxrhs64oiz`."""
     if not isinstance(value, str):
         raise InvalidInput(f"{name} must be a string DID")
-    if len(value.encode()) > _MAX_DID_BYTES:
+    # Every character the pattern admits is ASCII, so length in characters is length
+    # in bytes, and a lone surrogate (which no UTF-8 can carry) fails the match instead
+    # of failing an encode.
+    if len(value) > _MAX_DID_BYTES:
         raise InvalidInput(f"{name} is longer than {_MAX_DID_BYTES} bytes")
     if not _DID.fullmatch(value):
         raise InvalidInput(f"{name} is not a DID")
@@ -153,14 +163,31 @@ def bytes_(value: object, name: str, max_bytes: int, min_bytes: int = 1) -> byte
 
 
 def timestamp(value: object, name: str) -> datetime:
-    """A timezone-aware datetime (a naive one is ambiguous, so refused)."""
-    if not isinstance(value, datetime) or value.tzinfo is None:
+    """A timezone-aware datetime whose UTC instant lies in TIMESTAMP_RANGE.
+
+    A naive datetime (or one whose tzinfo gives no offset) is ambiguous, so refused. The
+    range keeps a day inside what Python's datetime can hold, so a stored value reads
+    back in any session time zone.
+    """
+    if not isinstance(value, datetime):
         raise InvalidInput(f"{name} must be a timezone-aware datetime")
+    try:
+        offset = value.utcoffset()
+    except (TypeError, ValueError, OverflowError):  # a broken tzinfo
+        raise InvalidInput(f"{name} has a tzinfo that gives no valid offset") from None
+    if offset is None:
+        raise InvalidInput(f"{name} must be a timezone-aware datetime")
+    try:
+        instant = value.astimezone(UTC)
+    except (OverflowError, ValueError):
+        raise InvalidInput(f"{name} lies outside {_RANGE_TEXT}") from None
+    if not TIMESTAMP_RANGE[0] <= instant <= TIMESTAMP_RANGE[1]:
+        raise InvalidInput(f"{name} lies outside {_RANGE_TEXT}")
     return value
 
 
 def expiry(value: object) -> datetime | None:
-    """An optional expiry: None, or a timezone-aware datetime still in the future."""
+    """An optional expiry: None, or a `timestamp` still in the future."""
     if value is None:
         return None
     expires = timestamp(value, "expires_at")
@@ -175,6 +202,10 @@ def older_than(value: object, default_s: int) -> timedelta:
         return timedelta(seconds=default_s)
     if not isinstance(value, timedelta) or value < timedelta(0):
         raise InvalidInput("older_than must be a timedelta of zero or more")
+    try:
+        timestamp(datetime.now(UTC) - value, "now - older_than")
+    except OverflowError:
+        raise InvalidInput(f"now - older_than lies outside {_RANGE_TEXT}") from None
     return value
 
 

@@ -89,29 +89,6 @@ WHERE
 ORDER BY c.updated_at DESC, c.id DESC
 LIMIT %(limit)s;
 
--- name: update_conversation_epoch
--- Compare-and-swap: advances the epoch by one only if it still equals the expected one
--- and the actor is an active member. No row back means it lost (or was refused). The
--- actor's members row is locked before the conversation row, so membership is judged
--- on its newest version: a removal either precedes the swap (refused) or waits for it.
-WITH actor AS (
-    SELECT a.member_did
-    FROM members AS a
-    WHERE
-        a.convo_id = %(convo_id)s
-        AND a.member_did = %(actor_did)s
-        AND a.left_at IS NULL
-    FOR NO KEY UPDATE
-)
-
-UPDATE conversations AS c
-SET epoch = c.epoch + 1
-WHERE
-    c.id = %(convo_id)s
-    AND c.epoch = %(expected_epoch)s
-    AND EXISTS (SELECT 1 FROM actor)
-RETURNING c.epoch;
-
 -- name: get_current_epoch
 -- The epoch, for an active member.
 SELECT c.epoch

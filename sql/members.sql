@@ -57,51 +57,94 @@ ON CONFLICT (convo_id, member_did) DO UPDATE
 RETURNING m.convo_id, m.member_did, m.role, m.joined_at, m.left_at, m.joined_seq, m.last_read_seq;
 
 -- name: remove_member
--- Soft-deletes a member: an admin removes anyone, a member removes themselves. The
--- conversation's active admins, the actor and the target are locked first, in DID
--- order, and every decision is taken on those locked (current) rows, so two admins
--- removing each other at once cannot leave the conversation without an admin.
+-- Soft-deletes a member: an admin removes anyone, a member removes themselves. Returns
+-- one row: the outcome ('removed', 'not_member', 'not_allowed' or 'last_admin') and, when
+-- removed, the member's row. The actor's and the target's rows (whatever their state in
+-- the statement's snapshot) and the active admins' rows are locked in DID order, and
+-- every decision is taken on those locked, newest row versions: two admins removing each
+-- other at once cannot leave the conversation without an admin, and a target re-added
+-- by a transaction that committed meanwhile is judged as the active member it now is.
+-- not null: outcome (a CASE whose every branch is a literal)
 WITH locked AS (
     SELECT
         l.member_did,
-        l.role
+        l.role,
+        l.left_at
     FROM members AS l
     WHERE
         l.convo_id = %(convo_id)s
-        AND l.left_at IS NULL
-        AND (l.role = 'admin' OR l.member_did IN (%(actor_did)s, %(member_did)s))
+        AND (
+            l.member_did IN (%(actor_did)s, %(member_did)s)
+            OR (l.role = 'admin' AND l.left_at IS NULL)
+        )
     ORDER BY l.member_did
     FOR NO KEY UPDATE
 ),
 
-allowed AS (
-    SELECT target.member_did
-    FROM locked AS target
+active AS (
+    -- One line per locked row that is active in its newest version.
+    SELECT
+        locked.member_did,
+        locked.role
+    FROM locked
+    WHERE locked.left_at IS NULL
+),
+
+verdict AS (
+    SELECT
+        CASE
+            WHEN
+                NOT EXISTS (
+                    SELECT 1 FROM active
+                    WHERE member_did = %(member_did)s
+                )
+                THEN 'not_member'
+            WHEN
+                %(actor_did)s <> %(member_did)s
+                AND NOT EXISTS (
+                    SELECT 1 FROM active
+                    WHERE member_did = %(actor_did)s AND role = 'admin'
+                )
+                THEN 'not_allowed'
+            WHEN
+                EXISTS (
+                    SELECT 1 FROM active
+                    WHERE member_did = %(member_did)s AND role = 'admin'
+                )
+                AND NOT EXISTS (
+                    SELECT 1 FROM active
+                    WHERE role = 'admin' AND member_did <> %(member_did)s
+                )
+                THEN 'last_admin'
+            ELSE 'removed'
+        END AS outcome
+),
+
+removed AS (
+    UPDATE members AS m
+    -- The clock after the locks are held, not the transaction's start: a send that held
+    -- the member's row (and so was waited for) is then always before left_at.
+    SET left_at = clock_timestamp()
+    FROM verdict
     WHERE
-        target.member_did = %(member_did)s
-        AND (
-            %(actor_did)s = %(member_did)s
-            OR EXISTS (
-                SELECT 1 FROM locked AS a
-                WHERE a.member_did = %(actor_did)s AND a.role = 'admin'
-            )
-        )
-        AND (
-            target.role <> 'admin'
-            OR EXISTS (
-                SELECT 1 FROM locked AS o
-                WHERE o.role = 'admin' AND o.member_did <> %(member_did)s
-            )
-        )
+        m.convo_id = %(convo_id)s
+        AND m.member_did = %(member_did)s
+        AND verdict.outcome = 'removed'
+    RETURNING
+        m.convo_id, m.member_did, m.role, m.joined_at, m.left_at, m.joined_seq, m.last_read_seq
 )
 
-UPDATE members AS m
--- The clock after the locks are held, not the transaction's start: a send that held
--- the member's row (and so was waited for) is then always before left_at.
-SET left_at = clock_timestamp()
-FROM allowed
-WHERE m.convo_id = %(convo_id)s AND m.member_did = allowed.member_did
-RETURNING m.convo_id, m.member_did, m.role, m.joined_at, m.left_at, m.joined_seq, m.last_read_seq;
+SELECT
+    verdict.outcome,
+    removed.convo_id,
+    removed.member_did,
+    removed.role,
+    removed.joined_at,
+    removed.left_at,
+    removed.joined_seq,
+    removed.last_read_seq
+FROM verdict
+LEFT JOIN removed ON TRUE;
 
 -- name: is_member
 -- Whether the DID is an active member of the conversation.

@@ -13,6 +13,7 @@ from catbird_db import (
     AlreadyExists,
     Database,
     EpochConflict,
+    Executor,
     InvalidCursor,
     InvalidInput,
     NotAMember,
@@ -210,58 +211,42 @@ async def test_list_conversations_cursor_is_bound_to_its_actor(db: Database) -> 
             await conversations.list_conversations(db, actor_did=ALICE, cursor=bad)
 
 
-async def test_update_epoch_is_a_compare_and_swap(db: Database) -> None:
+async def test_the_epoch_moves_only_by_a_stored_commit_a_compare_and_swap(db: Database) -> None:
     convo = await conversations.create_conversation(db, creator_did=ALICE, cipher_suite=1)
-    assert (
-        await conversations.update_conversation_epoch(
-            db, convo.id, actor_did=ALICE, expected_epoch=0
-        )
-        == 1
-    )
+    assert await _commit(db, convo.id, ALICE, 0) == 1
     with pytest.raises(EpochConflict) as info:
-        await conversations.update_conversation_epoch(
-            db, convo.id, actor_did=ALICE, expected_epoch=0
-        )
+        await _commit(db, convo.id, ALICE, 0)
     assert info.value.current_epoch == 1
     assert await conversations.get_current_epoch(db, convo.id, actor_did=ALICE) == 1
 
 
-async def test_update_epoch_refuses_missing_conversations_and_strangers(db: Database) -> None:
+async def test_a_commit_refuses_missing_conversations_and_strangers(db: Database) -> None:
     convo = await conversations.create_conversation(db, creator_did=ALICE, cipher_suite=1)
     with pytest.raises(NotFound):
-        await conversations.update_conversation_epoch(
-            db, uuid4(), actor_did=ALICE, expected_epoch=0
-        )
+        await _commit(db, uuid4(), ALICE, 0)
     with pytest.raises(NotAMember):
-        await conversations.update_conversation_epoch(
-            db, convo.id, actor_did=MALLORY, expected_epoch=0
-        )
+        await _commit(db, convo.id, MALLORY, 0)
     assert await conversations.get_current_epoch(db, convo.id, actor_did=ALICE) == 0
 
 
 @pytest.mark.parametrize("bad", [-1, 2**63, True, 1.0, "0", None])
-async def test_update_epoch_refuses_bad_epochs(
+async def test_a_commit_refuses_bad_epochs(
     db: Database, raw: psycopg.Connection[Any], bad: Any
 ) -> None:
     convo = await conversations.create_conversation(db, creator_did=ALICE, cipher_suite=1)
     before = snapshot(raw)
     with pytest.raises(InvalidInput):
-        await conversations.update_conversation_epoch(
-            db, convo.id, actor_did=ALICE, expected_epoch=bad
-        )
+        await _commit(db, convo.id, ALICE, bad)
     assert snapshot(raw) == before
 
 
-async def test_twenty_concurrent_epoch_updates_have_exactly_one_winner(db: Database) -> None:
+async def test_twenty_concurrent_commits_have_exactly_one_winner(db: Database) -> None:
     convo = await conversations.create_conversation_with_members(
         db, creator_did=ALICE, cipher_suite=1, member_dids=[BOB, CAROL]
     )
     actors = [ALICE, BOB, CAROL] * 7
     results = await asyncio.gather(
-        *(
-            conversations.update_conversation_epoch(db, convo.id, actor_did=actor, expected_epoch=0)
-            for actor in actors[:20]
-        ),
+        *(_commit(db, convo.id, actor, 0) for actor in actors[:20]),
         return_exceptions=True,
     )
     winners = [r for r in results if r == 1]
@@ -311,7 +296,7 @@ async def test_delete_conversation_refuses_members_strangers_and_missing(
     assert snapshot(raw) == before
 
 
-async def test_an_epoch_update_that_waits_on_the_actors_removal_is_refused(
+async def test_a_commit_that_waits_on_the_actors_removal_is_refused(
     db: Database, raw: psycopg.Connection[Any]
 ) -> None:
     convo = await conversations.create_conversation_with_members(
@@ -319,9 +304,7 @@ async def test_an_epoch_update_that_waits_on_the_actors_removal_is_refused(
     )
     async with db.transaction() as tx:
         await members.remove_member(tx, convo.id, BOB, actor_did=ALICE)
-        updating = asyncio.create_task(
-            conversations.update_conversation_epoch(db, convo.id, actor_did=BOB, expected_epoch=0)
-        )
+        updating = asyncio.create_task(_commit(db, convo.id, BOB, 0))
         await until_waiting_on_a_lock(raw)
     with pytest.raises(NotAMember):
         await updating
@@ -369,3 +352,22 @@ async def test_a_delete_waits_for_a_send_in_flight_instead_of_deadlocking(
     await sending
     await deleting
     assert raw.execute("SELECT count(*) FROM messages").fetchone() == (0,)
+
+
+async def _commit(db: Executor, convo_id: Any, actor_did: str, expected_epoch: Any) -> int:
+    """Advance the epoch the only way there is: store a commit made at it."""
+    commit = await messages.submit_commit(
+        db,
+        convo_id,
+        actor_did=actor_did,
+        message_id=uuid4(),
+        epoch=expected_epoch,
+        ciphertext=b"commit",
+    )
+    return commit.epoch + 1
+
+
+def test_no_public_function_moves_the_epoch_without_a_commit() -> None:
+    # The compare-and-swap alone would let any member wedge the group: every member's
+    # next send and commit would meet an epoch no stored commit leads to.
+    assert not hasattr(conversations, "update_conversation_epoch")

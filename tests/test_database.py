@@ -19,8 +19,10 @@ from catbird_db import (
     RetryableError,
     SchemaNotMigrated,
     Transaction,
+    TransactionClosed,
     conversations,
     members,
+    messages,
 )
 from catbird_db.sql import Statement
 
@@ -101,15 +103,18 @@ async def test_run_transaction_reruns_the_body_after_a_serialization_failure(
         epoch = await conversations.get_current_epoch(tx, convo.id, actor_did=ALICE)
         read_done.set()
         await other_committed.wait()
-        return await conversations.update_conversation_epoch(
-            tx, convo.id, actor_did=ALICE, expected_epoch=epoch
+        commit = await messages.submit_commit(
+            tx, convo.id, actor_did=ALICE, message_id=uuid4(), epoch=epoch, ciphertext=b"c"
         )
+        return commit.epoch + 1
 
     task = asyncio.create_task(
         db.run_transaction(bump, isolation=IsolationLevel.SERIALIZABLE, retries=2)
     )
     await read_done.wait()
-    await conversations.update_conversation_epoch(db, convo.id, actor_did=ALICE, expected_epoch=0)
+    await messages.submit_commit(
+        db, convo.id, actor_did=ALICE, message_id=uuid4(), epoch=0, ciphertext=b"c"
+    )
     other_committed.set()
     assert await task == 2
     assert attempts == 2
@@ -123,15 +128,18 @@ async def test_run_transaction_gives_up_after_its_retries(db: Database) -> None:
         epoch = await conversations.get_current_epoch(tx, convo.id, actor_did=ALICE)
         read_done.set()
         await other_committed.wait()
-        return await conversations.update_conversation_epoch(
-            tx, convo.id, actor_did=ALICE, expected_epoch=epoch
+        commit = await messages.submit_commit(
+            tx, convo.id, actor_did=ALICE, message_id=uuid4(), epoch=epoch, ciphertext=b"c"
         )
+        return commit.epoch + 1
 
     task = asyncio.create_task(
         db.run_transaction(bump, isolation=IsolationLevel.SERIALIZABLE, retries=0)
     )
     await read_done.wait()
-    await conversations.update_conversation_epoch(db, convo.id, actor_did=ALICE, expected_epoch=0)
+    await messages.submit_commit(
+        db, convo.id, actor_did=ALICE, message_id=uuid4(), epoch=0, ciphertext=b"c"
+    )
     other_committed.set()
     with pytest.raises(RetryableError) as info:
         await task
@@ -147,8 +155,8 @@ async def test_a_lock_wait_past_lock_timeout_is_retryable_not_a_psycopg_error(
         with psycopg.connect(database_url) as holder:
             holder.execute("SELECT 1 FROM conversations WHERE id = %s FOR UPDATE", (convo.id,))
             with pytest.raises(RetryableError) as info:
-                await conversations.update_conversation_epoch(
-                    db, convo.id, actor_did=ALICE, expected_epoch=0
+                await messages.submit_commit(
+                    db, convo.id, actor_did=ALICE, message_id=uuid4(), epoch=0, ciphertext=b"c"
                 )
             assert isinstance(info.value.__cause__, psycopg.errors.LockNotAvailable)
 
@@ -177,6 +185,7 @@ async def test_sessions_carry_the_configured_name_and_timeouts(database_url: str
     )
     async with Database.connect(config) as db, db.transaction() as tx:
         conn = tx._conn
+        assert conn is not None
         cur = await conn.execute(
             "SELECT current_setting('application_name'), current_setting('statement_timeout')"
         )
@@ -251,3 +260,80 @@ def test_config_reads_the_environment() -> None:
 def test_config_refuses_settings_that_would_break_every_call(setting: dict[str, Any]) -> None:
     with pytest.raises(ValueError, match=r"must|need"):
         DbConfig(**setting)
+
+
+async def test_a_transaction_refuses_every_call_once_its_block_has_ended(
+    db: Database, raw: psycopg.Connection[Any]
+) -> None:
+    convo = await conversations.create_conversation(db, creator_did=ALICE, cipher_suite=1)
+    async with db.transaction() as stale:
+        await members.add_member(stale, convo.id, BOB, actor_did=ALICE)
+    assert stale.closed
+    before = snapshot(raw)
+    # Another caller's transaction now holds the connection the stale one had.
+    async with db.transaction() as other:
+        for call in (
+            lambda: messages.create_message(
+                stale, convo.id, actor_did=ALICE, message_id=uuid4(), epoch=0, ciphertext=b"x"
+            ),
+            lambda: conversations.get_conversation(stale, convo.id, actor_did=ALICE),
+        ):
+            with pytest.raises(TransactionClosed):
+                await call()
+        with pytest.raises(TransactionClosed):
+            async with stale.transaction():
+                pass
+        await conversations.get_conversation(other, convo.id, actor_did=ALICE)
+    assert snapshot(raw) == before
+
+
+async def test_a_transaction_ended_by_an_error_is_closed_too(db: Database) -> None:
+    with pytest.raises(ZeroDivisionError):
+        async with db.transaction() as tx:
+            raise ZeroDivisionError
+    with pytest.raises(TransactionClosed):
+        await conversations.list_conversations(tx, actor_did=ALICE)
+
+
+@pytest.mark.parametrize(
+    ("path", "reason"),
+    [
+        ("postgres@127.0.0.1:5432/catbird_no_such_db", 'database "catbird_no_such_db"'),
+        ("catbird_no_such_role@127.0.0.1:5432/postgres", 'role "catbird_no_such_role"'),
+    ],
+    ids=["missing-database", "unknown-role"],
+)
+async def test_connect_names_a_permanent_failure_at_once(path: str, reason: str) -> None:
+    # connect_timeout is long: a permanent failure must not wait it out. The hang guard
+    # is far below it, so a call that waited would fail the test.
+    config = DbConfig(database_url=f"postgresql://{path}", connect_timeout=120)
+    with pytest.raises(DatabaseUnavailable, match=reason):
+        await asyncio.wait_for(_open_and_close(config), timeout=30)
+
+
+async def test_connect_to_a_refused_port_says_so() -> None:
+    config = DbConfig(database_url="postgresql://postgres@127.0.0.1:1/x", connect_timeout=1)
+    with pytest.raises(DatabaseUnavailable, match="refused"):
+        await _open_and_close(config)
+
+
+async def _open_and_close(config: DbConfig) -> None:
+    async with Database.connect(config):
+        pass
+
+
+def test_config_repr_hides_the_password() -> None:
+    config = DbConfig(database_url="postgresql://app:hunter2-secret@db.internal:5432/catbird")
+    shown = repr(config)
+    assert "hunter2" not in shown
+    assert "postgresql://app:***@db.internal:5432/catbird" in shown
+    assert "hunter2" not in repr(DbConfig(database_url="host=db password=hunter2 user=app"))
+
+
+def test_config_refuses_a_misspelt_variable_and_names_a_bad_value() -> None:
+    with pytest.raises(ValueError, match="CATBIRD_DB_MAX_SIZ"):
+        DbConfig.from_env({"CATBIRD_DB_MAX_SIZ": "7"})
+    with pytest.raises(ValueError, match="CATBIRD_DB_MAX_SIZE"):
+        DbConfig.from_env({"CATBIRD_DB_MAX_SIZE": "seven"})
+    with pytest.raises(ValueError, match="CATBIRD_DB_MAX_SIZE"):
+        DbConfig.from_env({"CATBIRD_DB_MAX_SIZE": "0"})

@@ -38,8 +38,14 @@ async def test_explaining_a_write_leaves_nothing_behind(
     before = snapshot(raw)
     lines = await explain_named(
         database_url,
-        "update_conversation_epoch",
-        {"convo_id": str(convo.id), "actor_did": ALICE, "expected_epoch": "0"},
+        "submit_commit",
+        {
+            "convo_id": str(convo.id),
+            "actor_did": ALICE,
+            "id": str(uuid4()),
+            "epoch": "0",
+            "ciphertext": "\\x636f6d6d6974",
+        },
     )
     assert any("Update on conversations" in line and "rows=1" in line for line in lines)
     lines = await explain_named(

@@ -349,3 +349,22 @@ async def test_two_transactions_that_add_a_member_then_send_do_not_deadlock(
     assert sorted(seqs) == [1, 2]
     assert await members.is_member(db, convo, BOB)
     assert await members.is_member(db, convo, DAVE)
+
+
+async def test_removing_a_member_re_added_while_the_removal_waited_removes_them(
+    db: Database, raw: psycopg.Connection[Any]
+) -> None:
+    convo = await conversations.create_conversation_with_members(
+        db, creator_did=ALICE, cipher_suite=1, member_dids=[BOB]
+    )
+    await members.remove_member(db, convo.id, BOB, actor_did=ALICE)
+    async with db.transaction() as tx:
+        # The re-add holds the admin's row: the removal's snapshot, taken before it
+        # waits, still sees BOB as a former member.
+        await members.add_member(tx, convo.id, BOB, actor_did=ALICE)
+        removing = asyncio.create_task(members.remove_member(db, convo.id, BOB, actor_did=ALICE))
+        await until_waiting_on_a_lock(raw)
+    removed = await removing
+    assert removed.member_did == BOB
+    assert removed.left_at is not None
+    assert not await members.is_member(db, convo.id, BOB)
