@@ -293,9 +293,13 @@ async def test_add_members_with_commit_terminated_while_marking_its_key_package(
     await still_serves(fdb, convo.id)
     added = await add()
     assert (added.seq, added.epoch, added.members_added) == (1, 1, 1)
-    # Not idempotent by commit_id: a second run finds the epoch moved on and says so.
+    # Not idempotent by commit_id: a second run finds the epoch moved on and says so; the
+    # client that never saw its answer finds its commit by id.
     with pytest.raises(EpochConflict):
         await add()
+    found = await messages.get_message(fdb, convo.id, commit_id, actor_did=ALICE)
+    assert found is not None
+    assert found.seq == added.seq
     assert_gapless(raw, convo.id, 1)
     assert count_rows(raw, "SELECT count(*) FROM welcomes WHERE convo_id = %s", convo.id) == 1
     assert (
@@ -860,3 +864,30 @@ async def test_a_transaction_used_after_its_block_runs_nothing(
     with pytest.raises(TransactionClosed):
         await send(tx, convo.id, uuid4())
     assert snapshot(raw) == before
+
+
+async def test_a_failed_catch_up_is_run_again_before_events_are_delivered(
+    fdb: Database, raw: psycopg.Connection[Any]
+) -> None:
+    # on_reconnect is where a client catches up by seq; when it fails (the pool may not
+    # serve the catch-up read yet), iterating on must not deliver events as if the gap
+    # had been read.
+    convo = await group(fdb)
+    calls = 0
+
+    async def catch_up() -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise DatabaseUnavailable("the catch-up read found no connection")
+
+    async with fdb.listen(on_reconnect=catch_up) as events:
+        first = await send(fdb, convo.id, uuid4())
+        assert await next_event(events) == event_of(first)
+        pending = asyncio.ensure_future(next_event(events))
+        terminate(raw, await until_backend(raw, "true", app=events.application_name))
+        with pytest.raises(DatabaseUnavailable):
+            await pending
+        later = await send(fdb, convo.id, uuid4())
+        assert await next_event(events) == event_of(later)
+        assert calls == 2, "events were delivered after a catch-up that failed"
