@@ -8,6 +8,22 @@ pg_stat_activity, and only then terminates (or cancels) that backend and release
 lock. Every fault is followed by the same checks: the error is one of the layer's, no
 table holds anything of the failed operation, the same Database serves the next call,
 and a retry with the same ids stores exactly once.
+
+What each fault raises:
+
+- a backend terminated in a statement, between two statements of a transaction, or
+  during COMMIT (before or after the commit record): ConnectionLost (57P01, or no
+  SQLSTATE when the socket closed first), the same whichever way it died;
+- the server down: DatabaseUnavailable within acquire_timeout (the pool's timeout);
+  connecting to it: DatabaseUnavailable naming libpq's reason;
+- idle_in_transaction_session_timeout: TransactionTimeout, a ConnectionLost;
+- pg_cancel_backend: StatementCancelled, not StatementTimeout; the next statement of the
+  same transaction: TransactionAborted, unless the cancelled one ran in a savepoint
+  (sends do), which leaves the transaction usable;
+- a Transaction used after its block: TransactionClosed, nothing run.
+
+A COMMIT cut off is ambiguous: the caller cannot tell the two COMMIT tests apart, and
+only an idempotent retry (a send or commit by its id) is safe either way.
 """
 
 from __future__ import annotations
