@@ -36,6 +36,9 @@ class DbConfig:
     connect_timeout: float = 10.0
     idle_timeout: float = 600.0
     max_lifetime: float = 3600.0
+    # Seconds the pool keeps trying to replace a lost connection before it gives the slot
+    # up; a call then opens a fresh one. Short, so a restarted server serves at once.
+    reconnect_timeout: float = 5.0
     # None disables server-side prepared statements; transaction_pooler forces None.
     prepare_threshold: int | None = 2
     # The database_url reaches PostgreSQL through a pooler in transaction mode (PgBouncer
@@ -100,6 +103,7 @@ class DbConfig:
             "connect_timeout",
             "idle_timeout",
             "max_lifetime",
+            "reconnect_timeout",
             "statement_timeout_ms",
             "lock_timeout_ms",
             "max_page_size",

@@ -387,6 +387,7 @@ class Database(_Runner):
             timeout=config.acquire_timeout,
             max_idle=config.idle_timeout,
             max_lifetime=config.max_lifetime,
+            reconnect_timeout=config.reconnect_timeout,
             check=psycopg_pool.AsyncConnectionPool.check_connection,
             # Behind a transaction pooler a session SET would stay on one server
             # connection, for whichever clients get it next: each call sets its own.

@@ -153,6 +153,11 @@ def test_the_pooler_settings_come_from_the_environment() -> None:
     assert (plain.transaction_pooler, plain.listen_url) == (False, None)
 
 
+def test_the_listen_url_password_stays_out_of_the_repr() -> None:
+    config = DbConfig(listen_url="postgresql://app:hunter2@primary:5432/catbird")
+    assert "hunter2" not in repr(config)
+
+
 # --- the pooler is real: without the setting, session state leaks -----------------------
 
 
@@ -363,5 +368,5 @@ def test_the_tools_refuse_a_pooled_database_url_from_the_environment(
 ) -> None:
     monkeypatch.setenv("DATABASE_URL", pooled_url)
     monkeypatch.setenv("CATBIRD_DB_TRANSACTION_POOLER", "1")
-    with pytest.raises(SystemExit, match="--database-url"):
-        cli_main(["status"])
+    assert cli_main(["status"]) == 2
+    assert "--database-url of a direct connection" in capsys.readouterr().err
