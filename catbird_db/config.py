@@ -38,7 +38,7 @@ class DbConfig:
     max_lifetime: float = 3600.0
     # Seconds the pool keeps trying to replace a lost connection before it gives the slot
     # up; a call then opens a fresh one. Short, so a restarted server serves at once.
-    reconnect_timeout: float = 5.0
+    reconnect_timeout: float = 1.0
     # None disables server-side prepared statements; transaction_pooler forces None.
     prepare_threshold: int | None = 2
     # The database_url reaches PostgreSQL through a pooler in transaction mode (PgBouncer
