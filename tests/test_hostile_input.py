@@ -1465,3 +1465,266 @@ async def test_hostile_input_is_refused_with_its_documented_error_and_changes_no
         if checksum(raw) != original:
             failures.append("the tables differ from before the first case")
     assert not failures, f"{len(failures)} of {len(CASES)} cases failed:\n" + "\n".join(failures)
+
+
+# -- what the layer accepts reads back -----------------------------------------------------
+
+
+def longest_did(method: str, fill: str) -> str:
+    """A DID of exactly the longest accepted length."""
+    prefix = f"did:{method}:"
+    return prefix + fill * (MAX_DID_BYTES - len(prefix))
+
+
+LONG_ALICE = longest_did("plc", "a")
+LONG_BOB = longest_did("web", "b")
+LONG_CAROL = longest_did("key", "c")
+ODD_DID = "did:web:localhost%3A8080:users:alice.example-1_x"
+# 256 code points: ZWJ sequences, a combining accent, bidi overrides, a BOM, a line
+# separator, noncharacters, the last code point, three scripts, then astral emoji.
+_UNUSUAL = (
+    "\U0001f469\u200d\U0001f469\u200d\U0001f467 e\u0301 \u202eevil\u202c \ufeff\u2028"
+    "\uffff\U0010ffff \u03a9\u03bc\u03ad\u03b3\u03b1 \u4e2d\u6587 \u05e2\u05d1\u05e8\u05d9\u05ea"
+)
+TITLE_MAX = _UNUSUAL + "\U0001f600" * (256 - len(_UNUSUAL))
+TITLES = [
+    TITLE_MAX,
+    "x",
+    "'; DROP TABLE members; --",
+    "did:plc:x' OR '1'='1",
+    " \tpadded\r\n",
+    "\u200b",
+]
+MIME_MAX = "a" + "b" * 126 + "/" + "c" + "d" * 126
+# The edges of the accepted range, written in offsets a minute short of a day.
+HIGH_WEST = HIGH.astimezone(timezone(-timedelta(hours=23, minutes=59)))
+LOW_EAST = LOW.astimezone(timezone(timedelta(hours=23, minutes=59)))
+ROUND_TRIP = UUID("f0000000-0000-4000-8000-00000000000f")
+SMALLEST_KP = fake_key_package(7, 1)  # the 8-byte header and one byte
+LARGEST_KP = fake_key_package(7, 120)  # max_key_package_bytes
+BATCH_KPS = [fake_key_package(7, 40) for _ in range(3)]
+_WELCOME = fake_welcome([SMALLEST_KP], 7)
+WELCOME_MAX = _WELCOME + b"\x00" * (320 - len(_WELCOME))  # max_welcome_bytes
+CIPHERTEXTS = [b"\x00", bytes(range(64)), b"\xff" * 64]
+
+
+async def walk(fetch: Callable[[str | None], Awaitable[Any]]) -> list[Any]:
+    """Every item of a list function, one page (and one cursor) at a time."""
+    items: list[Any] = []
+    token: str | None = None
+    while True:
+        page = await fetch(token)
+        items.extend(page.items)
+        token = page.next_cursor
+        if token is None:
+            return items
+
+
+async def read_back(db: Database) -> dict[str, Any]:
+    """Everything the round trip stored, through every get and list function."""
+    convo, dids_in = ROUND_TRIP, [LONG_ALICE, LONG_BOB, ODD_DID, LONG_CAROL]
+    forward = await walk(
+        lambda c: messages.list_messages(db, convo, actor_did=LONG_BOB, limit=1, cursor=c)
+    )
+    return {
+        "conversation": await conversations.get_conversation(db, convo, actor_did=LONG_BOB),
+        "conversations": await walk(
+            lambda c: conversations.list_conversations(db, actor_did=LONG_ALICE, limit=1, cursor=c)
+        ),
+        "epoch": await conversations.get_current_epoch(db, convo, actor_did=LONG_CAROL),
+        "members": await walk(
+            lambda c: members.list_members(db, convo, actor_did=LONG_CAROL, limit=1, cursor=c)
+        ),
+        "memberships": [await members.get_membership(db, convo, d) for d in dids_in],
+        "is_member": [await members.is_member(db, convo, d) for d in dids_in],
+        "forward": forward,
+        "backward": await walk(
+            lambda c: messages.list_messages(
+                db, convo, actor_did=LONG_BOB, direction="backward", limit=1, cursor=c
+            )
+        ),
+        "since": await walk(
+            lambda c: messages.list_messages_since(
+                db, convo, LOW_EAST, actor_did=LONG_BOB, limit=1, cursor=c
+            )
+        ),
+        "each": [await messages.get_message(db, convo, m.id, actor_did=LONG_BOB) for m in forward],
+        "count": await messages.get_message_count(db, convo, actor_did=LONG_BOB),
+        "next_key_package": await key_packages.get_key_package(db, LONG_BOB, 7),
+        "key_package_counts": [
+            await key_packages.count_key_packages(db, d) for d in (LONG_BOB, LONG_CAROL)
+        ],
+        "welcomes": await walk(
+            lambda c: welcomes.list_pending_welcomes(db, actor_did=LONG_CAROL, limit=1, cursor=c)
+        ),
+        "blobs": await walk(
+            lambda c: blobs.list_blobs_by_conversation(
+                db, convo, actor_did=LONG_CAROL, limit=1, cursor=c
+            )
+        ),
+        "blob_data": [
+            await blobs.get_blob(db, compute_cid(d), actor_did=LONG_CAROL)
+            for d in (b"\x00", bytes(range(64)), b"\x07" * 36)
+        ],
+        "storage": [await blobs.get_user_storage_size(db, d) for d in (LONG_ALICE, LONG_BOB)],
+    }
+
+
+async def test_every_boundary_value_accepted_reads_back_equal_in_any_session_time_zone(
+    database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = lowered_config(database_url)
+    async with Database.connect(config) as db:
+        created = await conversations.create_conversation_with_members(
+            db,
+            creator_did=LONG_ALICE,
+            cipher_suite=7,
+            member_dids=(d for d in [LONG_BOB, ODD_DID]),
+            title=TITLE_MAX,
+            convo_id=str(ROUND_TRIP),
+        )
+        for title in TITLES[1:]:
+            await conversations.create_conversation(
+                db, creator_did=LONG_ALICE, cipher_suite=1, title=title
+            )
+        sent = [
+            await messages.create_message(
+                db,
+                ROUND_TRIP,
+                actor_did=LONG_ALICE,
+                message_id=str(FRESH_ID),
+                epoch=0,
+                ciphertext=CIPHERTEXTS[0],
+            ),
+            await messages.create_message(
+                db,
+                ROUND_TRIP,
+                actor_did=LONG_BOB,
+                message_id=M_BOB_1,
+                epoch=0,
+                ciphertext=memoryview(CIPHERTEXTS[1]),
+                expires_at=HIGH_WEST,
+            ),
+            await messages.create_message(
+                db,
+                ROUND_TRIP,
+                actor_did=ODD_DID,
+                message_id=M_BOB_2,
+                epoch=0,
+                ciphertext=bytearray(CIPHERTEXTS[2]),
+                expires_at=HIGH,
+            ),
+            await messages.submit_commit(
+                db,
+                ROUND_TRIP,
+                actor_did=LONG_ALICE,
+                message_id=COMMIT_A,
+                epoch=0,
+                ciphertext=b"\x01" * 64,
+            ),
+        ]
+        smallest = await key_packages.store_key_package(
+            db, owner_did=LONG_CAROL, cipher_suite=7, key_data=SMALLEST_KP, expires_at=HIGH_WEST
+        )
+        largest = await key_packages.store_key_package(
+            db,
+            owner_did=LONG_CAROL,
+            cipher_suite=7,
+            key_data=LARGEST_KP,
+            key_package_ref=bytearray(key_package_ref(LARGEST_KP)),
+            is_last_resort=True,
+            expires_at=HIGH,
+        )
+        assert (smallest.key_data, smallest.expires_at) == (SMALLEST_KP, HIGH)
+        assert (largest.key_data, largest.expires_at) == (LARGEST_KP, HIGH)
+        assert len(smallest.key_package_ref) == 48
+        published = await key_packages.publish_key_packages(
+            db, owner_did=LONG_BOB, cipher_suite=7, key_packages=BATCH_KPS, expires_at=HIGH_WEST
+        )
+        assert published == len(BATCH_KPS)
+        claimed = await key_packages.claim_key_package(db, LONG_CAROL, 7, actor_did=LONG_ALICE)
+        assert claimed.key_data == SMALLEST_KP
+        assert claimed.consumed_by_did == LONG_ALICE
+        added = await welcomes.add_members_with_commit(
+            db,
+            ROUND_TRIP,
+            actor_did=LONG_ALICE,
+            expected_epoch=1,
+            commit_id=ADD_ERIN_A,
+            commit=b"\x02" * 64,
+            new_members=(NewMember(LONG_CAROL, claimed.key_package_ref, WELCOME_MAX),),
+        )
+        assert (added.epoch, added.members_added) == (2, 1)
+        stored_blobs = [
+            await blobs.store_blob(
+                db,
+                b"\x00",
+                uploader_did=LONG_ALICE,
+                mime_type=MIME_MAX.upper(),
+                convo_id=ROUND_TRIP,
+            ),
+            await blobs.store_blob(
+                db,
+                bytes(range(64)),
+                uploader_did=LONG_BOB,
+                mime_type="application/octet-stream",
+                cid=compute_cid(bytes(range(64))),
+                convo_id=ROUND_TRIP,
+            ),
+            # The rest of the quota, to the byte.
+            await blobs.store_blob(
+                db,
+                memoryview(b"\x07" * 36),
+                uploader_did=LONG_BOB,
+                mime_type="image/png",
+                convo_id=str(ROUND_TRIP),
+            ),
+        ]
+        reads = await read_back(db)
+
+    convo = reads["conversation"]
+    assert convo is not None
+    assert (convo.id, convo.creator_did, convo.title) == (ROUND_TRIP, LONG_ALICE, TITLE_MAX)
+    assert (convo.cipher_suite, convo.epoch, convo.created_at) == (7, 2, created.created_at)
+    assert sorted(c.title for c in reads["conversations"]) == sorted(TITLES)
+    assert reads["epoch"] == 2
+    everyone = sorted([LONG_ALICE, LONG_BOB, ODD_DID, LONG_CAROL])
+    assert [m.member_did for m in reads["members"]] == everyone
+    assert [m.member_did for m in reads["memberships"]] == [
+        LONG_ALICE,
+        LONG_BOB,
+        ODD_DID,
+        LONG_CAROL,
+    ]
+    assert reads["is_member"] == [True] * 4
+    forward = reads["forward"]
+    assert forward[: len(sent)] == sent
+    assert [m.ciphertext for m in forward] == [*CIPHERTEXTS, b"\x01" * 64, b"\x02" * 64]
+    assert [m.expires_at for m in forward] == [None, HIGH, HIGH, None, None]
+    assert forward[0].id == FRESH_ID
+    assert reads["backward"] == forward[::-1]
+    assert reads["since"] == forward
+    assert reads["each"] == forward
+    assert reads["count"] == len(forward)
+    next_kp = reads["next_key_package"]
+    assert next_kp is not None
+    assert (next_kp.key_data, next_kp.expires_at) == (BATCH_KPS[0], HIGH)
+    bob_counts, carol_counts = reads["key_package_counts"]
+    assert [(c.cipher_suite, c.available, c.last_resort) for c in bob_counts] == [(7, 3, 0)]
+    assert [(c.cipher_suite, c.available, c.last_resort) for c in carol_counts] == [(7, 0, 1)]
+    (welcome,) = reads["welcomes"]
+    assert (welcome.convo_id, welcome.recipient_did) == (ROUND_TRIP, LONG_CAROL)
+    assert (welcome.key_package_ref, welcome.welcome_data) == (claimed.key_package_ref, WELCOME_MAX)
+    assert reads["blobs"] == stored_blobs
+    assert stored_blobs[0].mime_type == MIME_MAX
+    assert [b.data for b in reads["blob_data"]] == [b"\x00", bytes(range(64)), b"\x07" * 36]
+    assert [b.uploader_did for b in reads["blob_data"]] == [LONG_ALICE, LONG_BOB, LONG_BOB]
+    assert reads["storage"] == [1, LIMITS["user_quota_bytes"]]
+
+    # The same reads in the session time zones furthest east and west of UTC.
+    for zone, hours in (("Pacific/Kiritimati", 14), ("Etc/GMT+12", -12)):
+        monkeypatch.setenv("PGTZ", zone)
+        async with Database.connect(config) as db:
+            again = await read_back(db)
+        assert again["forward"][1].expires_at.utcoffset() == timedelta(hours=hours)
+        assert again == reads, zone
