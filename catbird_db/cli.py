@@ -1,4 +1,9 @@
-"""The `catbird-db` command: migrations, and the tools that prove and tune the named SQL."""
+"""The `catbird-db` command: migrations, grants, and the tools that prove and tune the
+named SQL.
+
+Every failure is one line on stderr, `catbird-db: <what went wrong>`, and a non-zero
+exit: 2 for a usage error (as argparse's own), 1 for anything else.
+"""
 
 from __future__ import annotations
 
@@ -8,18 +13,62 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import NoReturn
 
 import psycopg
+from yoyo.exceptions import BadMigration, LockTimeout, MigrationConflict
 
-from . import check, explain, migrate, seed
+from . import check, explain, grants, migrate, seed
+from .describe import DescribeError
 from .errors import CatbirdDbError
 from .paths import SQL_DIR
+
+# What a command may fail with: each is reported as one line, never a traceback.
+_FAILURES = (
+    CatbirdDbError,
+    psycopg.Error,
+    BadMigration,
+    LockTimeout,
+    MigrationConflict,
+    DescribeError,
+    OSError,
+    ValueError,
+)
+
+
+class UsageError(Exception):
+    """The command line is wrong: reported as one line, exit status 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, whose errors are one line (no usage block) and raise UsageError."""
+
+    def error(self, message: str) -> NoReturn:
+        command = self.prog.removeprefix("catbird-db").strip()
+        raise UsageError(f"{command}: {message}" if command else message)
+
+
+def _one_line(exc: BaseException) -> str:
+    """The error's message on one line: libpq's come on several ("... failed: Connection
+    refused" then "Is the server running ...?"), with doubled spaces ("FATAL:  role")."""
+    lines = (" ".join(line.split()) for line in str(exc).splitlines())
+    return "; ".join(line for line in lines if line) or type(exc).__name__
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
 
 
 def _database_url(args: argparse.Namespace) -> str:
     url: str | None = args.database_url or os.environ.get("DATABASE_URL")
     if not url:
-        raise SystemExit("catbird-db: give --database-url or set DATABASE_URL")
+        raise UsageError("give --database-url or set DATABASE_URL")
     return url
 
 
@@ -47,6 +96,19 @@ def _cmd_new(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_grant(args: argparse.Namespace) -> int:
+    report = asyncio.run(grants.grant(_database_url(args), args.role))
+    for table in report.tables:
+        print(f"{report.role}: {table.table_name}: {', '.join(table.privileges)}")
+    print(
+        f"{report.role}: CONNECT on database {report.database_name}, "
+        f"USAGE on schema {report.schema_name}"
+    )
+    for warning in report.warnings:
+        print(f"catbird-db: warning: {warning}", file=sys.stderr)
+    return 0
+
+
 def _cmd_check(args: argparse.Namespace) -> int:
     problems = asyncio.run(
         check.check(_database_url(args), sql_dir=args.sql_dir, modules=args.modules)
@@ -54,7 +116,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
     for problem in problems:
         print(problem)
     if problems:
-        print(f"catbird-db check: {len(problems)} problem(s)", file=sys.stderr)
+        print(f"catbird-db: check: {len(problems)} problem(s)", file=sys.stderr)
         return 1
     print("catbird-db check: every statement matches its function and the schema")
     return 0
@@ -65,13 +127,13 @@ def _cmd_explain(args: argparse.Namespace) -> int:
     for item in args.param:
         key, sep, value = item.partition("=")
         if not sep:
-            raise ValueError(f"--param {item!r}: expected KEY=VALUE")
+            raise UsageError(f"explain: --param {item!r}: expected KEY=VALUE")
         values[key] = value
     values.update(dict.fromkeys(args.null))
     try:
         plan = asyncio.run(explain.explain_named(_database_url(args), args.name, values))
     except psycopg.Error as exc:
-        print(f"catbird-db explain {args.name}: {exc}", file=sys.stderr)
+        print(f"catbird-db: explain {args.name}: {_one_line(exc)}", file=sys.stderr)
         return 1
     print("\n".join(plan))
     return 0
@@ -90,10 +152,8 @@ def _cmd_seed(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
-    parser = argparse.ArgumentParser(
-        prog="catbird-db", description="Catbird MLS delivery service: database tools."
-    )
-    url = argparse.ArgumentParser(add_help=False)
+    parser = _Parser(prog="catbird-db", description="Catbird MLS delivery service: database tools.")
+    url = _Parser(add_help=False)
     url.add_argument("--database-url", help="PostgreSQL URL (default: $DATABASE_URL)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -103,8 +163,17 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("rollback", parents=[url], help="roll back applied migrations")
     group = p.add_mutually_exclusive_group()
     group.add_argument("--all", action="store_true", help="roll back every migration")
-    group.add_argument("--count", type=int, default=1, help="how many (default 1)")
+    group.add_argument("--count", type=_positive, default=1, help="how many (default 1)")
     p.set_defaults(func=_cmd_rollback)
+
+    p = sub.add_parser(
+        "grant",
+        parents=[url],
+        help="grant an existing role the application's rights, and only those "
+        "(run as the owner after every migrate)",
+    )
+    p.add_argument("role", help="the application's role, as named in the server")
+    p.set_defaults(func=_cmd_grant)
 
     p = sub.add_parser("status", parents=[url], help="list migrations, applied or pending")
     p.set_defaults(func=_cmd_status)
@@ -170,12 +239,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `catbird-db` console script."""
-    args = build_parser().parse_args(argv)
     try:
+        args = build_parser().parse_args(argv)
         code: int = args.func(args)
-    except (CatbirdDbError, ValueError) as exc:
+    except UsageError as exc:
         print(f"catbird-db: {exc}", file=sys.stderr)
+        return 2
+    except _FAILURES as exc:
+        print(f"catbird-db: {_one_line(exc)}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print("catbird-db: interrupted", file=sys.stderr)
+        return 130
     return code
 
 

@@ -36,6 +36,9 @@ class DbConfig:
     connect_timeout: float = 10.0
     idle_timeout: float = 600.0
     max_lifetime: float = 3600.0
+    # Seconds the pool keeps trying to replace a lost connection before it gives the slot
+    # up; a call then opens a fresh one. Short, so a restarted server serves at once.
+    reconnect_timeout: float = 1.0
     # None disables server-side prepared statements (PgBouncer in transaction mode).
     prepare_threshold: int | None = 2
     application_name: str = "catbird-db"
@@ -90,6 +93,7 @@ class DbConfig:
             "connect_timeout",
             "idle_timeout",
             "max_lifetime",
+            "reconnect_timeout",
             "statement_timeout_ms",
             "lock_timeout_ms",
             "max_page_size",

@@ -317,6 +317,7 @@ class Database(_Runner):
             timeout=config.acquire_timeout,
             max_idle=config.idle_timeout,
             max_lifetime=config.max_lifetime,
+            reconnect_timeout=config.reconnect_timeout,
             check=psycopg_pool.AsyncConnectionPool.check_connection,
             configure=configure,
             name=config.application_name,

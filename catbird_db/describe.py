@@ -159,6 +159,14 @@ def _prepare(pgconn: pq.abc.PGconn, text: str, encoding: str) -> _Raw | str:
     )
 
 
+def _preparable(stmt: Statement) -> str:
+    """The text to prepare: identifier slots filled with their own names (a GRANT's role
+    is looked up when it runs, not when it is prepared)."""
+    if not stmt.identifiers:
+        return stmt.text
+    return stmt.compose(**{slot: slot for slot in stmt.identifiers}).as_string(None)
+
+
 def _prepare_each(pgconn: pq.abc.PGconn, texts: list[str], encoding: str) -> list[_Raw | str]:
     return [_prepare(pgconn, text, encoding) for text in texts]
 
@@ -174,7 +182,7 @@ async def describe_all(
     # PQprepare and PQdescribePrepared block until the server answers: run them on a
     # worker thread, while this task holds the connection and nothing else uses it.
     raws = await asyncio.to_thread(
-        _prepare_each, conn.pgconn, [s.text for s in chosen], conn.info.encoding
+        _prepare_each, conn.pgconn, [_preparable(s) for s in chosen], conn.info.encoding
     )
     described = [r for r in raws if isinstance(r, _Raw)]
     types = await _types(

@@ -70,6 +70,9 @@ class Listener:
         self._notifies: AsyncGenerator[Notify, None] | None = None
         self._entered = False
         self._closed = False
+        # Set by a reconnection until on_reconnect has returned: no event is delivered
+        # before the catch-up succeeds, so a failed one is run again, never skipped.
+        self._catch_up_pending = False
         self.reconnects = 0
         """How many times the connection was re-established."""
 
@@ -107,6 +110,8 @@ class Listener:
             if self._notifies is None:
                 await self._reconnect()
                 continue
+            if self._catch_up_pending:
+                await self._catch_up()
             try:
                 notify = await anext(self._notifies)
             except StopAsyncIteration:
@@ -156,9 +161,14 @@ class Listener:
             except psycopg.Error as exc:  # not a lost connection: retrying will not help
                 raise translate(exc) from exc
             self.reconnects += 1
-            if self._on_reconnect is not None:
-                await self._on_reconnect()
+            self._catch_up_pending = self._on_reconnect is not None
             return
+
+    async def _catch_up(self) -> None:
+        # An exception here reaches the caller's `anext`; the next one runs it again.
+        assert self._on_reconnect is not None
+        await self._on_reconnect()
+        self._catch_up_pending = False
 
     async def _disconnect(self) -> None:
         notifies, conn = self._notifies, self._conn

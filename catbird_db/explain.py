@@ -21,6 +21,8 @@ import psycopg
 from psycopg import AsyncConnection, sql
 from psycopg.rows import class_row
 
+from .config import DbConfig
+from .database import Database
 from .describe import Param, describe
 from .sql import Statement, registry, statement
 
@@ -120,10 +122,13 @@ async def explain(
 async def explain_named(
     database_url: str, name: str, values: Mapping[str, str | None]
 ) -> list[str]:
-    """`explain` of the shipped statement `name` on the database at `database_url`."""
+    """`explain` of the shipped statement `name` on the database at `database_url`;
+    SchemaNotMigrated if the database lacks a migration."""
     stmt = registry().get(name)
     if stmt is None:
         raise ValueError(f"no named statement {name!r}")
+    async with Database.connect(DbConfig(database_url=database_url, min_size=1, max_size=1)):
+        pass  # only to refuse a database whose schema lags behind the migrations
     async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
         return await explain(conn, stmt, values)
 

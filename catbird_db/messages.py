@@ -291,6 +291,7 @@ async def delete_message(
     params = {"convo_id": convo, "actor_did": actor, "id": msg_id}
     if await conn.execute(_DELETE, params) == 1:
         return
+    await access.check(conn, convo, actor)
     found = await get_message(conn, convo, msg_id, actor_did=actor)
     if found is None:
         raise NotFound(f"no message {msg_id} in conversation {convo}")

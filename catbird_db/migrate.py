@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,14 +33,22 @@ def yoyo_url(database_url: str) -> str:
     return _SCHEME.sub("postgresql+psycopg://", database_url, count=1)
 
 
-def _open(database_url: str, directory: Path) -> tuple[Any, Any]:
-    return get_backend(yoyo_url(database_url)), read_migrations(str(directory))
+@contextmanager
+def _open(database_url: str, directory: Path) -> Iterator[tuple[Any, Any]]:
+    """yoyo's backend and the migrations; the backend's connection is closed after, so
+    no session is left open on the database (it would block CREATE DATABASE ... TEMPLATE
+    and DROP DATABASE)."""
+    migrations = read_migrations(str(directory))
+    backend = get_backend(yoyo_url(database_url))
+    try:
+        yield backend, migrations
+    finally:
+        backend.connection.close()
 
 
 def apply(database_url: str, directory: Path = MIGRATIONS_DIR) -> list[str]:
     """Apply every pending migration, in order; returns the ids applied."""
-    backend, migrations = _open(database_url, directory)
-    with backend.lock():
+    with _open(database_url, directory) as (backend, migrations), backend.lock():
         pending = backend.to_apply(migrations)
         backend.apply_migrations(pending)
     return [m.id for m in pending]
@@ -50,8 +60,7 @@ def rollback(
     """Roll back the newest `count` applied migrations (None: all); returns their ids."""
     if count is not None and (isinstance(count, bool) or not isinstance(count, int) or count < 1):
         raise ValueError("count must be a positive integer (or None for all)")
-    backend, migrations = _open(database_url, directory)
-    with backend.lock():
+    with _open(database_url, directory) as (backend, migrations), backend.lock():
         applied = backend.to_rollback(migrations)
         chosen = applied if count is None else applied[:count]
         backend.rollback_migrations(chosen)
@@ -60,8 +69,8 @@ def rollback(
 
 def status(database_url: str, directory: Path = MIGRATIONS_DIR) -> list[MigrationStatus]:
     """Every migration shipped, in order, and whether it is applied."""
-    backend, migrations = _open(database_url, directory)
-    return [MigrationStatus(m.id, bool(backend.is_applied(m))) for m in migrations]
+    with _open(database_url, directory) as (backend, migrations):
+        return [MigrationStatus(m.id, bool(backend.is_applied(m))) for m in migrations]
 
 
 def new(name: str, directory: Path = MIGRATIONS_DIR) -> tuple[Path, Path]:

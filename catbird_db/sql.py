@@ -3,6 +3,11 @@
 A file holds one entity's statements. `-- name: get_conversation` starts a statement;
 the comment lines right after it are its documentation; the rest up to the next name is
 its body. Placeholders are psycopg's `%(name)s`.
+
+A name no parameter can stand for (a role, a schema, a database: tooling's GRANTs) is an
+identifier slot, `{name}`, filled by `Statement.compose` with psycopg.sql.Identifier,
+never by formatting text. Only statements that hold slots are composed, so braces in
+any other statement are plain SQL.
 """
 
 from __future__ import annotations
@@ -14,6 +19,8 @@ from functools import cache
 from pathlib import Path
 from types import MappingProxyType
 
+from psycopg import sql
+
 from .errors import SqlRegistryError
 from .paths import SQL_DIR
 
@@ -22,6 +29,7 @@ __all__ = ["Statement", "load_registry", "registry", "statement"]
 _NAME_LINE = re.compile(r"^--\s*name:\s*(?P<name>\S+)\s*$")
 _VALID_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 _PARAM = re.compile(r"%\((\w+)\)s")
+_SLOT = re.compile(r"\{([a-z][a-z0-9_]*)\}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,11 +43,24 @@ class Statement:
     params: frozenset[str]
     path: Path
     line: int
+    identifiers: frozenset[str] = frozenset()
 
     @property
     def qualified_name(self) -> str:
         """`entity.name`, as it appears in server logs and pg_stat_statements."""
         return f"{self.entity}.{self.name}"
+
+    def compose(self, **identifiers: str) -> sql.Composed:
+        """The statement with each `{slot}` filled by a quoted identifier: `identifiers`
+        must name every slot, and only those."""
+        if set(identifiers) != self.identifiers:
+            raise ValueError(
+                f"{self.qualified_name}: expected identifiers {sorted(self.identifiers)}, "
+                f"got {sorted(identifiers)}"
+            )
+        return sql.SQL(self.text).format(
+            **{slot: sql.Identifier(value) for slot, value in identifiers.items()}
+        )
 
 
 def _parse_file(path: Path) -> list[Statement]:
@@ -66,6 +87,7 @@ def _parse_file(path: Path) -> list[Statement]:
                 params=frozenset(_PARAM.findall(text)),
                 path=path,
                 line=start,
+                identifiers=frozenset(_SLOT.findall(text)),
             )
         )
 

@@ -6,7 +6,8 @@ The conventions this reads (and reports any departure from):
 - one function runs it, as the first argument of an Executor helper,
   `conn.fetch_one(_GET, params, Model)`, `conn.fetch_all(...)`,
   `conn.fetch_value(_GET, params)`, `conn.execute(_GET, params)`, or on a bare psycopg
-  connection or cursor `execute(_GET.text, params)` (or executemany, copy, stream);
+  connection or cursor `execute(_GET.text, params)` (or executemany, copy, stream), or
+  for a statement with identifier slots `execute(_GRANT.compose(grantee=role))`;
 - `params` is a dict literal with literal string keys, or a local variable assigned one
   once in that function (for executemany, a comprehension of one);
 - `Model` is a dataclass, found by following the module's imports.
@@ -35,7 +36,7 @@ ROW_HELPERS = frozenset({"fetch_one", "fetch_all"})
 _RAW_METHODS = frozenset({"execute", "executemany", "copy", "stream"})
 _HOW = (
     "run it as the first argument of conn.fetch_one/fetch_all/fetch_value/execute, "
-    "or pass _X.text to a psycopg execute, executemany, copy or stream"
+    "or pass _X.text (or _X.compose(...)) to a psycopg execute, executemany, copy or stream"
 )
 
 
@@ -331,11 +332,17 @@ def _use(
 
 def _call_of(node: ast.Name, parents: dict[ast.AST, ast.AST]) -> tuple[str, ast.Call] | None:
     parent = parents.get(node)
-    if isinstance(parent, ast.Attribute) and parent.attr == "text":
-        call = parents.get(parent)
+    if isinstance(parent, ast.Attribute) and parent.attr in ("text", "compose"):
+        passed: ast.AST = parent  # _X.text, or the call _X.compose(...)
+        if parent.attr == "compose":
+            composed = parents.get(parent)
+            if not (isinstance(composed, ast.Call) and composed.func is parent):
+                return None
+            passed = composed
+        call = parents.get(passed)
         if (
             isinstance(call, ast.Call)
-            and call.args[:1] == [parent]
+            and call.args[:1] == [passed]
             and isinstance(call.func, ast.Attribute)
             and call.func.attr in _RAW_METHODS
         ):

@@ -6,24 +6,31 @@
 -- (a concurrent duplicate meets ON CONFLICT and pays nothing), after the insert and
 -- under the usage row's lock, where blob_usage_within_quota judges the newest usage and
 -- fails the whole statement past the quota. The snapshot's usage only spares writing a
--- blob that is plainly over quota. The conversation is locked (FOR KEY SHARE, what the
--- foreign key check takes anyway) before anything else, so a delete_conversation in
--- flight is waited for first: locking it after charging the usage row, which the
--- delete's cascade gives bytes back to, would deadlock. No row back: the uploader is
--- not an active member (or the conversation is gone), the blob is bound to another
--- conversation, or it is plainly over quota.
+-- blob that is plainly over quota. Locks follow the layer's order: for a conversation,
+-- the uploader's members row first (so membership is judged on its newest version: a
+-- removal either precedes the store or waits for it), then the conversation row (FOR KEY
+-- SHARE, what the foreign key check takes anyway), so a delete_conversation in flight
+-- is waited for before the usage row is charged (the delete's cascade gives bytes back
+-- to it). No row back: the uploader is not an active member (or the conversation is
+-- gone), the blob is bound to another conversation, or it is plainly over quota.
 -- not null: cid, uploader_did, size, mime_type, created_at (UNION of NOT NULL columns)
-WITH allowed AS (
+WITH uploader AS (
+    SELECT m.member_did
+    FROM members AS m
+    WHERE
+        m.convo_id = %(convo_id)s::uuid
+        AND m.member_did = %(uploader_did)s
+        AND m.left_at IS NULL
+    FOR NO KEY UPDATE
+),
+
+allowed AS (
     SELECT
         %(convo_id)s::uuid IS NULL
         OR EXISTS (
             SELECT 1
             FROM conversations AS c
-            INNER JOIN members AS m ON c.id = m.convo_id
-            WHERE
-                c.id = %(convo_id)s::uuid
-                AND m.member_did = %(uploader_did)s
-                AND m.left_at IS NULL
+            WHERE c.id = %(convo_id)s::uuid AND EXISTS (SELECT 1 FROM uploader)
             FOR KEY SHARE OF c
         ) AS ok
 ),
@@ -120,22 +127,34 @@ WHERE allowed.ok AND (%(convo_id)s::uuid IS NULL OR e.convo_id = %(convo_id)s::u
 
 -- name: bind_blob
 -- Binds the uploader's unbound blob to a conversation the uploader is an active member
--- of (a blob already bound to it is returned unchanged). No row back: not the
+-- of (a blob already bound to it is returned unchanged). Locks follow the layer's
+-- order: the uploader's members row (a removal either precedes the bind or waits for
+-- it), the conversation row (FOR KEY SHARE), then the blob. No row back: not the
 -- uploader's blob, bound to another conversation, or the uploader is not a member.
+WITH uploader AS (
+    SELECT m.member_did
+    FROM members AS m
+    WHERE
+        m.convo_id = %(convo_id)s
+        AND m.member_did = %(actor_did)s
+        AND m.left_at IS NULL
+    FOR NO KEY UPDATE
+),
+
+convo AS (
+    SELECT c.id
+    FROM conversations AS c
+    WHERE c.id = %(convo_id)s AND EXISTS (SELECT 1 FROM uploader)
+    FOR KEY SHARE
+)
+
 UPDATE blobs AS b
-SET convo_id = %(convo_id)s
+SET convo_id = convo.id
+FROM convo
 WHERE
     b.cid = %(cid)s
     AND b.uploader_did = %(actor_did)s
-    AND (b.convo_id IS NULL OR b.convo_id = %(convo_id)s)
-    AND EXISTS (
-        SELECT 1
-        FROM members AS m
-        WHERE
-            m.convo_id = %(convo_id)s
-            AND m.member_did = %(actor_did)s
-            AND m.left_at IS NULL
-    )
+    AND (b.convo_id IS NULL OR b.convo_id = convo.id)
 RETURNING b.cid, b.uploader_did, b.convo_id, b.size, b.mime_type, b.created_at;
 
 -- name: get_blob

@@ -1,21 +1,29 @@
 -- name: add_member
--- Adds a member, or reactivates one who left, on behalf of an active admin. Locks are
--- taken in the layer's order: the actor's members row first (so the admin check is
--- made on its newest version: a removal either precedes the add or waits for it), then
--- the conversation row, FOR NO KEY UPDATE like a send's (so an add followed by a send
--- in one transaction needs no upgrade). The new member sees only messages sent after
--- the join: joined_seq is last_seq read under that lock, so a send in flight is either
--- before the join or after it. An already active member matches no row and their row
--- is not locked (add_member then reads it back), so it never waits on that member's
--- own send.
-WITH actor AS (
-    SELECT a.member_did
-    FROM members AS a
+-- Adds a member, or reactivates one who left, on behalf of an active admin. Locks follow
+-- the layer's order: the actor's members row and a former target's row first, in DID
+-- order (so the admin check and the target's state are read from their newest
+-- versions: a removal or re-add either precedes the add or waits for it), then the
+-- conversation row, FOR NO KEY UPDATE like a send's. The new member sees only messages
+-- sent after the join: joined_seq is last_seq read under that lock, so a send in flight
+-- is either before the join or after it. A target already active takes no lock at all
+-- (so the add never waits on that member's own send), and a row created by another add
+-- since this statement's snapshot is left as it is (ON CONFLICT DO NOTHING: no lock
+-- taken after the conversation's); add_member then reads either back. No row back:
+-- refused, or the target is already active.
+-- not null: convo_id, member_did, role, joined_at, joined_seq, last_read_seq (a UNION)
+WITH locked AS (
+    SELECT
+        l.member_did,
+        l.role,
+        l.left_at
+    FROM members AS l
     WHERE
-        a.convo_id = %(convo_id)s
-        AND a.member_did = %(actor_did)s
-        AND a.role = 'admin'
-        AND a.left_at IS NULL
+        l.convo_id = %(convo_id)s
+        AND (
+            l.member_did = %(actor_did)s
+            OR (l.member_did = %(member_did)s AND l.left_at IS NOT NULL)
+        )
+    ORDER BY l.member_did
     FOR NO KEY UPDATE
 ),
 
@@ -26,35 +34,87 @@ convo AS (
     FROM conversations AS c
     WHERE
         c.id = %(convo_id)s
-        AND EXISTS (SELECT 1 FROM actor)
+        AND EXISTS (
+            SELECT 1 FROM locked AS a
+            WHERE
+                a.member_did = %(actor_did)s
+                AND a.role = 'admin'
+                AND a.left_at IS NULL
+        )
         AND NOT EXISTS (
-            SELECT 1
-            FROM members AS t
+            -- Active in this snapshot (not locked), or the actor adding itself.
+            SELECT 1 FROM members AS t
             WHERE
                 t.convo_id = %(convo_id)s
                 AND t.member_did = %(member_did)s
                 AND t.left_at IS NULL
         )
+        AND NOT EXISTS (
+            SELECT 1 FROM locked AS t
+            WHERE t.member_did = %(member_did)s AND t.left_at IS NULL
+        )
     FOR NO KEY UPDATE
-)
+),
 
-INSERT INTO members AS m (convo_id, member_did, role, joined_seq, last_read_seq)
-SELECT
-    convo.id AS convo_id,
-    %(member_did)s AS member_did,
-    %(role)s AS role,
-    convo.last_seq AS joined_seq,
-    convo.last_seq AS last_read_seq
-FROM convo
-ON CONFLICT (convo_id, member_did) DO UPDATE
+rejoined AS (
+    -- A former member: their row is locked above and not active.
+    UPDATE members AS m
     SET
-        role = excluded.role,
+        role = %(role)s,
         joined_at = now(),
         left_at = NULL,
-        joined_seq = excluded.joined_seq,
-        last_read_seq = excluded.last_read_seq
-    WHERE m.left_at IS NOT NULL
-RETURNING m.convo_id, m.member_did, m.role, m.joined_at, m.left_at, m.joined_seq, m.last_read_seq;
+        joined_seq = convo.last_seq,
+        last_read_seq = convo.last_seq
+    FROM convo
+    WHERE
+        m.convo_id = convo.id
+        AND m.member_did = %(member_did)s
+        AND EXISTS (
+            SELECT 1 FROM locked AS t
+            WHERE t.member_did = %(member_did)s
+        )
+    RETURNING
+        m.convo_id, m.member_did, m.role, m.joined_at, m.left_at, m.joined_seq, m.last_read_seq
+),
+
+inserted AS (
+    INSERT INTO members AS m (convo_id, member_did, role, joined_seq, last_read_seq)
+    SELECT
+        convo.id AS convo_id,
+        %(member_did)s AS member_did,
+        %(role)s AS role,
+        convo.last_seq AS joined_seq,
+        convo.last_seq AS last_read_seq
+    FROM convo
+    WHERE
+        NOT EXISTS (
+            SELECT 1 FROM locked AS t
+            WHERE t.member_did = %(member_did)s
+        )
+    ON CONFLICT (convo_id, member_did) DO NOTHING
+    RETURNING
+        m.convo_id, m.member_did, m.role, m.joined_at, m.left_at, m.joined_seq, m.last_read_seq
+)
+
+SELECT
+    rejoined.convo_id,
+    rejoined.member_did,
+    rejoined.role,
+    rejoined.joined_at,
+    rejoined.left_at,
+    rejoined.joined_seq,
+    rejoined.last_read_seq
+FROM rejoined
+UNION ALL
+SELECT
+    inserted.convo_id,
+    inserted.member_did,
+    inserted.role,
+    inserted.joined_at,
+    inserted.left_at,
+    inserted.joined_seq,
+    inserted.last_read_seq
+FROM inserted;
 
 -- name: remove_member
 -- Soft-deletes a member: an admin removes anyone, a member removes themselves. Returns

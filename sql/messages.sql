@@ -386,22 +386,26 @@ WHERE
 
 -- name: delete_message
 -- Deletes an application message, by its sender only, while an active member who can
--- still read it. Commits stay: they are the group's history.
+-- still read it. The actor's members row is locked first, as by every guarded write:
+-- a removal either precedes the delete (refused) or waits for it. Commits stay: they
+-- are the group's history.
+WITH actor AS (
+    SELECT a.joined_seq
+    FROM members AS a
+    WHERE
+        a.convo_id = %(convo_id)s
+        AND a.member_did = %(actor_did)s
+        AND a.left_at IS NULL
+    FOR NO KEY UPDATE
+)
+
 DELETE FROM messages AS m
 WHERE
     m.convo_id = %(convo_id)s
     AND m.id = %(id)s
     AND m.sender_did = %(actor_did)s
     AND m.message_type = 'app'
-    AND EXISTS (
-        SELECT 1
-        FROM members AS a
-        WHERE
-            a.convo_id = m.convo_id
-            AND a.member_did = %(actor_did)s
-            AND a.left_at IS NULL
-            AND a.joined_seq < m.seq
-    );
+    AND m.seq > (SELECT actor.joined_seq FROM actor);
 
 -- name: delete_expired_messages
 -- One batch of messages past their expiry (found on messages_expiring). Rows another

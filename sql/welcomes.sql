@@ -1,16 +1,17 @@
 -- name: add_members_with_commit
 -- Adds members through an MLS commit, in one statement. Rows are locked in the order
--- every statement of a conversation keeps: the actor's own members row (FOR NO KEY
--- UPDATE, as the read marker on it moves; a removal in flight is waited for and its
--- result re-checked), then the conversation, then the rows of members who rejoin, then
--- the key packages. The conversation UPDATE does the epoch compare-and-swap and takes the
+-- every statement of a conversation keeps: the actor's own members row and the rows of
+-- members who rejoin, in DID order (FOR NO KEY UPDATE; a removal or re-add in flight is
+-- waited for and decided on the newest row versions), then the conversation, then the
+-- key packages. The conversation UPDATE does the epoch compare-and-swap and takes the
 -- commit's seq (last_seq + 1), guarded by the actor being an active admin and by every
 -- new member's key package being theirs, of the conversation's suite, and either a
 -- regular package the actor claimed and no add has used, or an unexpired last-resort
 -- one. Then the commit message (framed in the old epoch), the members added or
 -- reactivated with joined_seq = the commit's seq (they see nothing earlier, not even
 -- this commit; an active member's row is not touched, so a send of theirs in flight
--- cannot deadlock with it), one welcome per new member, the committer's read marker,
+-- cannot deadlock with it, and a row created by another add since the snapshot is left
+-- as it is, ON CONFLICT DO NOTHING), one welcome per new member, the committer's read marker,
 -- the notification, and each regular package marked used: a package used by a
 -- concurrent add fails key_packages_used_once and with it the whole statement. No row
 -- back means nothing was written.
@@ -25,15 +26,29 @@ WITH new_members AS (
             AS n (member_did, key_package_ref, welcome_data)
 ),
 
+locked AS (
+    SELECT
+        l.member_did,
+        l.role,
+        l.left_at
+    FROM members AS l
+    WHERE
+        l.convo_id = %(convo_id)s
+        AND (
+            l.member_did = %(actor_did)s
+            OR (
+                l.left_at IS NOT NULL
+                AND l.member_did IN (SELECT n.member_did FROM new_members AS n)
+            )
+        )
+    ORDER BY l.member_did
+    FOR NO KEY UPDATE
+),
+
 admin AS (
     SELECT a.member_did
-    FROM members AS a
-    WHERE
-        a.convo_id = %(convo_id)s
-        AND a.member_did = %(actor_did)s
-        AND a.role = 'admin'
-        AND a.left_at IS NULL
-    FOR NO KEY UPDATE
+    FROM locked AS a
+    WHERE a.member_did = %(actor_did)s AND a.role = 'admin' AND a.left_at IS NULL
 ),
 
 convo AS (
@@ -76,6 +91,23 @@ msg AS (
     RETURNING convo_id, id, seq, sent_at
 ),
 
+rejoined AS (
+    UPDATE members AS m
+    SET
+        role = 'member',
+        joined_at = now(),
+        left_at = NULL,
+        joined_seq = convo.seq,
+        last_read_seq = convo.seq
+    FROM convo, locked AS t
+    WHERE
+        m.convo_id = convo.id
+        AND m.member_did = t.member_did
+        AND t.member_did <> %(actor_did)s
+        AND t.left_at IS NOT NULL
+    RETURNING m.member_did
+),
+
 joined AS (
     INSERT INTO members AS m (convo_id, member_did, role, joined_seq, last_read_seq)
     SELECT
@@ -89,16 +121,9 @@ joined AS (
         NOT EXISTS (
             SELECT 1
             FROM members AS x
-            WHERE x.convo_id = convo.id AND x.member_did = n.member_did AND x.left_at IS NULL
+            WHERE x.convo_id = convo.id AND x.member_did = n.member_did
         )
-    ON CONFLICT (convo_id, member_did) DO UPDATE
-        SET
-            role = excluded.role,
-            joined_at = now(),
-            left_at = NULL,
-            joined_seq = excluded.joined_seq,
-            last_read_seq = excluded.last_read_seq
-        WHERE m.left_at IS NOT NULL
+    ON CONFLICT (convo_id, member_did) DO NOTHING
     RETURNING m.member_did
 ),
 
@@ -137,7 +162,7 @@ SELECT
     msg.seq,
     convo.epoch,
     msg.sent_at,
-    (SELECT count(*) FROM joined) AS members_added
+    (SELECT count(*) FROM joined) + (SELECT count(*) FROM rejoined) AS members_added
 FROM msg
 CROSS JOIN convo
 CROSS JOIN notified;

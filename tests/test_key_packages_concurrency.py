@@ -1,4 +1,4 @@
-"""Concurrent claims (DESIGN section 4): no key package is ever handed out twice."""
+"""Concurrent claims: no key package is ever handed out twice."""
 
 from __future__ import annotations
 

@@ -266,7 +266,7 @@ async def test_since_shows_a_member_nothing_from_before_they_joined(
     assert [m.seq for m in page.items] == [4, 5]
 
 
-# -- visibility (DESIGN section 4) --------------------------------------------------------
+# -- visibility --------------------------------------------------------
 
 
 async def test_non_member_reads_nothing(db: Database, raw: psycopg.Connection[Any]) -> None:

@@ -110,7 +110,7 @@ INTENDED: dict[str, tuple[Need, ...]] = {
 }
 
 # Statements with no plan worth testing: they read the catalog, configure a session,
-# load the seed, or are not planned at all (LISTEN).
+# load the seed, grant a role, or are not planned at all (LISTEN, GRANT).
 NOT_PLANNED = frozenset(
     {
         "configure_session",
@@ -130,6 +130,19 @@ NOT_PLANNED = frozenset(
         "copy_blobs",
         "copy_blob_usage",
         "vacuum_analyze_seeded",
+        "describe_grantee",
+        "revoke_table_rights",
+        "grant_connect",
+        "grant_schema_usage",
+        "grant_conversations",
+        "grant_members",
+        "grant_messages",
+        "grant_key_packages",
+        "grant_welcomes",
+        "grant_blobs",
+        "grant_blob_usage",
+        "grant_migration_table",
+        "list_table_rights",
     }
 )
 

@@ -226,6 +226,29 @@ def test_raw_psycopg_calls_are_followed_through_text(tmp_path: Path) -> None:
     }
 
 
+def test_raw_psycopg_calls_are_followed_through_compose(tmp_path: Path) -> None:
+    folder = tmp_path / "sql"
+    folder.mkdir()
+    write(
+        folder / "grants.sql", "-- name: grant_it\n-- A grant.\nGRANT SELECT ON t TO {grantee};\n"
+    )
+    module = write(
+        tmp_path / "m.py",
+        HEADER
+        + """\
+    _GRANT_IT = statement("grant_it")
+
+    async def grant_it(conn, role):
+        await conn.execute(_GRANT_IT.compose(grantee=role))
+    """,
+    )
+    usage = analyse(load_registry(folder), [module])
+    assert usage.problems == ()
+    assert [(u.statement, u.helper, u.params) for u in usage.uses] == [
+        ("grant_it", "text", frozenset())
+    ]
+
+
 def test_a_row_class_that_is_not_a_dataclass_is_reported(tmp_path: Path) -> None:
     sql_dir = sql_dir_with(tmp_path, "used")
     module = write(

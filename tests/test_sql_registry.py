@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from catbird_db.errors import SqlRegistryError
+from catbird_db.grants import runtime_statements
 from catbird_db.sql import load_registry, registry, statement
 
 
@@ -110,3 +111,31 @@ def test_the_shipped_registry_knows_every_statement_and_refuses_unknown_names() 
     assert statement("get_conversation") is registry()["get_conversation"]
     with pytest.raises(SqlRegistryError, match="no named statement 'get_conversaton'"):
         statement("get_conversaton")
+
+
+def test_identifier_slots_are_filled_with_quoted_identifiers(tmp_path: Path) -> None:
+    statements = load_registry(
+        folder(
+            tmp_path,
+            grants="""\
+            -- name: grant_it
+            -- A grant to a role no parameter can name.
+            GRANT USAGE ON SCHEMA {schema_name} TO {grantee};
+            """,
+        )
+    )
+    stmt = statements["grant_it"]
+    assert stmt.identifiers == {"schema_name", "grantee"}
+    assert stmt.params == frozenset()
+    composed = stmt.compose(grantee='app"; DROP TABLE x; --', schema_name="Public")
+    assert composed.as_string(None).endswith(
+        'GRANT USAGE ON SCHEMA "Public" TO "app""; DROP TABLE x; --";'
+    )
+    with pytest.raises(ValueError, match="expected identifiers"):
+        stmt.compose(grantee="app")
+    with pytest.raises(ValueError, match="expected identifiers"):
+        stmt.compose(grantee="app", schema_name="public", table="t")
+
+
+def test_the_runtime_statements_hold_no_identifier_slots() -> None:
+    assert [s.name for s in runtime_statements() if s.identifiers] == []

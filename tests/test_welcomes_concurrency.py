@@ -1,4 +1,4 @@
-"""Concurrent add-members commits (DESIGN section 4): one wins per epoch, losers leave
+"""Concurrent add-members commits: one wins per epoch, losers leave
 nothing behind."""
 
 from __future__ import annotations
