@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import secrets
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -85,7 +87,13 @@ class DbConfig:
         return f"DbConfig({', '.join(shown)})"
 
     def __post_init__(self) -> None:
-        """Refuse settings that would break every call later: fail when the config is made."""
+        """Refuse settings that would break every call later: fail when the config is made.
+
+        ValueError for a value of the wrong type (no bool for a number, no str for bytes),
+        a non-finite or out-of-range number, or sizes that contradict each other.
+        """
+        for f in fields(self):
+            _check_type(f.name, str(f.type), getattr(self, f.name))
         if not 0 <= self.min_size <= self.max_size or self.max_size < 1:
             raise ValueError("need 0 <= min_size <= max_size and max_size >= 1")
         if len(self.cursor_secret) < 16:
@@ -96,44 +104,24 @@ class DbConfig:
             # A prepared statement lives on one server connection, and the pooler hands
             # the next call to any of them.
             object.__setattr__(self, "prepare_threshold", None)
-        if self.epoch_window < 0:
-            raise ValueError("epoch_window must be at least 0")
-        for name in (
-            "acquire_timeout",
-            "connect_timeout",
-            "idle_timeout",
-            "max_lifetime",
-            "reconnect_timeout",
-            "statement_timeout_ms",
-            "lock_timeout_ms",
-            "max_page_size",
-            "max_message_bytes",
-            "max_key_package_bytes",
-            "key_package_lifetime_s",
-            "max_welcome_bytes",
-            "max_blob_bytes",
-            "listen_retry_min_s",
-            "listen_retry_max_s",
-        ):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"{name} must be positive")
-        for name in (
-            "key_package_retention_s",
-            "welcome_retention_s",
-            "orphan_blob_retention_s",
-            "user_quota_bytes",
-        ):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must not be negative")
+        for name, low, high in _RANGES:
+            value = getattr(self, name)
+            if not low <= value <= high:
+                raise ValueError(f"{name} must be between {low:g} and {high:g}")
 
     @classmethod
-    def from_env(cls, environ: dict[str, str] | None = None, **overrides: Any) -> DbConfig:
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> DbConfig:
         """Build a config from DATABASE_URL and CATBIRD_DB_<FIELD> variables, then overrides.
 
         ValueError, naming the variable, for a CATBIRD_DB_ variable that names no
         setting (a misspelt one would otherwise be ignored) or holds a bad value.
         """
-        env = dict(os.environ if environ is None else environ)
+        source = os.environ if environ is None else environ
+        if not isinstance(source, Mapping) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in source.items()
+        ):
+            raise ValueError("environ must be a mapping of strings to strings")
+        env = dict(source)
         values: dict[str, Any] = {}
         if "DATABASE_URL" in env:
             values["database_url"] = env["DATABASE_URL"]
@@ -156,6 +144,61 @@ class DbConfig:
             if not names:
                 raise
             raise ValueError(f"{', '.join(names)}: {exc}") from None
+
+
+# Upper bounds keep every setting inside what it feeds: a PostgreSQL int (timeouts in
+# ms), a bigint (byte counts), a timestamp that now() plus the setting still reaches
+# (lifetimes and retentions: a century), an asyncio wait (seconds: ten years).
+_INT4 = 2**31 - 1
+_BIGINT = 2**63 - 1
+_CENTURY_S = 100 * 365 * 24 * 3600
+_DECADE_S = 10.0 * 365 * 24 * 3600
+_TINY_S = 1e-3
+_RANGES: tuple[tuple[str, float, float], ...] = (
+    ("min_size", 0, 10_000),
+    ("max_size", 1, 10_000),
+    ("acquire_timeout", _TINY_S, _DECADE_S),
+    ("connect_timeout", _TINY_S, _DECADE_S),
+    ("idle_timeout", _TINY_S, _DECADE_S),
+    ("max_lifetime", _TINY_S, _DECADE_S),
+    ("reconnect_timeout", _TINY_S, _DECADE_S),
+    ("listen_retry_min_s", _TINY_S, _DECADE_S),
+    ("listen_retry_max_s", _TINY_S, _DECADE_S),
+    ("statement_timeout_ms", 1, _INT4),
+    ("lock_timeout_ms", 1, _INT4),
+    ("max_page_size", 1, _INT4 - 1),
+    ("epoch_window", 0, _BIGINT),
+    ("max_message_bytes", 1, _INT4),
+    ("max_key_package_bytes", 1, _INT4),
+    ("max_welcome_bytes", 1, _INT4),
+    ("max_blob_bytes", 1, _BIGINT),  # store_blob caps it at MAX_BLOB_BYTES anyway
+    ("user_quota_bytes", 0, _BIGINT),
+    ("key_package_lifetime_s", 1, _CENTURY_S),
+    ("key_package_retention_s", 0, _CENTURY_S),
+    ("welcome_retention_s", 0, _CENTURY_S),
+    ("orphan_blob_retention_s", 0, _CENTURY_S),
+)
+
+
+def _check_type(name: str, type_name: str, value: object) -> None:
+    optional = type_name.endswith(" | None")
+    if optional and value is None:
+        return
+    base = type_name.removesuffix(" | None")
+    if base == "int":
+        ok = type(value) is int
+    elif base == "float":
+        ok = type(value) in (int, float) and math.isfinite(value)  # type: ignore[arg-type]
+    elif base == "bool":
+        ok = type(value) is bool
+    elif base == "str":
+        ok = isinstance(value, str)
+    elif base == "bytes":
+        ok = isinstance(value, bytes)
+    else:  # pragma: no cover - a field of a type this table does not know
+        raise AssertionError(f"DbConfig.{name}: unchecked type {type_name}")
+    if not ok:
+        raise ValueError(f"{name} must be {'a finite number' if base == 'float' else base}")
 
 
 def _parse(name: str, type_name: str, raw: str) -> Any:

@@ -32,6 +32,7 @@ from .config import DbConfig
 from .errors import (
     CatbirdDbError,
     DatabaseUnavailable,
+    InvalidInput,
     RetryableError,
     SchemaNotMigrated,
     SqlRegistryError,
@@ -57,6 +58,7 @@ T = TypeVar("T")
 Params = Mapping[str, Any]
 Tracer = Callable[[Statement, Params, float], None]
 _RETRY_SQLSTATES = frozenset({"40001", "40P01"})
+_MAX_RETRIES = 100
 # Connection failures no retry can mend (libpq reports them as text, with no SQLSTATE):
 # `connect` raises these at once instead of waiting out connect_timeout.
 _PERMANENT = re.compile(
@@ -422,7 +424,9 @@ class Database(_Runner):
 
         Nested `tx.transaction()` makes a savepoint. Nothing is retried here: use
         `run_transaction` for a body that may be re-run after a serialization failure.
+        InvalidInput if `isolation` is neither None nor an IsolationLevel.
         """
+        _check_isolation(isolation)
         with _translated():
             async with self._pool.connection() as conn:
                 if isolation is not None:
@@ -447,8 +451,15 @@ class Database(_Runner):
         deadlock up to `retries` times; the last such error propagates as RetryableError.
 
         A context manager cannot re-run its block, hence a callable. `body` must have no
-        effects outside the database, since it may run more than once.
+        effects outside the database, since it may run more than once. InvalidInput if
+        `body` is not callable, `retries` not an integer from 0 to 100, or `isolation`
+        neither None nor an IsolationLevel.
         """
+        if not callable(body):
+            raise InvalidInput("body must be a callable that takes the Transaction")
+        if type(retries) is not int or not 0 <= retries <= _MAX_RETRIES:
+            raise InvalidInput(f"retries must be an integer from 0 to {_MAX_RETRIES}")
+        _check_isolation(isolation)
         for attempt in range(retries + 1):
             try:
                 async with self.transaction(isolation=isolation) as tx:
@@ -511,6 +522,12 @@ class Database(_Runner):
         missing = sorted(expected - {r.migration_id for r in rows})
         if missing:
             raise SchemaNotMigrated(f"migrations not applied: {', '.join(missing)}")
+
+
+def _check_isolation(isolation: object) -> None:
+    # IsolationLevel is an IntEnum: psycopg would take a bare 3 or True for one.
+    if isolation is not None and type(isolation) is not IsolationLevel:
+        raise InvalidInput("isolation must be None or a catbird_db.IsolationLevel")
 
 
 async def _probe(config: DbConfig) -> None:

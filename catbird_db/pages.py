@@ -6,6 +6,7 @@ import base64
 import hashlib
 import hmac
 import json
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -22,6 +23,7 @@ _MAC_BYTES = 16
 # Room for the longest keyset value, a 2 KiB DID, base64url-encoded.
 _MAX_TOKEN = 4096
 Key = int | str | UUID | datetime
+_TOKEN = re.compile(r"[A-Za-z0-9_-]+")
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +61,10 @@ class CursorCodec:
         """The position in `token`, checked against `kind`, `scope` and the key's types."""
         if not isinstance(token, str) or not token or len(token) > _MAX_TOKEN:
             raise InvalidCursor("cursor is not a token")
+        # The decoder skips characters outside the alphabet: refuse them first, so each
+        # position has exactly one token.
+        if not _TOKEN.fullmatch(token):
+            raise InvalidCursor("cursor is not base64url")
         try:
             raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
         except ValueError:

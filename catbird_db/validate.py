@@ -154,7 +154,10 @@ def limit(value: object, max_page_size: int) -> int:
 def bytes_(value: object, name: str, max_bytes: int, min_bytes: int = 1) -> bytes:
     """Bytes (or a bytearray / memoryview, taken as-is) of a bounded size."""
     if isinstance(value, bytearray | memoryview):
-        value = bytes(value)
+        try:
+            value = bytes(value)
+        except (ValueError, TypeError):  # a released view, or one of another format
+            raise InvalidInput(f"{name} is not a readable buffer") from None
     if not isinstance(value, bytes):
         raise InvalidInput(f"{name} must be bytes")
     if not min_bytes <= len(value) <= max_bytes:
