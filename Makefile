@@ -33,15 +33,18 @@ plan-test: $(STAMP)
 	$(BIN)/pytest -q -m plan tests/test_plans.py
 
 # sqlfluff reads .sqlfluff and squawk .squawk.toml: each says why any rule is set aside.
+# sqlfluff lints every named statement: the runtime's (sql/), the tools' (sql/tools/), the
+# demo's and the plan tests'.
 lint: $(STAMP)
-	$(BIN)/ruff check catbird_db tests bench
-	$(BIN)/ruff format --check catbird_db tests bench
+	$(BIN)/ruff check catbird_db tests bench examples
+	$(BIN)/ruff format --check catbird_db tests bench examples
 	$(BIN)/mypy
-	$(BIN)/sqlfluff lint sql migrations
+	$(BIN)/sqlfluff lint sql migrations examples/sql tests/sql
 	$(BIN)/squawk migrations/*.sql
 
+# The demo is an example of an application, not part of the library: examples/demo.py.
 demo: $(STAMP)
-	$(BIN)/python -m catbird_db.demo --database-url '$(DATABASE_URL)'
+	$(BIN)/python examples/demo.py --database-url '$(DATABASE_URL)'
 
 migrate: $(STAMP)
 	DATABASE_URL='$(DATABASE_URL)' $(BIN)/catbird-db migrate

@@ -12,8 +12,8 @@ import asyncio
 from datetime import UTC, datetime, timedelta
 from uuid import UUID
 
-from . import access, validate
-from .adapt import Bytea
+from . import _access, validate
+from ._adapt import Bytea
 from .cid import compute as compute_cid
 from .database import Executor
 from .errors import AlreadyExists, BlobIntegrityError, NotFound, QuotaExceeded, RetryableError
@@ -110,7 +110,7 @@ async def _explain_refused_store(
 ) -> None:
     """Raise why store_blob's statement matched no row; return if a retry may succeed."""
     if convo is not None:
-        await access.check(conn, convo, uploader)
+        await _access.check(conn, convo, uploader)
     own = await _own_metadata(conn, cid, uploader)
     if own is not None:
         if convo is not None and own.convo_id not in (None, convo):
@@ -134,7 +134,7 @@ async def bind_blob(conn: Executor, cid: str, convo_id: UUID, *, actor_did: str)
     bound = await conn.fetch_one(_BIND, params, BlobInfo)
     if bound is not None:
         return bound
-    await access.check(conn, convo, actor)
+    await _access.check(conn, convo, actor)
     own = await _own_metadata(conn, blob, actor)
     if own is None:
         raise NotFound(f"no blob {blob}")
@@ -192,7 +192,7 @@ async def list_blobs_by_conversation(
     }
     rows = await conn.fetch_all(_LIST, params, BlobInfo)
     if not rows:
-        await access.check(conn, convo, actor)
+        await _access.check(conn, convo, actor)
     return conn.cursors.page(
         rows, size, "blobs", scope, lambda b: (b.created_at, b.cid, b.uploader_did)
     )

@@ -6,7 +6,7 @@ from collections.abc import Iterable
 from datetime import datetime
 from uuid import UUID, uuid4
 
-from . import access, validate
+from . import _access, validate
 from .database import Executor
 from .errors import InvalidInput, NotFound
 from .models import Conversation, ConversationSummary
@@ -92,7 +92,7 @@ async def get_conversation(
     found = await conn.fetch_one(_GET, params, Conversation)
     if found is None:
         try:
-            await access.check(conn, convo, actor)
+            await _access.check(conn, convo, actor)
         except NotFound:
             return None
     return found
@@ -130,7 +130,7 @@ async def get_current_epoch(conn: Executor, convo_id: UUID, *, actor_did: str) -
     params = {"convo_id": convo, "actor_did": actor}
     epoch = await conn.fetch_value(_GET_EPOCH, params)
     if epoch is None:
-        await access.check(conn, convo, actor)
+        await _access.check(conn, convo, actor)
         raise NotFound(f"conversation {convo_id} does not exist")
     return int(epoch)
 
@@ -140,5 +140,5 @@ async def delete_conversation(conn: Executor, convo_id: UUID, *, actor_did: str)
     convo, actor = validate.uuid(convo_id, "convo_id"), validate.did(actor_did, "actor_did")
     params = {"convo_id": convo, "actor_did": actor}
     if await conn.execute(_DELETE, params) == 0:
-        await access.check(conn, convo, actor, admin=True)
+        await _access.check(conn, convo, actor, admin=True)
         raise NotFound(f"conversation {convo_id} does not exist")

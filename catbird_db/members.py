@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from uuid import UUID
 
-from . import access, validate
+from . import _access, validate
 from .database import Executor
 from .errors import LastAdmin, NotAnAdmin, NotFound
 from .models import Member, Membership, Role
@@ -50,7 +50,7 @@ async def add_member(
     added = await conn.fetch_one(_ADD, params, Member)
     if added is not None:
         return added
-    await access.check(conn, convo, actor, admin=True)
+    await _access.check(conn, convo, actor, admin=True)
     existing = await get_membership(conn, convo, member)
     if existing is None or existing.left_at is not None:
         raise NotFound(f"{member} could not be added to {convo}")  # removed meanwhile
@@ -90,7 +90,7 @@ async def remove_member(
     if result.outcome == "last_admin":
         raise LastAdmin(f"{member_did} is the last admin of {convo_id}")
     # The statement decided on locked rows; access_of only names the refusal.
-    await access.check(conn, convo, actor, admin=actor != member)
+    await _access.check(conn, convo, actor, admin=actor != member)
     if result.outcome == "not_allowed":
         raise NotAnAdmin(f"{actor_did} is not an admin of conversation {convo_id}")
     raise NotFound(f"{member_did} is not an active member of {convo_id}")
@@ -114,7 +114,7 @@ async def list_members(
     params = {"convo_id": convo, "actor_did": actor, "after_did": after, "limit": size + 1}
     rows = await conn.fetch_all(_LIST, params, Member)
     if not rows:
-        await access.check(conn, convo, actor)
+        await _access.check(conn, convo, actor)
     return conn.cursors.page(rows, size, "members", scope, lambda m: (m.member_did,))
 
 
@@ -134,7 +134,7 @@ async def mark_read(conn: Executor, convo_id: UUID, *, actor_did: str, seq: int)
     params = {"convo_id": convo, "actor_did": actor, "seq": validate.non_negative(seq, "seq")}
     marked = await conn.fetch_one(_MARK_READ, params, Membership)
     if marked is None:
-        await access.check(conn, convo, actor)
+        await _access.check(conn, convo, actor)
         raise NotFound(f"conversation {convo_id} does not exist")
     return marked
 

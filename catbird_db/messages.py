@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import Literal, NoReturn
 from uuid import UUID
 
-from . import access, validate
+from . import _access, validate
 from .database import Executor, Transaction
 from .errors import (
     AlreadyExists,
@@ -136,7 +136,7 @@ async def _savepoint(conn: Executor) -> AsyncIterator[None]:
 async def _refused(conn: Executor, convo_id: UUID, actor_did: str, message_id: UUID) -> NoReturn:
     """Say why a sequencing statement wrote nothing: NotFound, NotAMember, AlreadyExists
     (the id is taken by another message), else EpochConflict with the current epoch."""
-    seen = await access.check(conn, convo_id, actor_did)
+    seen = await _access.check(conn, convo_id, actor_did)
     if await _id_taken(conn, convo_id, message_id):
         raise AlreadyExists(f"message id {message_id} is taken in conversation {convo_id}")
     raise EpochConflict(seen.epoch if seen.epoch is not None else -1)
@@ -157,7 +157,7 @@ async def get_message(
     params = {"convo_id": convo, "actor_did": actor, "id": validate.uuid(message_id, "message_id")}
     found = await conn.fetch_one(_GET, params, Message)
     if found is None:
-        await access.check(conn, convo, actor)
+        await _access.check(conn, convo, actor)
     return found
 
 
@@ -264,7 +264,7 @@ async def _page(
 ) -> Page[Message]:
     """The page of `size` in `rows` (fetched one past it); an empty one may be a refusal."""
     if not rows:
-        await access.check(conn, convo, actor)
+        await _access.check(conn, convo, actor)
     return conn.cursors.page(rows, size, kind, scope, lambda m: (m.seq,))
 
 
@@ -273,7 +273,7 @@ async def get_message_count(conn: Executor, convo_id: UUID, *, actor_did: str) -
     convo, actor = validate.uuid(convo_id, "convo_id"), validate.did(actor_did, "actor_did")
     count = await conn.fetch_value(_COUNT, {"convo_id": convo, "actor_did": actor})
     if count is None:
-        await access.check(conn, convo, actor)
+        await _access.check(conn, convo, actor)
         raise NotFound(f"conversation {convo_id} does not exist")
     return int(count)
 
@@ -291,7 +291,7 @@ async def delete_message(
     params = {"convo_id": convo, "actor_did": actor, "id": msg_id}
     if await conn.execute(_DELETE, params) == 1:
         return
-    await access.check(conn, convo, actor)
+    await _access.check(conn, convo, actor)
     found = await get_message(conn, convo, msg_id, actor_did=actor)
     if found is None:
         raise NotFound(f"no message {msg_id} in conversation {convo}")

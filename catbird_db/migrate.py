@@ -11,7 +11,7 @@ from typing import Any
 
 from yoyo import get_backend, read_migrations
 
-from .paths import MIGRATIONS_DIR
+from ._paths import MIGRATIONS_DIR
 
 __all__ = ["MigrationStatus", "apply", "new", "rollback", "status", "yoyo_url"]
 

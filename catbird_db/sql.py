@@ -1,5 +1,9 @@
 """The registry of named SQL statements, loaded once from `sql/*.sql`.
 
+That folder is the SQL the application runs, and only that: `Database.connect` parses
+it, and nothing else. The tools keep their own statements in `sql/tools/`, loaded by a
+`Registry` of their own (catbird_db/tools/sql.py), with names of their own.
+
 A file holds one entity's statements. `-- name: get_conversation` starts a statement;
 the comment lines right after it are its documentation; the rest up to the next name is
 its body. Placeholders are psycopg's `%(name)s`.
@@ -15,16 +19,15 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from functools import cache
 from pathlib import Path
 from types import MappingProxyType
 
 from psycopg import sql
 
+from ._paths import SQL_DIR
 from .errors import SqlRegistryError
-from .paths import SQL_DIR
 
-__all__ = ["Statement", "load_registry", "registry", "statement"]
+__all__ = ["Registry", "Statement", "load_registry", "registry", "statement"]
 
 _NAME_LINE = re.compile(r"^--\s*name:\s*(?P<name>\S+)\s*$")
 _VALID_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
@@ -130,15 +133,35 @@ def load_registry(directory: Path) -> Mapping[str, Statement]:
     return MappingProxyType(statements)
 
 
-@cache
+class Registry:
+    """The named statements of one folder, parsed on first use and never again."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self._statements: Mapping[str, Statement] | None = None
+
+    def statements(self) -> Mapping[str, Statement]:
+        """Every statement of the folder, by name; SqlRegistryError if a file is malformed."""
+        if self._statements is None:
+            self._statements = load_registry(self.directory)
+        return self._statements
+
+    def statement(self, name: str) -> Statement:
+        """The statement `name`; a module binds its own at import, so a typo fails then."""
+        try:
+            return self.statements()[name]
+        except KeyError:
+            raise SqlRegistryError(f"no named statement {name!r} in {self.directory}") from None
+
+
+_RUNTIME = Registry(SQL_DIR)
+
+
 def registry() -> Mapping[str, Statement]:
-    """The shipped statements, parsed on first use and never again."""
-    return load_registry(SQL_DIR)
+    """The statements the application runs (`sql/*.sql`), parsed on first use."""
+    return _RUNTIME.statements()
 
 
 def statement(name: str) -> Statement:
     """The shipped statement `name`; entity modules bind theirs at import, so a typo fails then."""
-    try:
-        return registry()[name]
-    except KeyError:
-        raise SqlRegistryError(f"no named statement {name!r} in {SQL_DIR}") from None
+    return _RUNTIME.statement(name)

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from uuid import UUID
 
-from . import access, mls, validate
+from . import _access, mls, validate
 from .database import Executor
 from .errors import EpochConflict, InvalidInput, NotFound
 from .models import MembersAdded, NewMember, Welcome
@@ -74,7 +74,7 @@ async def add_members_with_commit(
     added = await conn.fetch_one(_ADD_MEMBERS, params, MembersAdded)
     if added is not None:
         return added
-    seen = await access.check(conn, convo, actor, admin=True)
+    seen = await _access.check(conn, convo, actor, admin=True)
     if seen.epoch != expected:
         raise EpochConflict(seen.epoch if seen.epoch is not None else -1)
     raise InvalidInput(

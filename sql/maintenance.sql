@@ -25,13 +25,3 @@ FROM _yoyo_migration;
 SELECT
     current_setting('server_version_num')::integer AS server_version,
     pg_is_in_recovery() AS in_recovery;
-
--- name: database_exists
--- Whether the server has a database of that name (the demo creates its own).
-SELECT (
-    EXISTS (
-        SELECT 1
-        FROM pg_database
-        WHERE datname = %(name)s
-    )
-) AS database_exists;

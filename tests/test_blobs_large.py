@@ -59,7 +59,7 @@ def test_importing_the_layer_leaves_psycopg_global_adapters_alone() -> None:
     import psycopg
     from psycopg.pq import Format
 
-    import catbird_db.adapt  # noqa: F401
+    import catbird_db._adapt  # noqa: F401
 
     dumper = psycopg.adapters.get_dumper_by_oid(psycopg.postgres.types["bytea"].oid, Format.BINARY)
     assert dumper.__module__.startswith("psycopg")

@@ -8,10 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from catbird_db import cli
-from catbird_db.check import check, outer_joined
-from catbird_db.paths import SQL_DIR
-from catbird_db.usage import Problem
+from catbird_db._paths import SQL_DIR
+from catbird_db.tools import cli
+from catbird_db.tools.check import check, outer_joined
+from catbird_db.tools.usage import Problem
+
+_ROOT = Path(__file__).resolve().parent.parent
 
 
 def broken_copy(tmp_path: Path, file: str, old: str, new: str) -> Path:
@@ -71,6 +73,26 @@ def test_the_command_exits_zero_when_everything_matches(
 ) -> None:
     assert cli.main(["check", "--database-url", database_url]) == 0
     assert "every statement matches" in capsys.readouterr().out
+
+
+async def test_a_broken_tools_statement_is_reported_against_the_tools(
+    database_url: str, tmp_path: Path
+) -> None:
+    sql_dir = broken_copy(
+        tmp_path, "tools/grants.sql", "c.relname AS table_name", "c.relname AS relation_name"
+    )
+    line = only(await check(database_url, sql_dir=sql_dir))
+    assert line.startswith("catbird_db/tools/grants.py:")
+    assert "list_table_rights: columns: expected (table_name, privileges)" in line
+    assert "no column for table_name; no field for relation_name" in line
+
+
+async def test_the_demos_statement_matches_the_demo(database_url: str) -> None:
+    root = _ROOT
+    found = await check(
+        database_url, sql_dir=root / "examples" / "sql", modules=[root / "examples" / "demo.py"]
+    )
+    assert [str(p) for p in found] == []
 
 
 async def test_a_misnamed_column_is_reported(database_url: str, tmp_path: Path) -> None:

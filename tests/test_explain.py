@@ -10,10 +10,11 @@ import psycopg
 import pytest
 from psycopg import AsyncConnection
 
-from catbird_db import Database, cli, conversations
-from catbird_db.describe import describe, numbered
-from catbird_db.explain import explain_named, parse_params
+from catbird_db import Database, conversations
 from catbird_db.sql import registry
+from catbird_db.tools import cli
+from catbird_db.tools.describe import describe, numbered
+from catbird_db.tools.explain import explain_named, parse_params
 
 from support import ALICE, BOB, snapshot
 

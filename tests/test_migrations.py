@@ -11,8 +11,9 @@ from typing import Any
 import psycopg
 import pytest
 
-from catbird_db import cli, migrate
-from catbird_db.paths import MIGRATIONS_DIR
+from catbird_db import migrate
+from catbird_db._paths import MIGRATIONS_DIR
+from catbird_db.tools import cli
 
 _YOYO_TABLES = {"_yoyo_log", "_yoyo_migration", "_yoyo_version", "yoyo_lock"}
 _OURS = {"conversations", "members", "messages", "key_packages", "welcomes", "blobs"}

@@ -34,8 +34,8 @@ from catbird_db import (
     members,
     messages,
 )
-from catbird_db.cli import main as cli_main
 from catbird_db.sql import Statement
+from catbird_db.tools.cli import main as cli_main
 
 from pgbouncer import Bouncer
 from support import ALICE, BOB, CAROL, DAVE

@@ -24,18 +24,17 @@ from catbird_db import (
     PermissionDenied,
     SchemaNotMigrated,
     blobs,
-    cli,
     conversations,
-    grants,
     key_packages,
     members,
     messages,
     migrate,
     welcomes,
 )
-from catbird_db.describe import numbered
 from catbird_db.errors import translate
 from catbird_db.mls import key_package_ref
+from catbird_db.tools import cli, grants
+from catbird_db.tools.describe import numbered
 
 from support import ALICE, BOB, CAROL, fake_key_package, fake_welcome
 

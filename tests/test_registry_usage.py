@@ -1,5 +1,7 @@
 """Every named statement is run by exactly one function, and every function's statement
-exists: no dead SQL, no missing SQL (read from the source, nothing imported)."""
+exists: no dead SQL, no missing SQL (read from the source, nothing imported). Each
+registry is held to its own modules: the runtime SQL to the library, the tools' SQL to
+the tools, the demo's and the plan tests' SQL to the demo and the plan tests."""
 
 from __future__ import annotations
 
@@ -7,7 +9,10 @@ import textwrap
 from pathlib import Path
 
 from catbird_db.sql import load_registry, registry
-from catbird_db.usage import PACKAGE_DIR, analyse, package_modules
+from catbird_db.tools import sql as tools_sql
+from catbird_db.tools.usage import PACKAGE_DIR, TOOLS_DIR, analyse, package_modules
+
+_ROOT = Path(__file__).resolve().parent.parent
 
 
 def write(path: Path, text: str) -> Path:
@@ -41,12 +46,31 @@ def test_every_statement_is_bound_and_run_by_exactly_one_function() -> None:
     assert [str(p) for p in analyse(registry(), package_modules()).problems] == []
 
 
+def test_every_tools_statement_is_bound_and_run_by_exactly_one_tool_function() -> None:
+    usage = analyse(tools_sql.registry(), package_modules(TOOLS_DIR))
+    assert [str(p) for p in usage.problems] == []
+
+
+def test_the_demo_and_the_plan_tests_run_each_of_their_statements() -> None:
+    for folder, module in [
+        (_ROOT / "examples" / "sql", _ROOT / "examples" / "demo.py"),
+        (_ROOT / "tests" / "sql", _ROOT / "tests" / "plans.py"),
+    ]:
+        usage = analyse(load_registry(folder), [module])
+        assert [str(p) for p in usage.problems] == []
+        assert usage.uses, module
+
+
 def test_every_module_that_binds_statements_is_scanned() -> None:
     found = {p.name for p in package_modules()}
-    assert {"access.py", "conversations.py", "members.py", "database.py", "demo.py"} <= found
-    assert "describe.py" in found  # the tools' own catalog statements are held to it too
+    assert {"_access.py", "conversations.py", "members.py", "database.py", "_connect.py"} <= found
+    assert "_executor.py" in found
     assert "models.py" not in found
     assert all(p.parent == PACKAGE_DIR for p in package_modules())
+    tools = {p.name for p in package_modules(TOOLS_DIR)}
+    assert {"describe.py", "grants.py", "seed.py"} <= tools  # the tools' own catalog statements
+    assert all(p.parent == TOOLS_DIR for p in package_modules(TOOLS_DIR))
+    assert found.isdisjoint({"describe.py", "grants.py", "seed.py", "cli.py"})
 
 
 def test_a_statement_no_module_binds_is_dead_sql(tmp_path: Path) -> None:

@@ -15,13 +15,12 @@ from catbird_db import (
     Database,
     InvalidInput,
     SchemaNotMigrated,
-    cli,
     conversations,
     migrate,
     mls,
-    seed,
 )
 from catbird_db.cid import compute as compute_cid
+from catbird_db.tools import cli, seed
 
 from support import ALICE, snapshot
 

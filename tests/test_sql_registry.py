@@ -7,9 +7,11 @@ from pathlib import Path
 
 import pytest
 
+from catbird_db._paths import SQL_DIR
 from catbird_db.errors import SqlRegistryError
-from catbird_db.grants import runtime_statements
-from catbird_db.sql import load_registry, registry, statement
+from catbird_db.sql import Registry, load_registry, registry, statement
+from catbird_db.tools import sql as tools_sql
+from catbird_db.tools.grants import runtime_statements
 
 
 def folder(tmp_path: Path, **files: str) -> Path:
@@ -139,3 +141,24 @@ def test_identifier_slots_are_filled_with_quoted_identifiers(tmp_path: Path) -> 
 
 def test_the_runtime_statements_hold_no_identifier_slots() -> None:
     assert [s.name for s in runtime_statements() if s.identifiers] == []
+
+
+def test_the_tools_statements_are_a_registry_apart_from_the_runtime_one() -> None:
+    runtime, tools = registry(), tools_sql.registry()
+    assert {s.path.parent for s in runtime.values()} == {SQL_DIR}
+    assert {s.path.parent for s in tools.values()} == {SQL_DIR / "tools"}
+    assert {"describe_types", "copy_messages", "grant_members"} <= set(tools)
+    assert set(runtime).isdisjoint({"describe_types", "copy_messages", "grant_members"})
+    assert tools_sql.statement("describe_types") is tools["describe_types"]
+    with pytest.raises(SqlRegistryError, match="no named statement 'describe_types'"):
+        statement("describe_types")
+    with pytest.raises(SqlRegistryError, match="no named statement 'get_conversation'"):
+        tools_sql.statement("get_conversation")
+
+
+def test_a_name_may_be_used_once_in_each_registry(tmp_path: Path) -> None:
+    runtime = folder(tmp_path, a="-- name: one\nSELECT 1;\n")
+    (tmp_path / "tools").mkdir()
+    tools = folder(tmp_path / "tools", b="-- name: one\nSELECT 2;\n")
+    assert "SELECT 1" in Registry(runtime).statement("one").text
+    assert "SELECT 2" in Registry(tools).statement("one").text

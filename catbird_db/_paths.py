@@ -1,4 +1,7 @@
-"""Where the shipped `sql/` and `migrations/` folders are, installed or in a checkout."""
+"""Where the shipped `sql/` and `migrations/` folders are, installed or in a checkout.
+
+`sql/` holds the runtime SQL; its `tools/` folder the statements only the tools run.
+"""
 
 from __future__ import annotations
 

@@ -1,7 +1,9 @@
 """`make demo`: migrate a demo database on the local server and walk through a chat.
 
 Each step prints what it does. Run it as often as you like: every run starts new
-conversations, so earlier runs do not get in the way.
+conversations, so earlier runs do not get in the way. An application's view of the
+library: it imports `catbird_db` and nothing of its tools. Run it as
+`python examples/demo.py --database-url URL` or `python -m examples.demo`.
 """
 
 from __future__ import annotations
@@ -10,24 +12,36 @@ import argparse
 import asyncio
 import os
 import sys
+from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 from uuid import uuid4
 
 import psycopg
 from psycopg import sql as pgsql
 
-from . import blobs, conversations, key_packages, members, messages, migrate, mls, welcomes
-from .config import DbConfig
-from .database import Database
-from .errors import BlobIntegrityError, EpochConflict, LastAdmin, NotAMember, NotFound
-from .models import Conversation, MembersAdded, NewMember
-from .sql import statement
+from catbird_db import (
+    blobs,
+    conversations,
+    key_packages,
+    members,
+    messages,
+    migrate,
+    mls,
+    welcomes,
+)
+from catbird_db.config import DbConfig
+from catbird_db.database import Database
+from catbird_db.errors import BlobIntegrityError, EpochConflict, LastAdmin, NotAMember, NotFound
+from catbird_db.models import Conversation, MembersAdded, NewMember
+from catbird_db.sql import Registry
 
 ALICE = "did:plc:ewvi7nxzyoun6zhxrhs64oiz"
 BOB = "did:plc:bob4bob4bob4bob4bob4bob4"
 CAROL = "did:web:carol.example.com"
 DAVE = "did:plc:dave2dave2dave2dave2dave"
-_DATABASE_EXISTS = statement("database_exists")
+# The demo's own SQL, beside it: the library's registry holds only what the library runs.
+_DEMO_SQL = Registry(Path(__file__).resolve().parent / "sql")
+_DATABASE_EXISTS = _DEMO_SQL.statement("database_exists")
 
 
 def say(text: str) -> None:

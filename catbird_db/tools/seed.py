@@ -45,9 +45,9 @@ from uuid import UUID
 import psycopg
 from psycopg import Copy, Cursor
 
-from . import cid, migrate, mls, validate
-from .config import DbConfig
-from .errors import InvalidInput, SchemaNotMigrated
+from .. import cid, migrate, mls, validate
+from ..config import DbConfig
+from ..errors import InvalidInput, SchemaNotMigrated
 from .sql import statement
 
 __all__ = ["TABLES", "Picks", "SeedData", "SeedReport", "generate", "report_lines", "seed"]

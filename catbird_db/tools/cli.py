@@ -1,6 +1,9 @@
 """The `catbird-db` command: migrations, grants, and the tools that prove and tune the
 named SQL.
 
+Each tool is imported by its own command, when that command runs: `catbird-db migrate`
+loads the migrations and nothing of seed, check or explain.
+
 Every failure is one line on stderr, `catbird-db: <what went wrong>`, and a non-zero
 exit: 2 for a usage error (as argparse's own), 1 for anything else.
 """
@@ -18,10 +21,9 @@ from typing import NoReturn
 import psycopg
 from yoyo.exceptions import BadMigration, LockTimeout, MigrationConflict
 
-from . import check, explain, grants, migrate, seed
-from .describe import DescribeError
-from .errors import CatbirdDbError
-from .paths import SQL_DIR
+from .. import migrate
+from .._paths import SQL_DIR
+from ..errors import CatbirdDbError
 
 # What a command may fail with: each is reported as one line, never a traceback.
 _FAILURES = (
@@ -30,7 +32,6 @@ _FAILURES = (
     BadMigration,
     LockTimeout,
     MigrationConflict,
-    DescribeError,
     OSError,
     ValueError,
 )
@@ -53,6 +54,12 @@ def _one_line(exc: BaseException) -> str:
     refused" then "Is the server running ...?"), with doubled spaces ("FATAL:  role")."""
     lines = (" ".join(line.split()) for line in str(exc).splitlines())
     return "; ".join(line for line in lines if line) or type(exc).__name__
+
+
+def _failed(exc: BaseException) -> int:
+    """A failure only a tool raises, reported as `main` reports the others."""
+    print(f"catbird-db: {_one_line(exc)}", file=sys.stderr)
+    return 1
 
 
 def _positive(text: str) -> int:
@@ -109,6 +116,8 @@ def _cmd_new(args: argparse.Namespace) -> int:
 
 
 def _cmd_grant(args: argparse.Namespace) -> int:
+    from . import grants
+
     report = asyncio.run(grants.grant(_database_url(args), args.role))
     for table in report.tables:
         print(f"{report.role}: {table.table_name}: {', '.join(table.privileges)}")
@@ -122,9 +131,15 @@ def _cmd_grant(args: argparse.Namespace) -> int:
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
-    problems = asyncio.run(
-        check.check(_database_url(args), sql_dir=args.sql_dir, modules=args.modules)
-    )
+    from . import check
+    from .describe import DescribeError
+
+    try:
+        problems = asyncio.run(
+            check.check(_database_url(args), sql_dir=args.sql_dir, modules=args.modules)
+        )
+    except DescribeError as exc:
+        return _failed(exc)
     for problem in problems:
         print(problem)
     if problems:
@@ -135,6 +150,9 @@ def _cmd_check(args: argparse.Namespace) -> int:
 
 
 def _cmd_explain(args: argparse.Namespace) -> int:
+    from . import explain
+    from .describe import DescribeError
+
     values: dict[str, str | None] = {}
     for item in args.param:
         key, sep, value = item.partition("=")
@@ -147,11 +165,15 @@ def _cmd_explain(args: argparse.Namespace) -> int:
     except psycopg.Error as exc:
         print(f"catbird-db: explain {args.name}: {_one_line(exc)}", file=sys.stderr)
         return 1
+    except DescribeError as exc:
+        return _failed(exc)
     print("\n".join(plan))
     return 0
 
 
 def _cmd_seed(args: argparse.Namespace) -> int:
+    from . import seed
+
     report = seed.seed(
         _database_url(args),
         args.scale,
@@ -196,7 +218,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="prove every named statement against the schema, without running it",
     )
     p.add_argument(
-        "--sql-dir", type=Path, default=SQL_DIR, help="the named SQL (default: the shipped sql/)"
+        "--sql-dir",
+        type=Path,
+        default=SQL_DIR,
+        help="the named SQL; its tools/ folder, if any, is held to the tools' modules "
+        "(default: the shipped sql/)",
     )
     p.add_argument(
         "--module",

@@ -16,7 +16,8 @@ from typing import Any
 
 from psycopg import AsyncConnection, pq
 
-from .sql import Statement, statement
+from ..sql import Statement
+from .sql import statement
 
 __all__ = [
     "Column",

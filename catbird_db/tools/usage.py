@@ -13,8 +13,9 @@ The conventions this reads (and reports any departure from):
 - `Model` is a dataclass, found by following the module's imports.
 
 `catbird-db check` compares what this finds with what the server says of each
-statement; tests/test_registry_usage.py holds the registry to it (no dead SQL, no
-missing SQL, one function per statement).
+statement; tests/test_registry_usage.py holds each registry to it (no dead SQL, no
+missing SQL, one function per statement): the runtime SQL to the library's modules, the
+tools' SQL to the tools.
 """
 
 from __future__ import annotations
@@ -25,11 +26,23 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from .sql import Statement
+from ..sql import Statement
 
-__all__ = ["Field", "Model", "Problem", "Usage", "Use", "analyse", "package_modules"]
+__all__ = [
+    "PACKAGE_DIR",
+    "TOOLS_DIR",
+    "Field",
+    "Model",
+    "Problem",
+    "Usage",
+    "Use",
+    "analyse",
+    "package_modules",
+]
 
-PACKAGE_DIR = Path(__file__).resolve().parent
+# The library's modules run the statements of sql/; the tools' those of sql/tools/.
+TOOLS_DIR = Path(__file__).resolve().parent
+PACKAGE_DIR = TOOLS_DIR.parent
 _HELPERS = frozenset({"fetch_one", "fetch_all", "fetch_value", "execute", "execute_in_batches"})
 ROW_HELPERS = frozenset({"fetch_one", "fetch_all"})
 # psycopg connection and cursor methods that may take a statement's `.text`.
@@ -105,7 +118,8 @@ def _shown(path: Path) -> str:
 
 
 def package_modules(directory: Path = PACKAGE_DIR) -> list[Path]:
-    """Every module of the package that binds a named statement, in name order."""
+    """Every module of `directory` (default: the library, catbird_db/ without its
+    subpackages) that binds a named statement, in name order."""
     return [p for p in sorted(directory.glob("*.py")) if _bindings(_Module(p))]
 
 

@@ -1,7 +1,8 @@
 """`catbird-db check`: every named statement proven against a migrated schema, unrun.
 
-For each statement, the server's description (catbird_db/describe.py) is compared with
-the call that runs it, as read from the source (catbird_db/usage.py):
+For each statement, the server's description (catbird_db/tools/describe.py) is compared
+with the call that runs it, as read from the source (catbird_db/tools/usage.py): the
+runtime SQL of sql/ with the library's modules, the SQL of sql/tools/ with the tools'.
 
 - the `%(name)s` parameters are exactly the keys the function passes;
 - the result columns are the fields of the dataclass it fills, by name and in order;
@@ -17,17 +18,18 @@ A statement vouches for such columns in its doc lines: `-- not null: unread_coun
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import psycopg
 
-from .config import DbConfig
-from .database import Database
+from .._paths import SQL_DIR
+from ..config import DbConfig
+from ..database import Database
+from ..sql import Statement, load_registry
 from .describe import Column, Description, describe_all
-from .paths import SQL_DIR
-from .sql import Statement, load_registry
-from .usage import ROW_HELPERS, Field, Problem, Use, analyse, package_modules
+from .usage import ROW_HELPERS, TOOLS_DIR, Field, Problem, Use, analyse, package_modules
 
 __all__ = ["Problem", "check", "declared_not_null", "outer_joined"]
 
@@ -53,19 +55,35 @@ async def check(
     sql_dir: Path = SQL_DIR,
     modules: Sequence[Path] | None = None,
 ) -> list[Problem]:
-    """Every mismatch between the statements of `sql_dir` and the `modules` that run them.
+    """Every mismatch between the statements of `sql_dir` and the `modules` that run them
+    (default: every library module that binds a statement); and, unless `modules` is
+    given, between those of `sql_dir/tools/`, if there is one, and the tools' modules.
 
     The database must be migrated (SchemaNotMigrated otherwise). Statements are prepared
     and described, never executed. An empty list means everything matches.
     """
-    statements = load_registry(sql_dir)
-    usage = analyse(statements, package_modules() if modules is None else modules)
-    problems = list(usage.problems)
+    pairs = [(load_registry(sql_dir), package_modules() if modules is None else modules)]
+    if modules is None and (sql_dir / "tools").is_dir():
+        pairs.append((load_registry(sql_dir / "tools"), package_modules(TOOLS_DIR)))
     config = DbConfig(database_url=database_url, min_size=1, max_size=1)
     async with Database.connect(config):
         pass  # only to refuse a database whose schema lags behind the migrations
+    problems: list[Problem] = []
     async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
-        described = await describe_all(conn, statements.values())
+        for statements, runners in pairs:
+            problems += await _check_registry(conn, statements, runners)
+    return sorted(set(problems))
+
+
+async def _check_registry(
+    conn: psycopg.AsyncConnection[Any],
+    statements: Mapping[str, Statement],
+    modules: Sequence[Path],
+) -> list[Problem]:
+    """The problems of one registry: its statements against the modules that run them."""
+    usage = analyse(statements, modules)
+    problems = list(usage.problems)
+    described = await describe_all(conn, statements.values())
     for use in usage.uses:
         stmt = statements.get(use.statement)
         found = described.get(use.statement)
@@ -75,7 +93,7 @@ async def check(
         if isinstance(found, str):
             stmt = statements[name]
             problems.append(Problem(stmt.path, stmt.line, name, f"does not prepare: {found}"))
-    return sorted(set(problems))
+    return problems
 
 
 def _compare(stmt: Statement, found: Description, use: Use) -> list[Problem]:

@@ -1,7 +1,7 @@
 """`catbird-db grant ROLE`: the application role's rights on a migrated database.
 
 The owner role runs the migrations and owns the tables; the application role connects
-with only the rights the runtime statements need (sql/grants.sql, table by table),
+with only the rights the runtime statements need (sql/tools/grants.sql, table by table),
 SELECT on yoyo's `_yoyo_migration` for the start-up check, USAGE on the schema and
 CONNECT on the database: no DDL, no TRUNCATE, no ownership. Run it as the owner after
 every `catbird-db migrate`; it sets no default privileges, so a table a later migration
@@ -16,12 +16,13 @@ from typing import Any
 
 import psycopg
 
-from .config import DbConfig
-from .database import Database
-from .errors import InvalidInput, NotFound, translate
-from .sql import Statement, registry, statement
+from ..config import DbConfig
+from ..database import Database
+from ..errors import InvalidInput, NotFound, translate
+from ..sql import Statement, registry
+from .sql import statement
 
-__all__ = ["TOOLING_SQL", "GrantReport", "TableRights", "grant", "runtime_statements"]
+__all__ = ["GrantReport", "TableRights", "grant", "runtime_statements"]
 
 _DESCRIBE_GRANTEE = statement("describe_grantee")
 _REVOKE_TABLE_RIGHTS = statement("revoke_table_rights")
@@ -36,9 +37,6 @@ _GRANT_BLOBS = statement("grant_blobs")
 _GRANT_BLOB_USAGE = statement("grant_blob_usage")
 _GRANT_MIGRATION_TABLE = statement("grant_migration_table")
 _LIST_TABLE_RIGHTS = statement("list_table_rights")
-
-# The files of sql/ that only the tools run (the owner runs them, never the application).
-TOOLING_SQL = frozenset({"catalog", "grants", "seed"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,9 +69,10 @@ class _Grantee:
 
 
 def runtime_statements() -> list[Statement]:
-    """The statements the application runs: every file of sql/ but the tools'. The
-    grants cover exactly these (tests/test_privileges.py holds them to it)."""
-    return [s for s in registry().values() if s.entity not in TOOLING_SQL]
+    """The statements the application runs: the runtime registry, sql/*.sql (the tools'
+    own are apart, in sql/tools/). The grants cover exactly these
+    (tests/test_privileges.py holds them to it)."""
+    return list(registry().values())
 
 
 async def grant(database_url: str, role: str) -> GrantReport:

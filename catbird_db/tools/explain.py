@@ -10,8 +10,7 @@ values would.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
 from datetime import date, datetime, time
 from decimal import Decimal
 from typing import Any
@@ -19,25 +18,14 @@ from uuid import UUID
 
 import psycopg
 from psycopg import AsyncConnection, sql
-from psycopg.rows import class_row
 
-from .config import DbConfig
-from .database import Database
+from ..config import DbConfig
+from ..database import Database
+from ..sql import Statement, registry
+from . import sql as tools_sql
 from .describe import Param, describe
-from .sql import Statement, registry, statement
 
-__all__ = [
-    "Index",
-    "PlanUse",
-    "explain",
-    "explain_named",
-    "parse_params",
-    "plan",
-    "plan_use",
-    "schema_indexes",
-]
-
-_LIST_INDEXES = statement("list_indexes")
+__all__ = ["explain", "explain_named", "parse_params"]
 
 _TRUE = frozenset({"true", "t", "yes", "y", "on", "1"})
 _FALSE = frozenset({"false", "f", "no", "n", "off", "0"})
@@ -122,74 +110,12 @@ async def explain(
 async def explain_named(
     database_url: str, name: str, values: Mapping[str, str | None]
 ) -> list[str]:
-    """`explain` of the shipped statement `name` on the database at `database_url`;
-    SchemaNotMigrated if the database lacks a migration."""
-    stmt = registry().get(name)
+    """`explain` of the shipped statement `name` (a runtime one, else a tool's) on the
+    database at `database_url`; SchemaNotMigrated if the database lacks a migration."""
+    stmt = registry().get(name) or tools_sql.registry().get(name)
     if stmt is None:
         raise ValueError(f"no named statement {name!r}")
     async with Database.connect(DbConfig(database_url=database_url, min_size=1, max_size=1)):
         pass  # only to refuse a database whose schema lags behind the migrations
     async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
         return await explain(conn, stmt, values)
-
-
-@dataclass(frozen=True, slots=True)
-class PlanUse:
-    """What a plan reads: the indexes it scans or arbitrates an INSERT ... ON CONFLICT
-    on, the tables it reads whole (Seq Scan), and every node type."""
-
-    indexes: frozenset[str]
-    seq_scans: frozenset[str]
-    nodes: frozenset[str]
-
-
-async def plan(
-    conn: AsyncConnection[Any], stmt: Statement, params: Mapping[str, Any]
-) -> dict[str, Any]:
-    """The plan the server makes for `stmt` with these values (EXPLAIN (FORMAT JSON),
-    the custom plan); the statement does not run."""
-    query = sql.SQL("EXPLAIN (FORMAT JSON) ") + sql.SQL(stmt.text)
-    async with conn.cursor(binary=True) as cur:  # values travel as the Executor sends them
-        await cur.execute(query, params)
-        row = await cur.fetchone()
-    if row is None:
-        raise ValueError(f"{stmt.qualified_name}: EXPLAIN returned nothing")
-    found: dict[str, Any] = row[0][0]["Plan"]
-    return found
-
-
-def plan_use(root: Mapping[str, Any]) -> PlanUse:
-    """The indexes, whole-table scans and node types of a plan from `plan`."""
-    indexes: set[str] = set()
-    seq_scans: set[str] = set()
-    nodes: set[str] = set()
-    for node in _nodes(root):
-        nodes.add(node["Node Type"])
-        if "Index Name" in node:
-            indexes.add(node["Index Name"])
-        indexes.update(node.get("Conflict Arbiter Indexes", ()))
-        if node["Node Type"] == "Seq Scan":
-            seq_scans.add(node["Relation Name"])
-    return PlanUse(frozenset(indexes), frozenset(seq_scans), frozenset(nodes))
-
-
-def _nodes(node: Mapping[str, Any]) -> Iterator[Mapping[str, Any]]:
-    yield node
-    for child in node.get("Plans", ()):
-        yield from _nodes(child)
-
-
-@dataclass(frozen=True, slots=True)
-class Index:
-    """An index of the schema, on one of the application's tables."""
-
-    index_name: str
-    table_name: str
-    is_unique: bool
-
-
-async def schema_indexes(conn: AsyncConnection[Any]) -> list[Index]:
-    """Every index on the application's tables (yoyo's left out), by name."""
-    async with conn.cursor(row_factory=class_row(Index)) as cur:
-        await cur.execute(_LIST_INDEXES.text)
-        return await cur.fetchall()

@@ -1,0 +1,1 @@
+"""Programs that use catbird_db as an application would: `python -m examples.demo`."""
