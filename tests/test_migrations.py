@@ -140,9 +140,17 @@ def test_the_wheel_ships_the_sql_and_the_migrations(tmp_path: Path) -> None:
     names = set(zipfile.ZipFile(wheel).namelist())
     for sql in (root / "sql").glob("*.sql"):
         assert f"catbird_db/sql/{sql.name}" in names
+    tools_sql = list((root / "sql" / "tools").glob("*.sql"))
+    assert tools_sql
+    for sql in tools_sql:
+        assert f"catbird_db/sql/tools/{sql.name}" in names
     for migration in (root / "migrations").glob("*.sql"):
         assert f"catbird_db/migrations/{migration.name}" in names
     assert "catbird_db/py.typed" in names
+    assert {"catbird_db/tools/cli.py", "catbird_db/tools/seed.py"} <= names
+    # The demo, the tests and their helpers stay in the checkout.
+    assert [n for n in names if n.startswith(("examples/", "tests/")) or "demo" in n] == []
+    assert not any(n.endswith("plans.py") for n in names)
 
 
 @pytest.mark.parametrize("count", ["0", "-1"])

@@ -1,4 +1,4 @@
--- `catbird-db grant ROLE` (catbird_db/grants.py): the application role's rights, and no
+-- `catbird-db grant ROLE` (catbird_db/tools/grants.py): the application role's rights, and no
 -- more (docs/operations.md). The owner runs the migrations and owns every table; the
 -- application role gets, table by table, what the runtime statements of the other
 -- files need. {grantee}, {schema_name} and {database_name} are identifier slots,

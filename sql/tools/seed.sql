@@ -1,4 +1,4 @@
--- `catbird-db seed` (catbird_db/seed.py): a realistic data set for plans and benchmarks.
+-- `catbird-db seed` (catbird_db/tools/seed.py): a realistic data set for plans and benchmarks.
 -- The loads are binary COPY, written `WITH BINARY`: PostgreSQL still accepts that older
 -- spelling, and sqlfluff cannot parse `(FORMAT binary)`.
 
