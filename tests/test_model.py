@@ -333,7 +333,7 @@ def test_the_layer_agrees_with_its_model(database_url: str) -> None:
     run_state_machine_as_test(
         LayerMachine,
         settings=settings(
-            max_examples=400 if DEEP else 25,
+            max_examples=150 if DEEP else 25,
             stateful_step_count=40 if DEEP else 25,
             deadline=None,
             suppress_health_check=list(HealthCheck),
