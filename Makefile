@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 DATABASE_URL ?= postgresql://postgres@127.0.0.1:5432/catbird_demo
 SCALE ?= 1
 
-.PHONY: install test test-pgbouncer lint demo migrate seed plan-test bench check clean
+.PHONY: install test test-deep test-pgbouncer lint demo migrate seed plan-test bench check clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,12 @@ PGBOUNCER_TESTS = tests/test_messages*.py tests/test_members.py tests/test_conve
 	tests/test_key_packages*.py tests/test_welcomes*.py tests/test_blobs*.py
 test-pgbouncer: $(STAMP)
 	CATBIRD_TEST_PGBOUNCER=1 $(BIN)/pytest -q $(PGBOUNCER_TESTS)
+
+# The long variants of the proof harness: the soak (and the model-based test) run many
+# more operations and examples than in `make test`.
+DEEP_TESTS = tests/test_soak.py $(wildcard tests/test_model.py)
+test-deep: $(STAMP)
+	CATBIRD_DEEP=1 $(BIN)/pytest -q $(DEEP_TESTS)
 
 # Only the plan tests: each hot statement uses its index on a seeded database.
 plan-test: $(STAMP)

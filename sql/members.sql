@@ -27,6 +27,22 @@ WITH locked AS (
     FOR NO KEY UPDATE
 ),
 
+judged AS (
+    -- An aggregate reads every locked row, so all of them are locked before the
+    -- conversation row is (an EXISTS could stop early and leave a row to be locked
+    -- after the conversation's, out of the layer's order).
+    SELECT
+        coalesce(
+            bool_or(
+                l.member_did = %(actor_did)s AND l.role = 'admin' AND l.left_at IS NULL
+            ),
+            FALSE
+        ) AS actor_is_admin,
+        coalesce(bool_or(l.member_did = %(member_did)s AND l.left_at IS NULL), FALSE)
+            AS target_active
+    FROM locked AS l
+),
+
 convo AS (
     SELECT
         c.id,
@@ -34,13 +50,7 @@ convo AS (
     FROM conversations AS c
     WHERE
         c.id = %(convo_id)s
-        AND EXISTS (
-            SELECT 1 FROM locked AS a
-            WHERE
-                a.member_did = %(actor_did)s
-                AND a.role = 'admin'
-                AND a.left_at IS NULL
-        )
+        AND (SELECT j.actor_is_admin AND NOT j.target_active FROM judged AS j)
         AND NOT EXISTS (
             -- Active in this snapshot (not locked), or the actor adding itself.
             SELECT 1 FROM members AS t
@@ -48,10 +58,6 @@ convo AS (
                 t.convo_id = %(convo_id)s
                 AND t.member_did = %(member_did)s
                 AND t.left_at IS NULL
-        )
-        AND NOT EXISTS (
-            SELECT 1 FROM locked AS t
-            WHERE t.member_did = %(member_did)s AND t.left_at IS NULL
         )
     FOR NO KEY UPDATE
 ),

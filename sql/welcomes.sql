@@ -46,9 +46,17 @@ locked AS (
 ),
 
 admin AS (
-    SELECT a.member_did
+    -- An aggregate reads every locked row, so all of them are locked before the
+    -- conversation row is: an EXISTS would stop at the actor's row and leave the rest
+    -- to be locked later, after the conversation's, out of the layer's order.
+    SELECT
+        coalesce(
+            bool_or(
+                a.member_did = %(actor_did)s AND a.role = 'admin' AND a.left_at IS NULL
+            ),
+            FALSE
+        ) AS ok
     FROM locked AS a
-    WHERE a.member_did = %(actor_did)s AND a.role = 'admin' AND a.left_at IS NULL
 ),
 
 convo AS (
@@ -57,7 +65,7 @@ convo AS (
     WHERE
         c.id = %(convo_id)s
         AND c.epoch = %(expected_epoch)s
-        AND EXISTS (SELECT 1 FROM admin)
+        AND (SELECT admin.ok FROM admin)
         AND (
             SELECT count(*)
             FROM new_members AS n

@@ -15,16 +15,28 @@ import pytest
 
 from catbird_db import (
     Database,
+    NewMember,
     NotAMember,
     NotFound,
     RetryableError,
     blobs,
     conversations,
+    key_packages,
     members,
     messages,
+    welcomes,
 )
 
-from support import ALICE, BOB, CAROL, snapshot, until_waiting_on_a_lock
+from support import (
+    ALICE,
+    BOB,
+    CAROL,
+    DAVE,
+    fake_key_package,
+    fake_welcome,
+    snapshot,
+    until_waiting_on_a_lock,
+)
 
 # BOB's DID sorts before ALICE's: a re-add of BOB by ALICE must take BOB's row first.
 assert BOB < ALICE
@@ -170,3 +182,54 @@ async def test_a_transaction_that_stores_a_blob_then_sends_does_not_deadlock_wit
     await deleting
     assert raw.execute("SELECT count(*) FROM blobs").fetchone() == (0,)
     assert raw.execute("SELECT used_bytes FROM blob_usage").fetchall() in ([], [(0,)])
+
+
+@pytest.mark.parametrize("by_commit", [True, False], ids=["add-with-commit", "add-member"])
+async def test_an_add_locks_every_members_row_it_judges_before_the_conversation_row(
+    db: Database, raw: psycopg.Connection[Any], database_url: str, by_commit: bool
+) -> None:
+    # BOB (the adder) sorts before DAVE (the former member re-added): once, the add
+    # locked BOB's row, then the conversation row, and only then DAVE's, so an
+    # add_member of DAVE holding DAVE's row and waiting for the conversation deadlocked.
+    assert BOB < DAVE
+    convo = await _group(db, DAVE)
+    await members.add_member(db, convo, BOB, actor_did=ALICE, role="admin")
+    await members.remove_member(db, convo, DAVE, actor_did=ALICE)
+    await key_packages.publish_key_packages(
+        db, owner_did=DAVE, cipher_suite=1, key_packages=[fake_key_package()]
+    )
+    package = await key_packages.claim_key_package(db, DAVE, 1, actor_did=BOB)
+    holder = psycopg.connect(database_url)
+    holder.execute(
+        "SELECT 1 FROM members WHERE convo_id = %s AND member_did = %s FOR UPDATE",
+        (convo, DAVE),
+    )
+    if by_commit:
+        adding: asyncio.Task[Any] = asyncio.create_task(
+            welcomes.add_members_with_commit(
+                db,
+                convo,
+                actor_did=BOB,
+                expected_epoch=0,
+                commit_id=uuid4(),
+                commit=b"add dave",
+                new_members=[
+                    NewMember(DAVE, package.key_package_ref, fake_welcome([package.key_data]))
+                ],
+            )
+        )
+    else:
+        adding = asyncio.create_task(members.add_member(db, convo, DAVE, actor_did=BOB))
+    await until_waiting_on_a_lock(raw)
+    # The add waits on DAVE's row and holds nothing of the conversation's yet.
+    probe = psycopg.connect(database_url)
+    try:
+        probe.execute(
+            "SELECT 1 FROM conversations WHERE id = %s FOR NO KEY UPDATE NOWAIT", (convo,)
+        )
+    finally:
+        probe.close()
+        holder.rollback()
+        holder.close()
+    await adding
+    assert await members.is_member(db, convo, DAVE)
