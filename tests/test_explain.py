@@ -158,6 +158,14 @@ def test_the_command_reports_a_refused_statement_and_keeps_nothing(
     assert snapshot(raw) == before
 
 
+async def test_a_tools_statement_is_explained_from_the_tools_registry(
+    database_url: str,
+) -> None:
+    lines = await explain_named(database_url, "describe_types", {"type_oids": "[25, 2950]"})
+    assert any("pg_type" in line for line in lines)
+    assert lines[-1].startswith("Execution Time:")
+
+
 def test_the_command_refuses_an_unknown_statement(
     database_url: str, capsys: pytest.CaptureFixture[str]
 ) -> None:

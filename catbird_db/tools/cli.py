@@ -229,7 +229,8 @@ def build_parser() -> argparse.ArgumentParser:
         dest="modules",
         action="append",
         type=Path,
-        help="a module that runs statements; repeat it (default: every such catbird_db module)",
+        help="a module that runs statements; repeat it (default: every such library module, "
+        "and the tools' modules for the tools/ folder)",
     )
     p.set_defaults(func=_cmd_check)
 
@@ -238,7 +239,9 @@ def build_parser() -> argparse.ArgumentParser:
         parents=[url],
         help="EXPLAIN (ANALYZE, BUFFERS) a named statement, in a transaction rolled back",
     )
-    p.add_argument("name", help="the statement's name, as in `-- name:`")
+    p.add_argument(
+        "name", help="the statement's name, as in `-- name:` (a runtime one, else a tool's)"
+    )
     p.add_argument(
         "--param",
         action="append",

@@ -1,7 +1,7 @@
 -- `catbird-db grant ROLE` (catbird_db/tools/grants.py): the application role's rights, and no
 -- more (docs/operations.md). The owner runs the migrations and owns every table; the
--- application role gets, table by table, what the runtime statements of the other
--- files need. {grantee}, {schema_name} and {database_name} are identifier slots,
+-- application role gets, table by table, what the runtime statements (sql/*.sql)
+-- need. {grantee}, {schema_name} and {database_name} are identifier slots,
 -- filled with psycopg.sql.Identifier: no parameter can stand for a role or a schema.
 -- Row locks (FOR UPDATE, FOR NO KEY UPDATE, FOR KEY SHARE) need UPDATE on their table.
 -- No sequence needs USAGE (key_packages.id is an identity column, drawn without a
