@@ -29,3 +29,15 @@ async def check(conn: Executor, convo_id: UUID, actor_did: str, *, admin: bool =
     if admin and not access.is_admin:
         raise NotAnAdmin(f"{actor_did} is not an admin of conversation {convo_id}")
     return access
+
+
+def refuse(outcome: str, convo_id: UUID, actor_did: str) -> None:
+    """Raise the error a statement's verdict names, for the refusals every conversation
+    statement shares: not_found, not_a_member, not_an_admin. Any other outcome returns,
+    for the caller to name."""
+    if outcome == "not_found":
+        raise NotFound(f"conversation {convo_id} does not exist")
+    if outcome == "not_a_member":
+        raise NotAMember(f"{actor_did} is not an active member of conversation {convo_id}")
+    if outcome == "not_an_admin":
+        raise NotAnAdmin(f"{actor_did} is not an admin of conversation {convo_id}")

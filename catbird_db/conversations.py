@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import datetime
 from uuid import UUID, uuid4
 
@@ -128,17 +129,22 @@ async def get_current_epoch(conn: Executor, convo_id: UUID, *, actor_did: str) -
     """The conversation's epoch; NotFound or NotAMember otherwise."""
     convo, actor = validate.uuid(convo_id, "convo_id"), validate.did(actor_did, "actor_did")
     params = {"convo_id": convo, "actor_did": actor}
-    epoch = await conn.fetch_value(_GET_EPOCH, params)
-    if epoch is None:
-        await _access.check(conn, convo, actor)
-        raise NotFound(f"conversation {convo_id} does not exist")
-    return int(epoch)
+    row = await conn.fetch_one(_GET_EPOCH, params, _Epoch)
+    assert row is not None  # the statement always returns its verdict
+    _access.refuse(row.outcome, convo, actor)
+    assert row.epoch is not None  # set for an active member
+    return row.epoch
 
 
 async def delete_conversation(conn: Executor, convo_id: UUID, *, actor_did: str) -> None:
     """Delete the conversation with everything in it; only an active admin may."""
     convo, actor = validate.uuid(convo_id, "convo_id"), validate.did(actor_did, "actor_did")
     params = {"convo_id": convo, "actor_did": actor}
-    if await conn.execute(_DELETE, params) == 0:
-        await _access.check(conn, convo, actor, admin=True)
-        raise NotFound(f"conversation {convo_id} does not exist")
+    outcome = await conn.fetch_value(_DELETE, params)
+    _access.refuse(str(outcome), convo, actor)
+
+
+@dataclass(frozen=True, slots=True)
+class _Epoch:
+    outcome: str
+    epoch: int | None

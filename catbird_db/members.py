@@ -8,7 +8,7 @@ from uuid import UUID
 
 from . import _access, validate
 from .database import Executor
-from .errors import LastAdmin, NotAnAdmin, NotFound
+from .errors import LastAdmin, NotFound
 from .models import Member, Membership, Role
 from .pages import Page
 from .sql import statement
@@ -47,21 +47,32 @@ async def add_member(
         "actor_did": actor,
         "role": validate.role(role),
     }
-    added = await conn.fetch_one(_ADD, params, Member)
-    if added is not None:
-        return added
-    await _access.check(conn, convo, actor, admin=True)
-    existing = await get_membership(conn, convo, member)
-    if existing is None or existing.left_at is not None:
-        raise NotFound(f"{member} could not be added to {convo}")  # removed meanwhile
+    row = await conn.fetch_one(_ADD, params, _Added)
+    assert row is not None  # the statement always returns its verdict
+    _access.refuse(row.outcome, convo, actor)
+    if row.outcome == "raced":
+        # Another add (or a removal) committed on this member since the statement's
+        # snapshot: the membership as it is now is the answer.
+        existing = await get_membership(conn, convo, member)
+        if existing is None or existing.left_at is not None:
+            raise NotFound(f"{member} could not be added to {convo}")  # removed meanwhile
+        return Member(
+            existing.convo_id,
+            existing.member_did,
+            existing.role,
+            existing.joined_at,
+            existing.left_at,
+            existing.joined_seq,
+            existing.last_read_seq,
+        )
     return Member(
-        existing.convo_id,
-        existing.member_did,
-        existing.role,
-        existing.joined_at,
-        existing.left_at,
-        existing.joined_seq,
-        existing.last_read_seq,
+        convo,
+        member,
+        row.role,  # type: ignore[arg-type]  # set whenever added or active
+        row.joined_at,  # type: ignore[arg-type]
+        row.left_at,
+        row.joined_seq,  # type: ignore[arg-type]
+        row.last_read_seq,  # type: ignore[arg-type]
     )
 
 
@@ -89,10 +100,7 @@ async def remove_member(
         )
     if result.outcome == "last_admin":
         raise LastAdmin(f"{member_did} is the last admin of {convo_id}")
-    # The statement decided on locked rows; access_of only names the refusal.
-    await _access.check(conn, convo, actor, admin=actor != member)
-    if result.outcome == "not_allowed":
-        raise NotAnAdmin(f"{actor_did} is not an admin of conversation {convo_id}")
+    _access.refuse(result.outcome, convo, actor)
     raise NotFound(f"{member_did} is not an active member of {convo_id}")
 
 
@@ -132,11 +140,19 @@ async def mark_read(conn: Executor, convo_id: UUID, *, actor_did: str, seq: int)
     """
     convo, actor = validate.uuid(convo_id, "convo_id"), validate.did(actor_did, "actor_did")
     params = {"convo_id": convo, "actor_did": actor, "seq": validate.non_negative(seq, "seq")}
-    marked = await conn.fetch_one(_MARK_READ, params, Membership)
-    if marked is None:
-        await _access.check(conn, convo, actor)
-        raise NotFound(f"conversation {convo_id} does not exist")
-    return marked
+    row = await conn.fetch_one(_MARK_READ, params, _Marked)
+    assert row is not None  # the statement always returns its verdict
+    _access.refuse(row.outcome, convo, actor)
+    return Membership(
+        convo,
+        actor,
+        row.role,  # type: ignore[arg-type]  # set whenever the marker moved
+        row.joined_at,  # type: ignore[arg-type]
+        row.left_at,
+        row.joined_seq,  # type: ignore[arg-type]
+        row.last_read_seq,  # type: ignore[arg-type]
+        row.unread_count,  # type: ignore[arg-type]
+    )
 
 
 async def reset_unread_count(conn: Executor, convo_id: UUID, *, actor_did: str) -> Membership:
@@ -146,6 +162,35 @@ async def reset_unread_count(conn: Executor, convo_id: UUID, *, actor_did: str) 
     """
     # mark_read clamps the marker to the newest seq: the largest seq there is means "all".
     return await mark_read(conn, convo_id, actor_did=actor_did, seq=validate.MAX_BIGINT)
+
+
+@dataclass(frozen=True, slots=True)
+class _Added:
+    """add_member's verdict, and the member's columns when there is a row to show."""
+
+    outcome: str
+    convo_id: UUID | None
+    member_did: str | None
+    role: Role | None
+    joined_at: datetime | None
+    left_at: datetime | None
+    joined_seq: int | None
+    last_read_seq: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class _Marked:
+    """mark_read's verdict, and the membership's columns when it marked."""
+
+    outcome: str
+    convo_id: UUID | None
+    member_did: str | None
+    role: Role | None
+    joined_at: datetime | None
+    left_at: datetime | None
+    joined_seq: int | None
+    last_read_seq: int | None
+    unread_count: int | None
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from datetime import datetime
-from typing import Literal, NoReturn
+from typing import Literal
 from uuid import UUID
 
 from . import _access, validate
-from .database import Executor, Transaction
+from ._sequence import sequence
+from .database import Executor
 from .errors import (
-    AlreadyExists,
-    EpochConflict,
     InvalidCursor,
     InvalidInput,
     NotFound,
@@ -35,9 +32,6 @@ __all__ = [
 
 Direction = Literal["forward", "backward"]
 
-_CREATE = statement("create_message")
-_COMMIT = statement("submit_commit")
-_ID_TAKEN = statement("message_id_taken")
 _GET = statement("get_message")
 _LIST_FORWARD = statement("list_messages_forward")
 _LIST_BACKWARD = statement("list_messages_backward")
@@ -66,26 +60,17 @@ async def create_message(
     """
     convo, actor = validate.uuid(convo_id, "convo_id"), validate.did(actor_did, "actor_did")
     msg_id = validate.uuid(message_id, "message_id")
-    params = {
-        "convo_id": convo,
-        "actor_did": actor,
-        "id": msg_id,
-        "epoch": validate.non_negative(epoch, "epoch"),
-        "epoch_window": conn.config.epoch_window,
-        "ciphertext": validate.bytes_(ciphertext, "ciphertext", conn.config.max_message_bytes),
-        "expires_at": validate.expiry(expires_at),
-    }
-    try:
-        async with _savepoint(conn):
-            message = await conn.fetch_one(_CREATE, params, Message)
-    except AlreadyExists:
-        # A concurrent send of this id committed between our look-up and our insert.
-        # It is visible now: running again replays it (same sender and content) or
-        # writes nothing.
-        message = await conn.fetch_one(_CREATE, params, Message)
-    if message is None:
-        await _refused(conn, convo, actor, msg_id)
-    return message
+    return await sequence(
+        conn,
+        convo,
+        actor,
+        message_id=msg_id,
+        message_type="app",
+        epoch=validate.non_negative(epoch, "epoch"),
+        ciphertext=validate.bytes_(ciphertext, "ciphertext", conn.config.max_message_bytes),
+        epoch_window=conn.config.epoch_window,
+        expires_at=validate.expiry(expires_at),
+    )
 
 
 async def submit_commit(
@@ -105,47 +90,15 @@ async def submit_commit(
     """
     convo, actor = validate.uuid(convo_id, "convo_id"), validate.did(actor_did, "actor_did")
     msg_id = validate.uuid(message_id, "message_id")
-    params = {
-        "convo_id": convo,
-        "actor_did": actor,
-        "id": msg_id,
-        "epoch": validate.non_negative(epoch, "epoch"),
-        "ciphertext": validate.bytes_(ciphertext, "ciphertext", conn.config.max_message_bytes),
-    }
-    try:
-        async with _savepoint(conn):
-            commit = await conn.fetch_one(_COMMIT, params, Message)
-    except AlreadyExists:  # lost the race for the id: see create_message
-        commit = await conn.fetch_one(_COMMIT, params, Message)
-    if commit is None:
-        await _refused(conn, convo, actor, msg_id)
-    return commit
-
-
-@asynccontextmanager
-async def _savepoint(conn: Executor) -> AsyncIterator[None]:
-    """A savepoint inside a caller's transaction, so that a send that loses the race for
-    its id leaves the transaction usable; nothing (one round trip) on the Database."""
-    if isinstance(conn, Transaction):
-        async with conn.transaction():
-            yield
-    else:
-        yield
-
-
-async def _refused(conn: Executor, convo_id: UUID, actor_did: str, message_id: UUID) -> NoReturn:
-    """Say why a sequencing statement wrote nothing: NotFound, NotAMember, AlreadyExists
-    (the id is taken by another message), else EpochConflict with the current epoch."""
-    seen = await _access.check(conn, convo_id, actor_did)
-    if await _id_taken(conn, convo_id, message_id):
-        raise AlreadyExists(f"message id {message_id} is taken in conversation {convo_id}")
-    raise EpochConflict(seen.epoch if seen.epoch is not None else -1)
-
-
-async def _id_taken(conn: Executor, convo_id: UUID, message_id: UUID) -> bool:
-    """Whether the conversation holds a message with this id (whoever sent it)."""
-    params = {"convo_id": convo_id, "id": message_id}
-    return bool(await conn.fetch_value(_ID_TAKEN, params))
+    return await sequence(
+        conn,
+        convo,
+        actor,
+        message_id=msg_id,
+        message_type="commit",
+        epoch=validate.non_negative(epoch, "epoch"),
+        ciphertext=validate.bytes_(ciphertext, "ciphertext", conn.config.max_message_bytes),
+    )
 
 
 async def get_message(

@@ -8,12 +8,14 @@ their pending welcomes and consumes each once.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from uuid import UUID
 
-from . import _access, mls, validate
+from . import mls, validate
+from ._sequence import sequence
 from .database import Executor
-from .errors import EpochConflict, InvalidInput, NotFound
+from .errors import InvalidInput, NotFound
 from .models import MembersAdded, NewMember, Welcome
 from .pages import Page
 from .sql import statement
@@ -29,7 +31,7 @@ __all__ = [
 MAX_NEW_MEMBERS = 1000
 _FIRST_PAGE = (datetime(1, 1, 1, tzinfo=UTC), UUID(int=0), UUID(int=0))
 
-_ADD_MEMBERS = statement("add_members_with_commit")
+_ADD_MEMBERS = statement("add_members")
 _LIST_PENDING = statement("list_pending_welcomes")
 _CONSUME = statement("consume_welcome")
 _DELETE_CONSUMED = statement("delete_consumed_welcomes")
@@ -61,26 +63,40 @@ async def add_members_with_commit(
     commit_uuid = validate.uuid(commit_id, "commit_id")
     ciphertext = validate.bytes_(commit, "commit", conn.config.max_message_bytes)
     members = _new_members(conn, new_members, actor)
-    params = {
-        "convo_id": convo,
-        "actor_did": actor,
-        "expected_epoch": expected,
-        "commit_id": commit_uuid,
-        "commit": ciphertext,
-        "member_dids": [m.member_did for m in members],
-        "key_package_refs": [m.key_package_ref for m in members],
-        "welcome_data": [m.welcome_data for m in members],
-    }
-    added = await conn.fetch_one(_ADD_MEMBERS, params, MembersAdded)
-    if added is not None:
-        return added
-    seen = await _access.check(conn, convo, actor, admin=True)
-    if seen.epoch != expected:
-        raise EpochConflict(seen.epoch if seen.epoch is not None else -1)
-    raise InvalidInput(
-        "every new member's key_package_ref must be a key package of theirs, of the "
-        "conversation's cipher suite, claimed by the committer and not used by another "
-        "add, or an unexpired last-resort one"
+    dids = [m.member_did for m in members]
+    # One transaction (a savepoint in the caller's): a refusal of the members' part
+    # rolls the sequenced commit back with it.
+    async with conn.transaction() as tx:
+        stored = await sequence(
+            tx,
+            convo,
+            actor,
+            message_id=commit_uuid,
+            message_type="commit",
+            epoch=expected,
+            ciphertext=ciphertext,
+            admin_only=True,
+            rejoining=dids,
+            replay=False,
+        )
+        params = {
+            "convo_id": convo,
+            "actor_did": actor,
+            "seq": stored.seq,
+            "member_dids": dids,
+            "key_package_refs": [m.key_package_ref for m in members],
+            "welcome_data": [m.welcome_data for m in members],
+        }
+        added = await tx.fetch_one(_ADD_MEMBERS, params, _Added)
+        assert added is not None  # the statement always returns its verdict
+        if not added.usable:
+            raise InvalidInput(
+                "every new member's key_package_ref must be a key package of theirs, of "
+                "the conversation's cipher suite, claimed by the committer and not used by "
+                "another add, or an unexpired last-resort one"
+            )
+    return MembersAdded(
+        convo, commit_uuid, stored.seq, expected + 1, stored.sent_at, added.members_added
     )
 
 
@@ -133,6 +149,12 @@ async def delete_consumed_welcomes(
     size = validate.batch_size(batch_size)
     params = {"older_than": age, "batch_size": size}
     return await conn.execute_in_batches(_DELETE_CONSUMED, params, size)
+
+
+@dataclass(frozen=True, slots=True)
+class _Added:
+    usable: bool
+    members_added: int
 
 
 def _new_members(conn: Executor, new_members: object, actor: str) -> list[NewMember]:

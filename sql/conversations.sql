@@ -90,16 +90,21 @@ ORDER BY c.updated_at DESC, c.id DESC
 LIMIT %(limit)s;
 
 -- name: get_current_epoch
--- The epoch, for an active member.
-SELECT c.epoch
-FROM conversations AS c
-WHERE
-    c.id = %(convo_id)s
-    AND EXISTS (
-        SELECT 1
-        FROM members AS m
-        WHERE m.convo_id = c.id AND m.member_did = %(actor_did)s AND m.left_at IS NULL
-    );
+-- Returns one row: the outcome ('ok', 'not_found', 'not_a_member') and, for an active
+-- member, the epoch; one snapshot decides both.
+-- Index: conversations' and members' primary keys.
+-- not null: outcome (a CASE whose every branch is a literal)
+SELECT
+    CASE
+        WHEN c.id IS NULL THEN 'not_found'
+        WHEN m.member_did IS NULL THEN 'not_a_member'
+        ELSE 'ok'
+    END AS outcome,
+    CASE WHEN m.member_did IS NOT NULL THEN c.epoch END AS epoch
+FROM (SELECT %(convo_id)s::uuid AS id) AS wanted
+LEFT JOIN conversations AS c ON wanted.id = c.id
+LEFT JOIN members AS m
+    ON c.id = m.convo_id AND m.member_did = %(actor_did)s AND m.left_at IS NULL;
 
 -- name: delete_conversation
 -- Deletes the conversation and, by cascade, its members, messages, welcomes and blobs;
@@ -107,7 +112,9 @@ WHERE
 -- DID order, as the cascade would delete it: the admin check is made on the newest
 -- version of the actor's row, and a sender (which holds its own row, then waits for the
 -- conversation's) is waited for instead of deadlocked with. The aggregate reads all of
--- the locked rows before the conversation row is touched.
+-- the locked rows before the conversation row is touched. Returns one row: the outcome
+-- ('deleted', 'not_found', 'not_a_member', 'not_an_admin'), decided on the locked rows.
+-- not null: outcome (a CASE whose every branch is a literal)
 WITH locked AS (
     SELECT
         l.member_did,
@@ -119,19 +126,41 @@ WITH locked AS (
     FOR UPDATE
 ),
 
-allowed AS (
+actor AS (
+    -- The actor's rights on the locked rows.
     SELECT
+        coalesce(bool_or(l.member_did = %(actor_did)s AND l.left_at IS NULL), FALSE)
+            AS is_member,
         coalesce(
-            bool_or(
-                locked.member_did = %(actor_did)s
-                AND locked.role = 'admin'
-                AND locked.left_at IS NULL
-            ),
+            bool_or(l.member_did = %(actor_did)s AND l.left_at IS NULL AND l.role = 'admin'),
             FALSE
-        ) AS ok
-    FROM locked
+        ) AS is_admin
+    FROM locked AS l
+),
+
+convo AS (
+    -- The conversation row, locked after the members rows: gone if a delete in flight
+    -- committed first.
+    SELECT c.id
+    FROM conversations AS c CROSS JOIN actor
+    WHERE c.id = %(convo_id)s
+    FOR UPDATE OF c
+),
+
+deleted AS (
+    DELETE FROM conversations AS c
+    USING convo, actor
+    WHERE c.id = convo.id AND actor.is_admin
+    RETURNING c.id
 )
 
-DELETE FROM conversations AS c
-USING allowed
-WHERE c.id = %(convo_id)s AND allowed.ok;
+SELECT
+    CASE
+        WHEN deleted.id IS NOT NULL THEN 'deleted'
+        WHEN convo.id IS NULL THEN 'not_found'
+        WHEN NOT actor.is_member THEN 'not_a_member'
+        ELSE 'not_an_admin'
+    END AS outcome
+FROM actor
+LEFT JOIN convo ON TRUE
+LEFT JOIN deleted ON TRUE;

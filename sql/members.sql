@@ -8,9 +8,11 @@
 -- is either before the join or after it. A target already active takes no lock at all
 -- (so the add never waits on that member's own send), and a row created by another add
 -- since this statement's snapshot is left as it is (ON CONFLICT DO NOTHING: no lock
--- taken after the conversation's); add_member then reads either back. No row back:
--- refused, or the target is already active.
--- not null: convo_id, member_did, role, joined_at, joined_seq, last_read_seq (a UNION)
+-- taken after the conversation's). Returns one row: the outcome ('added', 'not_found',
+-- 'not_a_member', 'not_an_admin', 'active': the target's active row is returned as it
+-- is, or 'raced': another add created the row since the snapshot, and add_member reads
+-- it back) and the member's row when there is one.
+-- not null: outcome (a CASE whose every branch is a literal)
 WITH locked AS (
     SELECT
         l.member_did,
@@ -32,6 +34,8 @@ judged AS (
     -- conversation row is (an EXISTS could stop early and leave a row to be locked
     -- after the conversation's, out of the layer's order).
     SELECT
+        coalesce(bool_or(l.member_did = %(actor_did)s AND l.left_at IS NULL), FALSE)
+            AS actor_is_member,
         coalesce(
             bool_or(
                 l.member_did = %(actor_did)s AND l.role = 'admin' AND l.left_at IS NULL
@@ -43,7 +47,25 @@ judged AS (
     FROM locked AS l
 ),
 
+present AS (
+    -- The target's row when active in this snapshot (not locked): then nothing changes.
+    SELECT
+        t.convo_id,
+        t.member_did,
+        t.role,
+        t.joined_at,
+        t.left_at,
+        t.joined_seq,
+        t.last_read_seq
+    FROM members AS t
+    WHERE
+        t.convo_id = %(convo_id)s
+        AND t.member_did = %(member_did)s
+        AND t.left_at IS NULL
+),
+
 convo AS (
+    -- The conversation row, locked after the members rows, when the add goes ahead.
     SELECT
         c.id,
         c.last_seq
@@ -51,14 +73,7 @@ convo AS (
     WHERE
         c.id = %(convo_id)s
         AND (SELECT j.actor_is_admin AND NOT j.target_active FROM judged AS j)
-        AND NOT EXISTS (
-            -- Active in this snapshot (not locked), or the actor adding itself.
-            SELECT 1 FROM members AS t
-            WHERE
-                t.convo_id = %(convo_id)s
-                AND t.member_did = %(member_did)s
-                AND t.left_at IS NULL
-        )
+        AND NOT EXISTS (SELECT 1 FROM present)
     FOR NO KEY UPDATE
 ),
 
@@ -100,31 +115,82 @@ inserted AS (
     ON CONFLICT (convo_id, member_did) DO NOTHING
     RETURNING
         m.convo_id, m.member_did, m.role, m.joined_at, m.left_at, m.joined_seq, m.last_read_seq
+),
+
+added AS (
+    SELECT
+        rejoined.convo_id,
+        rejoined.member_did,
+        rejoined.role,
+        rejoined.joined_at,
+        rejoined.left_at,
+        rejoined.joined_seq,
+        rejoined.last_read_seq
+    FROM rejoined
+    UNION ALL
+    SELECT
+        inserted.convo_id,
+        inserted.member_did,
+        inserted.role,
+        inserted.joined_at,
+        inserted.left_at,
+        inserted.joined_seq,
+        inserted.last_read_seq
+    FROM inserted
+),
+
+shown AS (
+    -- The row to return: the one written, else the active one found.
+    SELECT
+        added.convo_id,
+        added.member_did,
+        added.role,
+        added.joined_at,
+        added.left_at,
+        added.joined_seq,
+        added.last_read_seq
+    FROM added
+    UNION ALL
+    SELECT
+        present.convo_id,
+        present.member_did,
+        present.role,
+        present.joined_at,
+        present.left_at,
+        present.joined_seq,
+        present.last_read_seq
+    FROM present
+    WHERE NOT EXISTS (SELECT 1 FROM added)
 )
 
 SELECT
-    rejoined.convo_id,
-    rejoined.member_did,
-    rejoined.role,
-    rejoined.joined_at,
-    rejoined.left_at,
-    rejoined.joined_seq,
-    rejoined.last_read_seq
-FROM rejoined
-UNION ALL
-SELECT
-    inserted.convo_id,
-    inserted.member_did,
-    inserted.role,
-    inserted.joined_at,
-    inserted.left_at,
-    inserted.joined_seq,
-    inserted.last_read_seq
-FROM inserted;
+    CASE
+        WHEN EXISTS (SELECT 1 FROM added) THEN 'added'
+        WHEN
+            NOT EXISTS (
+                SELECT 1 FROM conversations AS c
+                WHERE c.id = %(convo_id)s
+            )
+            THEN 'not_found'
+        WHEN NOT judged.actor_is_member THEN 'not_a_member'
+        WHEN NOT judged.actor_is_admin THEN 'not_an_admin'
+        WHEN EXISTS (SELECT 1 FROM present) THEN 'active'
+        ELSE 'raced'
+    END AS outcome,
+    shown.convo_id,
+    shown.member_did,
+    shown.role,
+    shown.joined_at,
+    shown.left_at,
+    shown.joined_seq,
+    shown.last_read_seq
+FROM judged
+LEFT JOIN shown ON TRUE;
 
 -- name: remove_member
 -- Soft-deletes a member: an admin removes anyone, a member removes themselves. Returns
--- one row: the outcome ('removed', 'not_member', 'not_allowed' or 'last_admin') and, when
+-- one row: the outcome ('removed', 'not_found', 'not_a_member', 'not_an_admin',
+-- 'not_member' (the target is not active) or 'last_admin') and, when
 -- removed, the member's row. The actor's and the target's rows (whatever their state in
 -- the statement's snapshot) and the active admins' rows are locked in DID order, and
 -- every decision is taken on those locked, newest row versions: two admins removing each
@@ -161,17 +227,29 @@ verdict AS (
         CASE
             WHEN
                 NOT EXISTS (
-                    SELECT 1 FROM active
-                    WHERE member_did = %(member_did)s
+                    SELECT 1 FROM conversations AS c
+                    WHERE c.id = %(convo_id)s
                 )
-                THEN 'not_member'
+                THEN 'not_found'
+            WHEN
+                NOT EXISTS (
+                    SELECT 1 FROM active
+                    WHERE member_did = %(actor_did)s
+                )
+                THEN 'not_a_member'
             WHEN
                 %(actor_did)s <> %(member_did)s
                 AND NOT EXISTS (
                     SELECT 1 FROM active
                     WHERE member_did = %(actor_did)s AND role = 'admin'
                 )
-                THEN 'not_allowed'
+                THEN 'not_an_admin'
+            WHEN
+                NOT EXISTS (
+                    SELECT 1 FROM active
+                    WHERE member_did = %(member_did)s
+                )
+                THEN 'not_member'
             WHEN
                 EXISTS (
                     SELECT 1 FROM active
@@ -277,32 +355,56 @@ WHERE m.convo_id = %(convo_id)s AND m.member_did = %(member_did)s;
 
 -- name: mark_read
 -- Moves the actor's read marker forward to a seq (clamped to the conversation's
--- last_seq), never back; returns the membership with its unread count. Touches only
--- the actor's own row.
--- not null: unread_count (a count)
-UPDATE members AS m
-SET last_read_seq = greatest(m.last_read_seq, least(%(seq)s, c.last_seq))
-FROM conversations AS c
-WHERE
-    m.convo_id = %(convo_id)s
-    AND m.member_did = %(actor_did)s
-    AND m.left_at IS NULL
-    AND c.id = m.convo_id
-RETURNING
-    m.convo_id,
-    m.member_did,
-    m.role,
-    m.joined_at,
-    m.left_at,
-    m.joined_seq,
-    m.last_read_seq,
-    (
-        SELECT count(*)
-        FROM messages AS msg
-        WHERE
-            msg.convo_id = m.convo_id
-            AND msg.seq > m.last_read_seq
-            AND msg.message_type = 'app'
-            AND msg.sender_did <> m.member_did
-            AND (msg.expires_at IS NULL OR msg.expires_at > now())
-    ) AS unread_count;
+-- last_seq), never back. Returns one row: the outcome ('marked', 'not_found',
+-- 'not_a_member') and, when marked, the membership with its unread count. Locks only the
+-- actor's own row (the UPDATE decides on its newest version: a removal committed
+-- meanwhile refuses the call).
+-- Index: members' and conversations' primary keys; messages_pkey for the count.
+-- not null: outcome (a CASE whose every branch is a literal)
+WITH marked AS (
+    -- The actor's row, when active, with the marker moved.
+    UPDATE members AS m
+    SET last_read_seq = greatest(m.last_read_seq, least(%(seq)s, c.last_seq))
+    FROM conversations AS c
+    WHERE
+        m.convo_id = %(convo_id)s
+        AND m.member_did = %(actor_did)s
+        AND m.left_at IS NULL
+        AND c.id = m.convo_id
+    RETURNING
+        m.convo_id,
+        m.member_did,
+        m.role,
+        m.joined_at,
+        m.left_at,
+        m.joined_seq,
+        m.last_read_seq,
+        (
+            SELECT count(*)
+            FROM messages AS msg
+            WHERE
+                msg.convo_id = m.convo_id
+                AND msg.seq > m.last_read_seq
+                AND msg.message_type = 'app'
+                AND msg.sender_did <> m.member_did
+                AND (msg.expires_at IS NULL OR msg.expires_at > now())
+        ) AS unread_count
+)
+
+SELECT
+    CASE
+        WHEN marked.member_did IS NOT NULL THEN 'marked'
+        WHEN c.id IS NULL THEN 'not_found'
+        ELSE 'not_a_member'
+    END AS outcome,
+    marked.convo_id,
+    marked.member_did,
+    marked.role,
+    marked.joined_at,
+    marked.left_at,
+    marked.joined_seq,
+    marked.last_read_seq,
+    marked.unread_count
+FROM (SELECT %(convo_id)s::uuid AS id) AS wanted
+LEFT JOIN conversations AS c ON wanted.id = c.id
+LEFT JOIN marked ON TRUE;

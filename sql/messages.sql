@@ -1,30 +1,65 @@
--- name: create_message
--- Sends an application message, or replays an earlier send of the same id. A message
--- with this id decides first: then nothing is written, and the stored message comes
--- back only to its sender and only for the same epoch and ciphertext (no row
--- otherwise). Else the sender must be an active member and the epoch within
--- epoch_window of the current one: the sender's own members row is locked first (so a
--- concurrent removal either precedes the send and refuses it, or waits for it), then
--- last_seq is bumped under the conversation's row lock (which orders concurrent
--- senders), the message takes the new seq, the sender's
--- read marker moves to it and a notification is queued, all in this one statement.
--- sent_at is left to its default, the clock at insert: after the lock, so in seq order.
--- No other member's row is touched. No row back: refused (create_message says why).
--- not null: convo_id, seq, id, sender_did, message_type, epoch, ciphertext, sent_at
-WITH sender AS (
-    -- Locked, so that membership is judged on the newest row version even after a
-    -- wait on the conversation row: a removal is either before this send (refused) or
-    -- waits for it. The actor's row is locked first, then the conversation's.
-    SELECT a.member_did
-    FROM members AS a
+-- name: sequence_message
+-- The one statement that gives a conversation its next message: create_message,
+-- submit_commit and add_members_with_commit run it. Returns exactly one row: the verdict
+-- (outcome, and the conversation's epoch and the actor's rights as the locked rows show
+-- them) and, when outcome is 'sequenced' or 'replayed', the message.
+-- Locks, in the layer's order: the judged members rows in DID order (the actor's, and for
+-- an add the rows of members it re-adds: `rejoining`), read through an aggregate so
+-- every one is locked before the conversation row; then the conversation row (its newest
+-- version: a removal, a commit or a send in flight is waited for and decided on).
+-- Outcomes, in the order they are decided: not_found, not_a_member, not_an_admin (when
+-- admin_only), replayed (this id was sent before by the actor, with the same type,
+-- epoch and ciphertext: the stored message, nothing written), id_taken, epoch_conflict
+-- (the conversation's epoch minus `epoch` is not within 0..epoch_window: commits pass
+-- 0), else sequenced: last_seq + 1 (and epoch + 1 for a commit) under the conversation
+-- row lock, the message stored at its own epoch, the actor's read marker moved to it,
+-- the notification queued. sent_at is left to its default, the clock at insert: after
+-- the lock, so in seq order. No other member's row is touched.
+-- Index: members' and conversations' primary keys, messages' unique (convo_id, id).
+-- Notifies: `channel`, payload 'convo_id:seq:message_type', delivered only on commit.
+-- not null: outcome
+WITH locked AS (
+    -- The judged members rows, locked in DID order.
+    SELECT
+        l.member_did,
+        l.role,
+        l.left_at
+    FROM members AS l
     WHERE
-        a.convo_id = %(convo_id)s
-        AND a.member_did = %(actor_did)s
-        AND a.left_at IS NULL
+        l.convo_id = %(convo_id)s
+        AND (
+            l.member_did = %(actor_did)s
+            OR (l.left_at IS NOT NULL AND l.member_did = any(%(rejoining)s::text[]))
+        )
+    ORDER BY l.member_did
     FOR NO KEY UPDATE
 ),
 
+actor AS (
+    -- The actor's rights: an aggregate reads every locked row, so all are locked before
+    -- the conversation row is (an EXISTS could stop at the first).
+    SELECT
+        coalesce(bool_or(a.member_did = %(actor_did)s AND a.left_at IS NULL), FALSE)
+            AS is_member,
+        coalesce(
+            bool_or(a.member_did = %(actor_did)s AND a.left_at IS NULL AND a.role = 'admin'),
+            FALSE
+        ) AS is_admin
+    FROM locked AS a
+),
+
+convo AS (
+    -- The conversation row, locked after the members rows: its newest version.
+    SELECT
+        c.id,
+        c.epoch
+    FROM conversations AS c CROSS JOIN actor
+    WHERE c.id = %(convo_id)s
+    FOR NO KEY UPDATE OF c
+),
+
 earlier AS (
+    -- A message stored before with this id, by whoever.
     SELECT
         e.convo_id,
         e.seq,
@@ -39,18 +74,46 @@ earlier AS (
     WHERE e.convo_id = %(convo_id)s AND e.id = %(id)s
 ),
 
+verdict AS (
+    -- What this call may do, decided once on the rows above.
+    SELECT
+        actor.is_member,
+        actor.is_admin,
+        convo.epoch,
+        CASE
+            WHEN convo.id IS NULL THEN 'not_found'
+            WHEN NOT actor.is_member THEN 'not_a_member'
+            WHEN %(admin_only)s::boolean AND NOT actor.is_admin THEN 'not_an_admin'
+            WHEN
+                earlier.sender_did = %(actor_did)s
+                AND earlier.message_type = %(message_type)s::text
+                AND earlier.epoch = %(epoch)s
+                AND earlier.ciphertext = %(ciphertext)s
+                THEN 'replayed'
+            WHEN earlier.id IS NOT NULL THEN 'id_taken'
+            WHEN convo.epoch - %(epoch)s NOT BETWEEN 0 AND %(epoch_window)s THEN 'epoch_conflict'
+            ELSE 'sequenced'
+        END AS outcome
+    FROM actor
+    LEFT JOIN convo ON TRUE
+    LEFT JOIN earlier ON TRUE
+),
+
 bump AS (
+    -- The next seq, and for a commit the next epoch, under the conversation row lock.
     UPDATE conversations AS c
-    SET last_seq = c.last_seq + 1, updated_at = now()
-    WHERE
-        c.id = %(convo_id)s
-        AND c.epoch - %(epoch)s BETWEEN 0 AND %(epoch_window)s
-        AND EXISTS (SELECT 1 FROM sender)
-        AND NOT EXISTS (SELECT 1 FROM earlier)
+    SET
+        last_seq = c.last_seq + 1,
+        epoch = c.epoch + (%(message_type)s::text = 'commit')::int,
+        updated_at = now()
+    FROM verdict
+    WHERE c.id = %(convo_id)s AND verdict.outcome = 'sequenced'
     RETURNING c.id, c.last_seq
 ),
 
 sent AS (
+    -- The message, stored at its own epoch; the notification is queued by the insert
+    -- itself, once per stored row.
     INSERT INTO messages (
         convo_id, seq, id, sender_did, message_type, epoch, ciphertext, expires_at
     )
@@ -59,13 +122,11 @@ sent AS (
         bump.last_seq AS seq,
         %(id)s::uuid AS id,
         %(actor_did)s::text AS sender_did,
-        'app' AS message_type,
+        %(message_type)s::text AS message_type,
         %(epoch)s::bigint AS epoch,
         %(ciphertext)s::bytea AS ciphertext,
         %(expires_at)s::timestamptz AS expires_at
     FROM bump
-    -- The notification is queued by the insert itself, once per stored row; it is
-    -- delivered only if this transaction commits.
     RETURNING
         convo_id,
         seq,
@@ -76,176 +137,26 @@ sent AS (
         ciphertext,
         sent_at,
         expires_at,
-        pg_notify('catbird_messages', convo_id::text || ':' || seq || ':' || message_type)
-            AS notified
+        pg_notify(%(channel)s, convo_id::text || ':' || seq || ':' || message_type) AS notified
 ),
 
 marked AS (
+    -- The actor has read what they sent.
     UPDATE members AS r
     SET last_read_seq = greatest(r.last_read_seq, sent.seq)
     FROM sent
-    WHERE
-        r.convo_id = sent.convo_id
-        AND r.member_did = sent.sender_did
-        AND r.left_at IS NULL
+    WHERE r.convo_id = sent.convo_id AND r.member_did = sent.sender_did
 )
 
 SELECT
-    sent.convo_id,
-    sent.seq,
-    sent.id,
-    sent.sender_did,
-    sent.message_type,
-    sent.epoch,
-    sent.ciphertext,
-    sent.sent_at,
-    sent.expires_at
-FROM sent
-UNION ALL
-SELECT
-    earlier.convo_id,
-    earlier.seq,
-    earlier.id,
-    earlier.sender_did,
-    earlier.message_type,
-    earlier.epoch,
-    earlier.ciphertext,
-    earlier.sent_at,
-    earlier.expires_at
-FROM earlier
-WHERE
-    earlier.sender_did = %(actor_did)s
-    AND earlier.message_type = 'app'
-    AND earlier.epoch = %(epoch)s
-    AND earlier.ciphertext = %(ciphertext)s
-    AND EXISTS (SELECT 1 FROM sender);
-
--- name: submit_commit
--- Stores an MLS commit and advances the epoch, atomically: the compare-and-swap
--- (epoch = the commit's epoch) and the seq bump are one UPDATE of the conversation
--- row, so of concurrent commits for one epoch exactly one matches. The commit is
--- stored at its own (old) epoch; the conversation moves to epoch + 1. Idempotent by
--- id exactly like create_message, and like it locks the sender's members row before
--- the conversation row; the sender's read marker moves to the commit and a
--- notification is queued. A commit that also adds members follows this same shape
--- with its member and welcome inserts hung off `sent`.
--- not null: convo_id, seq, id, sender_did, message_type, epoch, ciphertext, sent_at
-WITH sender AS (
-    -- Locked, so that membership is judged on the newest row version even after a
-    -- wait on the conversation row: a removal is either before this send (refused) or
-    -- waits for it. The actor's row is locked first, then the conversation's.
-    SELECT a.member_did
-    FROM members AS a
-    WHERE
-        a.convo_id = %(convo_id)s
-        AND a.member_did = %(actor_did)s
-        AND a.left_at IS NULL
-    FOR NO KEY UPDATE
-),
-
-earlier AS (
-    SELECT
-        e.convo_id,
-        e.seq,
-        e.id,
-        e.sender_did,
-        e.message_type,
-        e.epoch,
-        e.ciphertext,
-        e.sent_at,
-        e.expires_at
-    FROM messages AS e
-    WHERE e.convo_id = %(convo_id)s AND e.id = %(id)s
-),
-
-bump AS (
-    UPDATE conversations AS c
-    SET epoch = c.epoch + 1, last_seq = c.last_seq + 1, updated_at = now()
-    WHERE
-        c.id = %(convo_id)s
-        AND c.epoch = %(epoch)s
-        AND EXISTS (SELECT 1 FROM sender)
-        AND NOT EXISTS (SELECT 1 FROM earlier)
-    RETURNING c.id, c.last_seq
-),
-
-sent AS (
-    INSERT INTO messages (convo_id, seq, id, sender_did, message_type, epoch, ciphertext)
-    SELECT
-        bump.id AS convo_id,
-        bump.last_seq AS seq,
-        %(id)s::uuid AS id,
-        %(actor_did)s::text AS sender_did,
-        'commit' AS message_type,
-        %(epoch)s::bigint AS epoch,
-        %(ciphertext)s::bytea AS ciphertext
-    FROM bump
-    -- The notification is queued by the insert itself, once per stored row; it is
-    -- delivered only if this transaction commits.
-    RETURNING
-        convo_id,
-        seq,
-        id,
-        sender_did,
-        message_type,
-        epoch,
-        ciphertext,
-        sent_at,
-        expires_at,
-        pg_notify('catbird_messages', convo_id::text || ':' || seq || ':' || message_type)
-            AS notified
-),
-
-marked AS (
-    UPDATE members AS r
-    SET last_read_seq = greatest(r.last_read_seq, sent.seq)
-    FROM sent
-    WHERE
-        r.convo_id = sent.convo_id
-        AND r.member_did = sent.sender_did
-        AND r.left_at IS NULL
-)
-
-SELECT
-    sent.convo_id,
-    sent.seq,
-    sent.id,
-    sent.sender_did,
-    sent.message_type,
-    sent.epoch,
-    sent.ciphertext,
-    sent.sent_at,
-    sent.expires_at
-FROM sent
-UNION ALL
-SELECT
-    earlier.convo_id,
-    earlier.seq,
-    earlier.id,
-    earlier.sender_did,
-    earlier.message_type,
-    earlier.epoch,
-    earlier.ciphertext,
-    earlier.sent_at,
-    earlier.expires_at
-FROM earlier
-WHERE
-    earlier.sender_did = %(actor_did)s
-    AND earlier.message_type = 'commit'
-    AND earlier.epoch = %(epoch)s
-    AND earlier.ciphertext = %(ciphertext)s
-    AND EXISTS (SELECT 1 FROM sender);
-
--- name: message_id_taken
--- Whether the conversation holds a message with this id, read only to explain a
--- refused send; says nothing else about it.
-SELECT (
-    EXISTS (
-        SELECT 1
-        FROM messages AS m
-        WHERE m.convo_id = %(convo_id)s AND m.id = %(id)s
-    )
-) AS taken;
+    verdict.outcome,
+    verdict.epoch AS current_epoch,
+    coalesce(sent.seq, earlier.seq) AS seq,
+    coalesce(sent.sent_at, earlier.sent_at) AS sent_at,
+    coalesce(sent.expires_at, earlier.expires_at) AS expires_at
+FROM verdict
+LEFT JOIN sent ON TRUE
+LEFT JOIN earlier ON verdict.outcome = 'replayed';
 
 -- name: get_message
 -- One message by its id, for an active member who joined before it was sent; an

@@ -65,9 +65,7 @@ INTENDED: dict[str, tuple[Need, ...]] = {
     "get_membership": ("members_pkey", "messages_pkey"),
     "mark_read": (GUARD, "conversations_pkey", "messages_pkey"),
     # messages
-    "create_message": (GUARD, "messages_convo_id_id_key", "conversations_pkey"),
-    "submit_commit": (GUARD, "messages_convo_id_id_key", "conversations_pkey"),
-    "message_id_taken": ("messages_convo_id_id_key",),
+    "sequence_message": ("members_pkey", "messages_convo_id_id_key", "conversations_pkey"),
     "get_message": ("messages_convo_id_id_key", GUARD),
     "list_messages_forward": ("messages_pkey", GUARD),
     "list_messages_backward": ("messages_pkey", GUARD),
@@ -89,12 +87,7 @@ INTENDED: dict[str, tuple[Need, ...]] = {
         "key_packages_pkey",
     ),
     # welcomes
-    "add_members_with_commit": (
-        "conversations_pkey",
-        GUARD,
-        "key_packages_key_package_ref_key",
-        "members_pkey",
-    ),
+    "add_members": ("conversations_pkey", "key_packages_key_package_ref_key", "members_pkey"),
     "list_pending_welcomes": ("welcomes_pending_by_recipient",),
     "consume_welcome": ("welcomes_pending_by_recipient",),
     "delete_consumed_welcomes": ("welcomes_consumed", "welcomes_pkey"),
@@ -126,7 +119,7 @@ NOT_PLANNED = frozenset(
 # may stand here: an index that enforces nothing must be used by a plan.
 ENFORCES: dict[str, str] = {
     "welcomes_pending_unique": (
-        "add_members_with_commit: AlreadyExists when a recipient has a pending welcome "
+        "add_members: AlreadyExists when a recipient has a pending welcome "
         "for that key package"
     ),
 }
@@ -174,23 +167,19 @@ def values(p: seed.Picks) -> dict[str, dict[str, Any]]:
         },
         "get_membership": {"convo_id": convo, "member_did": member},
         "mark_read": {"convo_id": convo, "actor_did": member, "seq": p.message_seq},
-        "create_message": {
+        "sequence_message": {
             "convo_id": convo,
             "actor_did": member,
             "id": uuid4(),
+            "message_type": "app",
             "epoch": 5,
             "epoch_window": config.epoch_window,
             "ciphertext": ciphertext,
             "expires_at": None,
+            "admin_only": False,
+            "rejoining": [],
+            "channel": "catbird_messages",
         },
-        "submit_commit": {
-            "convo_id": convo,
-            "actor_did": admin,
-            "id": uuid4(),
-            "epoch": 5,
-            "ciphertext": ciphertext,
-        },
-        "message_id_taken": {"convo_id": convo, "id": p.message_id},
         "get_message": {"convo_id": convo, "actor_did": member, "id": p.message_id},
         "list_messages_forward": {
             "convo_id": convo,
@@ -241,12 +230,10 @@ def values(p: seed.Picks) -> dict[str, dict[str, Any]]:
             "older_than": timedelta(seconds=config.key_package_retention_s),
             "batch_size": 1000,
         },
-        "add_members_with_commit": {
+        "add_members": {
             "convo_id": convo,
             "actor_did": admin,
-            "expected_epoch": 5,
-            "commit_id": uuid4(),
-            "commit": ciphertext,
+            "seq": p.message_seq,
             "member_dids": [p.owner_did],
             "key_package_refs": [p.key_package_ref],
             "welcome_data": [bytes(1500)],

@@ -1,0 +1,116 @@
+"""The one way a message gets its place in a conversation's order.
+
+create_message, submit_commit and add_members_with_commit all run `sequence_message`
+(sql/messages.sql): the lock order, the seq bump, the epoch test, idempotency by id, the
+sender's read marker and the notification are written there once. The statement returns
+its verdict with the message, decided on the rows it locked, so the error raised here
+always names the reason the statement itself refused for.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from uuid import UUID
+
+from . import _access
+from .database import Executor, Transaction
+from .errors import AlreadyExists, EpochConflict
+from .events import CHANNEL
+from .models import Message, MessageType
+from .sql import statement
+
+_SEQUENCE = statement("sequence_message")
+
+
+@dataclass(frozen=True, slots=True)
+class _Sequenced:
+    outcome: str
+    current_epoch: int | None
+    seq: int | None
+    sent_at: datetime | None
+    expires_at: datetime | None
+
+
+async def sequence(
+    conn: Executor,
+    convo_id: UUID,
+    actor_did: str,
+    *,
+    message_id: UUID,
+    message_type: MessageType,
+    epoch: int,
+    ciphertext: bytes,
+    epoch_window: int = 0,
+    expires_at: datetime | None = None,
+    admin_only: bool = False,
+    rejoining: Sequence[str] = (),
+    replay: bool = True,
+) -> Message:
+    """Store the message at the conversation's next seq (a commit also advances the epoch),
+    or return the same send stored before (when `replay`).
+
+    Raises NotFound, NotAMember, NotAnAdmin (with `admin_only`), AlreadyExists (the id is
+    taken, or a replay when `replay` is False), EpochConflict with the current epoch.
+    """
+    params = {
+        "convo_id": convo_id,
+        "actor_did": actor_did,
+        "id": message_id,
+        "message_type": message_type,
+        "epoch": epoch,
+        "epoch_window": epoch_window,
+        "ciphertext": ciphertext,
+        "expires_at": expires_at,
+        "admin_only": admin_only,
+        "rejoining": list(rejoining),
+        "channel": CHANNEL,
+    }
+    if not replay:
+        # A concurrent send of this id makes the insert fail with AlreadyExists: the
+        # error id_taken would name too.
+        row = await conn.fetch_one(_SEQUENCE, params, _Sequenced)
+    else:
+        try:
+            async with _savepoint(conn):
+                row = await conn.fetch_one(_SEQUENCE, params, _Sequenced)
+        except AlreadyExists:
+            # A concurrent send of this id committed while this one waited for its locks;
+            # it is visible now, so running again replays it or names the taken id.
+            row = await conn.fetch_one(_SEQUENCE, params, _Sequenced)
+    assert row is not None  # the statement always returns its verdict
+    outcome = row.outcome
+    if outcome == "replayed" and not replay:
+        outcome = "id_taken"
+    if outcome in ("sequenced", "replayed"):
+        assert row.seq is not None
+        assert row.sent_at is not None
+        return Message(
+            convo_id,
+            row.seq,
+            message_id,
+            actor_did,
+            message_type,
+            epoch,
+            ciphertext,
+            row.sent_at,
+            row.expires_at,
+        )
+    _access.refuse(outcome, convo_id, actor_did)
+    if outcome == "id_taken":
+        raise AlreadyExists(f"message id {message_id} is taken in conversation {convo_id}")
+    assert row.current_epoch is not None  # epoch_conflict: the conversation exists
+    raise EpochConflict(row.current_epoch)
+
+
+@asynccontextmanager
+async def _savepoint(conn: Executor) -> AsyncIterator[None]:
+    """A savepoint inside a caller's transaction, so that a send that loses the race for
+    its id leaves the transaction usable; nothing (one round trip) on the Database."""
+    if isinstance(conn, Transaction):
+        async with conn.transaction():
+            yield
+    else:
+        yield
