@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Literal, NoReturn
 from uuid import UUID
 
 from . import _access, validate
-from .database import Executor, Transaction
+from .database import Executor
 from .errors import (
     AlreadyExists,
     EpochConflict,
@@ -20,7 +18,7 @@ from .errors import (
 )
 from .models import Message
 from .pages import Page
-from .sql import statement
+from .sql import command, query, scalar
 
 __all__ = [
     "create_message",
@@ -35,16 +33,16 @@ __all__ = [
 
 Direction = Literal["forward", "backward"]
 
-_CREATE = statement("create_message")
-_COMMIT = statement("submit_commit")
-_ID_TAKEN = statement("message_id_taken")
-_GET = statement("get_message")
-_LIST_FORWARD = statement("list_messages_forward")
-_LIST_BACKWARD = statement("list_messages_backward")
-_LIST_SINCE = statement("list_messages_since")
-_COUNT = statement("get_message_count")
-_DELETE = statement("delete_message")
-_DELETE_EXPIRED = statement("delete_expired_messages")
+_CREATE = query("create_message", Message)
+_COMMIT = query("submit_commit", Message)
+_ID_TAKEN = scalar("message_id_taken", bool)
+_GET = query("get_message", Message)
+_LIST_FORWARD = query("list_messages_forward", Message)
+_LIST_BACKWARD = query("list_messages_backward", Message)
+_LIST_SINCE = query("list_messages_since", Message)
+_COUNT = scalar("get_message_count", int)
+_DELETE = command("delete_message")
+_DELETE_EXPIRED = command("delete_expired_messages")
 
 
 async def create_message(
@@ -76,13 +74,13 @@ async def create_message(
         "expires_at": validate.expiry(expires_at),
     }
     try:
-        async with _savepoint(conn):
-            message = await conn.fetch_one(_CREATE, params, Message)
+        async with conn.savepoint():
+            message = await conn.fetch_one(_CREATE, params)
     except AlreadyExists:
         # A concurrent send of this id committed between our look-up and our insert.
         # It is visible now: running again replays it (same sender and content) or
         # writes nothing.
-        message = await conn.fetch_one(_CREATE, params, Message)
+        message = await conn.fetch_one(_CREATE, params)
     if message is None:
         await _refused(conn, convo, actor, msg_id)
     return message
@@ -113,24 +111,13 @@ async def submit_commit(
         "ciphertext": validate.bytes_(ciphertext, "ciphertext", conn.config.max_message_bytes),
     }
     try:
-        async with _savepoint(conn):
-            commit = await conn.fetch_one(_COMMIT, params, Message)
+        async with conn.savepoint():
+            commit = await conn.fetch_one(_COMMIT, params)
     except AlreadyExists:  # lost the race for the id: see create_message
-        commit = await conn.fetch_one(_COMMIT, params, Message)
+        commit = await conn.fetch_one(_COMMIT, params)
     if commit is None:
         await _refused(conn, convo, actor, msg_id)
     return commit
-
-
-@asynccontextmanager
-async def _savepoint(conn: Executor) -> AsyncIterator[None]:
-    """A savepoint inside a caller's transaction, so that a send that loses the race for
-    its id leaves the transaction usable; nothing (one round trip) on the Database."""
-    if isinstance(conn, Transaction):
-        async with conn.transaction():
-            yield
-    else:
-        yield
 
 
 async def _refused(conn: Executor, convo_id: UUID, actor_did: str, message_id: UUID) -> NoReturn:
@@ -155,7 +142,7 @@ async def get_message(
     deleted, never sent); NotFound if the conversation does not exist, NotAMember."""
     convo, actor = validate.uuid(convo_id, "convo_id"), validate.did(actor_did, "actor_did")
     params = {"convo_id": convo, "actor_did": actor, "id": validate.uuid(message_id, "message_id")}
-    found = await conn.fetch_one(_GET, params, Message)
+    found = await conn.fetch_one(_GET, params)
     if found is None:
         await _access.check(conn, convo, actor)
     return found
@@ -202,7 +189,7 @@ async def list_messages(
             "after_seq": 0 if bound is None else bound,
             "limit": size + 1,
         }
-        rows = await conn.fetch_all(_LIST_FORWARD, forward, Message)
+        rows = await conn.fetch_all(_LIST_FORWARD, forward)
     else:
         backward = {
             "convo_id": convo,
@@ -210,7 +197,7 @@ async def list_messages(
             "before_seq": validate.MAX_BIGINT if bound is None else bound,
             "limit": size + 1,
         }
-        rows = await conn.fetch_all(_LIST_BACKWARD, backward, Message)
+        rows = await conn.fetch_all(_LIST_BACKWARD, backward)
     return await _page(conn, rows, size, kind, scope, convo, actor)
 
 
@@ -241,7 +228,7 @@ async def list_messages_since(
         "after_seq": after,
         "limit": size + 1,
     }
-    rows = await conn.fetch_all(_LIST_SINCE, params, Message)
+    rows = await conn.fetch_all(_LIST_SINCE, params)
     return await _page(conn, rows, size, kind, scope, convo, actor)
 
 

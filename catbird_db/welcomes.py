@@ -16,7 +16,7 @@ from .database import Executor
 from .errors import EpochConflict, InvalidInput, NotFound
 from .models import MembersAdded, NewMember, Welcome
 from .pages import Page
-from .sql import statement
+from .sql import command, query
 
 __all__ = [
     "MAX_NEW_MEMBERS",
@@ -29,10 +29,10 @@ __all__ = [
 MAX_NEW_MEMBERS = 1000
 _FIRST_PAGE = (datetime(1, 1, 1, tzinfo=UTC), UUID(int=0), UUID(int=0))
 
-_ADD_MEMBERS = statement("add_members_with_commit")
-_LIST_PENDING = statement("list_pending_welcomes")
-_CONSUME = statement("consume_welcome")
-_DELETE_CONSUMED = statement("delete_consumed_welcomes")
+_ADD_MEMBERS = query("add_members_with_commit", MembersAdded)
+_LIST_PENDING = query("list_pending_welcomes", Welcome)
+_CONSUME = command("consume_welcome")
+_DELETE_CONSUMED = command("delete_consumed_welcomes")
 
 
 async def add_members_with_commit(
@@ -71,7 +71,7 @@ async def add_members_with_commit(
         "key_package_refs": [m.key_package_ref for m in members],
         "welcome_data": [m.welcome_data for m in members],
     }
-    added = await conn.fetch_one(_ADD_MEMBERS, params, MembersAdded)
+    added = await conn.fetch_one(_ADD_MEMBERS, params)
     if added is not None:
         return added
     seen = await _access.check(conn, convo, actor, admin=True)
@@ -104,7 +104,7 @@ async def list_pending_welcomes(
         "after_id": after[2],
         "limit": size + 1,
     }
-    rows = await conn.fetch_all(_LIST_PENDING, params, Welcome)
+    rows = await conn.fetch_all(_LIST_PENDING, params)
     return conn.cursors.page(
         rows, size, "welcomes", actor, lambda w: (w.created_at, w.convo_id, w.id)
     )

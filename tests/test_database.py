@@ -90,6 +90,31 @@ async def test_a_nested_transaction_is_a_savepoint(db: Database) -> None:
     assert not await members.is_member(db, convo.id, BOB)
 
 
+async def test_savepoint_in_a_transaction_rolls_back_to_it_and_the_transaction_goes_on(
+    db: Database,
+) -> None:
+    async with db.transaction() as tx:
+        convo = await conversations.create_conversation(tx, creator_did=ALICE, cipher_suite=1)
+        with pytest.raises(RuntimeError):
+            async with tx.savepoint() as inner:
+                assert inner is tx
+                await members.add_member(inner, convo.id, BOB, actor_did=ALICE)
+                raise RuntimeError("undo the add only")
+        assert not await members.is_member(tx, convo.id, BOB)
+    assert await conversations.get_conversation(db, convo.id, actor_did=ALICE) is not None
+
+
+async def test_savepoint_on_the_database_undoes_nothing(db: Database) -> None:
+    # Each statement on the Database commits as it returns: there is nothing to roll back.
+    convo = await conversations.create_conversation(db, creator_did=ALICE, cipher_suite=1)
+    with pytest.raises(RuntimeError):
+        async with db.savepoint() as same:
+            assert same is db
+            await members.add_member(same, convo.id, BOB, actor_did=ALICE)
+            raise RuntimeError("the add stays committed")
+    assert await members.is_member(db, convo.id, BOB)
+
+
 async def test_run_transaction_reruns_the_body_after_a_serialization_failure(
     db: Database, raw: psycopg.Connection[Any]
 ) -> None:
