@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 from uuid import uuid4
 
@@ -18,13 +19,14 @@ from catbird_db import (
     IsolationLevel,
     RetryableError,
     SchemaNotMigrated,
+    SqlRegistryError,
     Transaction,
     TransactionClosed,
     conversations,
     members,
     messages,
 )
-from catbird_db.sql import Statement
+from catbird_db.sql import Query, Statement, registry
 
 from support import ALICE, BOB, snapshot
 
@@ -215,6 +217,21 @@ async def test_sessions_carry_the_configured_name_and_timeouts(database_url: str
             "SELECT current_setting('application_name'), current_setting('statement_timeout')"
         )
         assert await cur.fetchone() == ("catbird-test", "1234ms")
+
+
+@dataclass(frozen=True, slots=True)
+class _NotHealth:
+    server_version: int
+    replica: bool
+
+
+async def test_a_query_whose_columns_are_not_its_dataclass_fields_fails_on_its_first_rows(
+    db: Database,
+) -> None:
+    mismatched = Query(registry()["health_check"], _NotHealth)
+    with pytest.raises(SqlRegistryError, match=r"columns \('server_version', 'in_recovery'\)"):
+        await db.fetch_one(mismatched, {})
+    assert (await db.health_check()).server_version > 0  # the pool is none the worse
 
 
 async def test_the_tracer_sees_every_statement_by_name(config: DbConfig) -> None:
