@@ -12,16 +12,14 @@ from uuid import UUID
 from .database import Executor
 from .errors import NotAMember, NotAnAdmin, NotFound
 from .models import Access
-from .sql import statement
+from .sql import query
 
-_ACCESS_OF = statement("access_of")
+_ACCESS_OF = query("access_of", Access)
 
 
 async def check(conn: Executor, convo_id: UUID, actor_did: str, *, admin: bool = False) -> Access:
     """Raise NotFound, NotAMember or NotAnAdmin if the actor may not act; else the access."""
-    access = await conn.fetch_one(
-        _ACCESS_OF, {"convo_id": convo_id, "actor_did": actor_did}, Access
-    )
+    access = await conn.fetch_one(_ACCESS_OF, {"convo_id": convo_id, "actor_did": actor_did})
     if access is None or not access.convo_exists:
         raise NotFound(f"conversation {convo_id} does not exist")
     if not access.is_member:

@@ -1,67 +1,46 @@
-"""The fetch and execute helpers, and the Transaction: what runs a named statement on a
-connection. Private: `catbird_db.database` is where these are imported from."""
+"""The Executor, what runs a bound statement, and the Transaction. Private:
+`catbird_db.database` is where these are imported from."""
 
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager, nullcontext
-from dataclasses import fields
-from typing import TYPE_CHECKING, Any, TypeVar
+from dataclasses import dataclass
+from typing import Any
 
 import psycopg
 import psycopg_pool
 from psycopg import AsyncConnection, IsolationLevel
-from psycopg.rows import BaseRowFactory, RowMaker, tuple_row
+from psycopg.rows import tuple_row
 
 from .config import DbConfig
-from .errors import CatbirdDbError, SqlRegistryError, TransactionClosed, translate
+from .errors import CatbirdDbError, TransactionClosed, translate
 from .pages import CursorCodec
-from .sql import Statement, statement
+from .sql import Command, Query, R, Scalar, Statement, V, statement
 
-if TYPE_CHECKING:
-    from .database import Database
-
-T = TypeVar("T")
 Params = Mapping[str, Any]
 Tracer = Callable[[Statement, Params, float], None]
 
 _SET_LOCAL_TIMEOUTS = statement("set_local_timeouts")
 
 
-def _model_factory(stmt: Statement, cls: type[T]) -> BaseRowFactory[T]:
-    names = tuple(f.name for f in fields(cls))  # type: ignore[arg-type]
-    checked = False
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """What the Database and each of its transactions share, made once by the Database."""
 
-    def make(values: Sequence[Any]) -> T:
-        return cls(*values)
+    config: DbConfig
+    cursors: CursorCodec
+    tracer: Tracer | None
+    statement_timeout: str  # as set_local_timeouts sets them, behind a transaction pooler
+    lock_timeout: str
 
-    def factory(cur: Any) -> RowMaker[T]:
-        # A named statement's columns never change: check them against the dataclass on
-        # its first result only (reading cur.description costs on every call).
-        nonlocal checked
-        if not checked:
-            got = tuple(d.name for d in cur.description or ())
-            if got != names:
-                raise SqlRegistryError(
-                    f"{stmt.qualified_name}: columns {got} do not match the fields of "
-                    f"{cls.__name__} {names}"
-                )
-            checked = True
-        return make
-
-    return factory
-
-
-_FACTORIES: dict[tuple[str, type[Any]], BaseRowFactory[Any]] = {}
-
-
-def _factory_for(stmt: Statement, cls: type[T]) -> BaseRowFactory[T]:
-    key = (stmt.name, cls)
-    try:
-        return _FACTORIES[key]
-    except KeyError:
-        return _FACTORIES.setdefault(key, _model_factory(stmt, cls))
+    @classmethod
+    def of(cls, config: DbConfig, tracer: Tracer | None) -> Settings:
+        cursors = CursorCodec(config.cursor_secret)
+        timeouts = f"{config.statement_timeout_ms}ms", f"{config.lock_timeout_ms}ms"
+        return cls(config, cursors, tracer, *timeouts)
 
 
 @contextmanager
@@ -74,45 +53,53 @@ def _translated() -> Iterator[None]:
         raise translate(exc) from exc
 
 
-class _Runner:
-    """The fetch and execute helpers, over whatever connection `_connection` yields."""
+class Executor(ABC):
+    """What a typed query function runs on: a Database (each statement on a pooled
+    autocommit connection, its own transaction) or a Transaction (statements share its
+    connection, commit together, roll back together)."""
 
-    _db: Database
+    # Behind a transaction pooler, set_local_timeouts rides in one pipeline with the
+    # next statement: with every statement of a Database, the first of a Transaction.
+    _timeouts_pending: bool
+    # Whether each statement is a transaction of its own (its limits end with it).
+    _autocommit: bool
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._timeouts_pending = settings.config.transaction_pooler
 
     @property
     def config(self) -> DbConfig:
         """The limits and settings of the Database this executor belongs to."""
-        return self._db._config
+        return self._settings.config
 
     @property
     def cursors(self) -> CursorCodec:
         """Signs and checks page cursors."""
-        return self._db._cursors
+        return self._settings.cursors
 
-    def _connection(self) -> AbstractAsyncContextManager[AsyncConnection[Any]]:
-        raise NotImplementedError
-
-    async def fetch_one(self, stmt: Statement, params: Params, row: type[T]) -> T | None:
-        """The first row as `row`, or None."""
-        rows = await self._run(stmt, params, _factory_for(stmt, row), fetch=True)
+    async def fetch_one(self, query: Query[R], params: Params) -> R | None:
+        """The first row, or None."""
+        rows: list[R] = await self._run(query.statement, params, query.row_factory, fetch=True)
         return rows[0] if rows else None
 
-    async def fetch_all(self, stmt: Statement, params: Params, row: type[T]) -> list[T]:
-        """Every row as `row`."""
-        rows: list[T] = await self._run(stmt, params, _factory_for(stmt, row), fetch=True)
+    async def fetch_all(self, query: Query[R], params: Params) -> list[R]:
+        """Every row."""
+        rows: list[R] = await self._run(query.statement, params, query.row_factory, fetch=True)
         return rows
 
-    async def fetch_value(self, stmt: Statement, params: Params) -> Any:
+    async def fetch_value(self, query: Scalar[V], params: Params) -> V | None:
         """The first column of the first row, or None when there is no row."""
-        rows = await self._run(stmt, params, tuple_row, fetch=True)
-        return rows[0][0] if rows else None
+        rows = await self._run(query.statement, params, tuple_row, fetch=True)
+        value: V | None = rows[0][0] if rows else None
+        return value
 
-    async def execute(self, stmt: Statement, params: Params) -> int:
+    async def execute(self, command: Command, params: Params) -> int:
         """Run a statement for its effect; returns the number of rows it touched."""
-        count: int = await self._run(stmt, params, tuple_row, fetch=False)
+        count: int = await self._run(command.statement, params, tuple_row, fetch=False)
         return count
 
-    async def execute_in_batches(self, stmt: Statement, params: Params, batch_size: int) -> int:
+    async def execute_in_batches(self, command: Command, params: Params, batch_size: int) -> int:
         """Re-run a statement that touches at most `batch_size` rows until a run touches
         fewer; returns the rows touched in all.
 
@@ -123,13 +110,29 @@ class _Runner:
             raise ValueError("batch_size must be at least 1")  # else it would never stop
         total = 0
         while True:
-            touched = await self.execute(stmt, params)
+            touched = await self.execute(command, params)
             total += touched
             if touched < batch_size:
                 return total
 
+    @abstractmethod
+    def savepoint(self) -> AbstractAsyncContextManager[Executor]:
+        """A block whose statements an exception inside undoes, if this executor can undo
+        them: a SAVEPOINT on a Transaction, nothing on a Database."""
+
+    @abstractmethod
+    def transaction(
+        self, *, isolation: IsolationLevel | None = None
+    ) -> AbstractAsyncContextManager[Transaction]:
+        """A transaction (on a Database) or a savepoint (on a Transaction)."""
+
+    @abstractmethod
+    def _connection(self) -> AbstractAsyncContextManager[AsyncConnection[Any]]:
+        """The connection the next statement runs on."""
+
     async def _run(self, stmt: Statement, params: Params, factory: Any, *, fetch: bool) -> Any:
-        tracer = self._db._tracer
+        settings = self._settings
+        tracer = settings.tracer
         started = time.perf_counter() if tracer else 0.0
         # Inline rather than _translated(): this is the hot path of every operation.
         try:
@@ -137,57 +140,47 @@ class _Runner:
                 self._connection() as conn,
                 conn.cursor(row_factory=factory, binary=True) as cur,
             ):
-                await cur.execute(stmt.text, params)
-                result = await cur.fetchall() if fetch else cur.rowcount
-        except (psycopg.Error, psycopg_pool.PoolTimeout, psycopg_pool.PoolClosed) as exc:
-            raise translate(exc) from exc
-        if tracer:
-            tracer(stmt, params, time.perf_counter() - started)
-        return result
-
-    async def _run_with_local_timeouts(
-        self, stmt: Statement, params: Params, factory: Any, *, fetch: bool
-    ) -> Any:
-        """`_run` behind a transaction pooler: set_local_timeouts and the statement in one
-        pipeline, up to a single Sync. One round trip; the pooler keeps one server
-        connection until the Sync; the limits hold for the statement and end with its
-        (implicit, in autocommit) transaction, before any other client gets that server
-        connection."""
-        tracer = self._db._tracer
-        started = time.perf_counter() if tracer else 0.0
-        try:
-            async with (
-                self._connection() as conn,
-                conn.cursor(row_factory=factory, binary=True) as cur,
-            ):
-                async with conn.pipeline():
-                    await _set_local_timeouts(conn, self._db)
+                local = self._timeouts_pending
+                if local:
+                    # One pipeline up to a single Sync: one round trip, and the pooler keeps
+                    # one server connection until the Sync. The limits hold for the
+                    # statement and end with its transaction (implicit, in autocommit),
+                    # before any other client gets that server connection.
+                    async with conn.pipeline():
+                        await conn.execute(
+                            _SET_LOCAL_TIMEOUTS.text,
+                            {
+                                "statement_timeout": settings.statement_timeout,
+                                "lock_timeout": settings.lock_timeout,
+                            },
+                        )
+                        await cur.execute(stmt.text, params)
+                else:
                     await cur.execute(stmt.text, params)
                 result = await cur.fetchall() if fetch else cur.rowcount
         except (psycopg.Error, psycopg_pool.PoolTimeout, psycopg_pool.PoolClosed) as exc:
             raise translate(exc) from exc
+        if local and not self._autocommit:
+            self._timeouts_pending = False  # they hold until the transaction ends
         if tracer:
             tracer(stmt, params, time.perf_counter() - started)
         return result
 
 
-async def _set_local_timeouts(conn: AsyncConnection[Any], db: Database) -> None:
-    await conn.execute(
-        _SET_LOCAL_TIMEOUTS.text,
-        {"statement_timeout": db._statement_timeout, "lock_timeout": db._lock_timeout},
-    )
-
-
-class Transaction(_Runner):
+class Transaction(Executor):
     """Statements run through this share one connection and commit or roll back together.
 
     Not safe to share between concurrently running tasks: one transaction is one
-    sequence of statements.
+    sequence of statements. Behind a transaction pooler its first statement carries
+    set_local_timeouts, and the limits then hold until COMMIT or ROLLBACK, on the one
+    server connection the pooler keeps for the transaction.
     """
 
-    def __init__(self, conn: AsyncConnection[Any], db: Database) -> None:
+    _autocommit = False
+
+    def __init__(self, conn: AsyncConnection[Any], settings: Settings) -> None:
+        super().__init__(settings)
         self._conn: AsyncConnection[Any] | None = conn
-        self._db = db
 
     @property
     def closed(self) -> bool:
@@ -208,45 +201,27 @@ class Transaction(_Runner):
         return nullcontext(self._live())
 
     @asynccontextmanager
-    async def transaction(
+    async def savepoint(self) -> AsyncIterator[Transaction]:
+        """A SAVEPOINT: an exception inside rolls back to it and propagates, and the
+        transaction goes on. TransactionClosed if this transaction has ended."""
+        conn = self._live()
+        pending, released = self._timeouts_pending, False
+        try:
+            with _translated():
+                async with conn.transaction():
+                    yield self
+                    released = True
+        finally:
+            if not released:  # ROLLBACK TO SAVEPOINT undid a set_config made inside it
+                self._timeouts_pending = pending
+
+    def transaction(
         self, *, isolation: IsolationLevel | None = None
-    ) -> AsyncIterator[Transaction]:
-        """A savepoint: an exception inside rolls back to it and propagates.
+    ) -> AbstractAsyncContextManager[Transaction]:
+        """`savepoint()`, by the name a Database's transaction has, so that blocks nest.
 
         TransactionClosed if this transaction has ended; ValueError for `isolation`.
         """
         if isolation is not None:
             raise ValueError("a savepoint cannot change the isolation level")
-        conn = self._live()
-        with _translated():
-            async with conn.transaction():
-                yield self
-
-
-class _PooledTransaction(Transaction):
-    """A Transaction behind a transaction pooler: its first statement carries
-    set_local_timeouts in the same round trip, and the limits then hold until COMMIT or
-    ROLLBACK, on the one server connection the pooler keeps for the transaction."""
-
-    _timeouts_set = False
-
-    async def _run(self, stmt: Statement, params: Params, factory: Any, *, fetch: bool) -> Any:
-        if self._timeouts_set:
-            return await super()._run(stmt, params, factory, fetch=fetch)
-        result = await self._run_with_local_timeouts(stmt, params, factory, fetch=fetch)
-        self._timeouts_set = True
-        return result
-
-    @asynccontextmanager
-    async def transaction(
-        self, *, isolation: IsolationLevel | None = None
-    ) -> AsyncIterator[Transaction]:
-        before = self._timeouts_set
-        released = False
-        try:
-            async with super().transaction(isolation=isolation) as tx:
-                yield tx
-                released = True
-        finally:
-            if not released:  # ROLLBACK TO SAVEPOINT undid a set_config made inside it
-                self._timeouts_set = before
+        return self.savepoint()

@@ -9,20 +9,17 @@ always names the reason the statement itself refused for.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from uuid import UUID
 
 from . import _access
-from .database import Executor, Transaction
+from .database import Executor
 from .errors import AlreadyExists, EpochConflict
 from .events import CHANNEL
 from .models import Message, MessageType
-from .sql import statement
-
-_SEQUENCE = statement("sequence_message")
+from .sql import query
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,6 +29,9 @@ class _Sequenced:
     seq: int | None
     sent_at: datetime | None
     expires_at: datetime | None
+
+
+_SEQUENCE = query("sequence_message", _Sequenced)
 
 
 async def sequence(
@@ -71,15 +71,15 @@ async def sequence(
     if not replay:
         # A concurrent send of this id makes the insert fail with AlreadyExists: the
         # error id_taken would name too.
-        row = await conn.fetch_one(_SEQUENCE, params, _Sequenced)
+        row = await conn.fetch_one(_SEQUENCE, params)
     else:
         try:
-            async with _savepoint(conn):
-                row = await conn.fetch_one(_SEQUENCE, params, _Sequenced)
+            async with conn.savepoint():
+                row = await conn.fetch_one(_SEQUENCE, params)
         except AlreadyExists:
             # A concurrent send of this id committed while this one waited for its locks;
             # it is visible now, so running again replays it or names the taken id.
-            row = await conn.fetch_one(_SEQUENCE, params, _Sequenced)
+            row = await conn.fetch_one(_SEQUENCE, params)
     assert row is not None  # the statement always returns its verdict
     outcome = row.outcome
     if outcome == "replayed" and not replay:
@@ -103,14 +103,3 @@ async def sequence(
         raise AlreadyExists(f"message id {message_id} is taken in conversation {convo_id}")
     assert row.current_epoch is not None  # epoch_conflict: the conversation exists
     raise EpochConflict(row.current_epoch)
-
-
-@asynccontextmanager
-async def _savepoint(conn: Executor) -> AsyncIterator[None]:
-    """A savepoint inside a caller's transaction, so that a send that loses the race for
-    its id leaves the transaction usable; nothing (one round trip) on the Database."""
-    if isinstance(conn, Transaction):
-        async with conn.transaction():
-            yield
-    else:
-        yield

@@ -19,7 +19,7 @@ from .database import Executor
 from .errors import AlreadyExists, BlobIntegrityError, NotFound, QuotaExceeded, RetryableError
 from .models import Blob, BlobInfo
 from .pages import Page
-from .sql import statement
+from .sql import command, query, scalar
 
 __all__ = [
     "MAX_BLOB_BYTES",
@@ -40,14 +40,14 @@ MAX_BLOB_BYTES = 256 * 1024 * 1024
 _HASH_INLINE_BYTES = 1024 * 1024
 _FIRST_PAGE = (datetime(1, 1, 1, tzinfo=UTC), "", "")
 
-_STORE = statement("store_blob")
-_BIND = statement("bind_blob")
-_GET = statement("get_blob")
-_GET_METADATA = statement("get_blob_metadata")
-_LIST = statement("list_blobs_by_conversation")
-_DELETE = statement("delete_blob")
-_STORAGE_SIZE = statement("get_user_storage_size")
-_DELETE_ORPHANS = statement("delete_orphan_blobs")
+_STORE = query("store_blob", BlobInfo)
+_BIND = query("bind_blob", BlobInfo)
+_GET = query("get_blob", Blob)
+_GET_METADATA = query("get_blob_metadata", BlobInfo)
+_LIST = query("list_blobs_by_conversation", BlobInfo)
+_DELETE = command("delete_blob")
+_STORAGE_SIZE = scalar("get_user_storage_size", int)
+_DELETE_ORPHANS = command("delete_orphan_blobs")
 
 
 async def _cid_of(view: memoryview) -> str:
@@ -98,7 +98,7 @@ async def store_blob(
     # A second run only follows a race that the first run's snapshot could not see
     # (a duplicate committed or the blob deleted meanwhile); it sees the outcome.
     for _ in range(2):
-        stored = await conn.fetch_one(_STORE, params, BlobInfo)
+        stored = await conn.fetch_one(_STORE, params)
         if stored is not None:
             return stored
         await _explain_refused_store(conn, computed, uploader, convo, view.nbytes, quota)
@@ -131,7 +131,7 @@ async def bind_blob(conn: Executor, cid: str, convo_id: UUID, *, actor_did: str)
     blob, actor = validate.cid(cid), validate.did(actor_did, "actor_did")
     convo = validate.uuid(convo_id, "convo_id")
     params = {"cid": blob, "convo_id": convo, "actor_did": actor}
-    bound = await conn.fetch_one(_BIND, params, BlobInfo)
+    bound = await conn.fetch_one(_BIND, params)
     if bound is not None:
         return bound
     await _access.check(conn, convo, actor)
@@ -147,7 +147,7 @@ async def get_blob(conn: Executor, cid: str, *, actor_did: str) -> Blob:
     """The blob with its bytes, for its uploader or an active member of its conversation;
     NotFound for anyone else, exactly as if it did not exist."""
     blob, actor = validate.cid(cid), validate.did(actor_did, "actor_did")
-    found = await conn.fetch_one(_GET, {"cid": blob, "actor_did": actor}, Blob)
+    found = await conn.fetch_one(_GET, {"cid": blob, "actor_did": actor})
     if found is None:
         raise NotFound(f"no blob {blob}")
     return found
@@ -156,7 +156,7 @@ async def get_blob(conn: Executor, cid: str, *, actor_did: str) -> Blob:
 async def get_blob_metadata(conn: Executor, cid: str, *, actor_did: str) -> BlobInfo:
     """What get_blob returns but the bytes, under the same check (NotFound otherwise)."""
     blob, actor = validate.cid(cid), validate.did(actor_did, "actor_did")
-    found = await conn.fetch_one(_GET_METADATA, {"cid": blob, "actor_did": actor}, BlobInfo)
+    found = await conn.fetch_one(_GET_METADATA, {"cid": blob, "actor_did": actor})
     if found is None:
         raise NotFound(f"no blob {blob}")
     return found
@@ -190,7 +190,7 @@ async def list_blobs_by_conversation(
         "after_uploader_did": after[2],
         "limit": size + 1,
     }
-    rows = await conn.fetch_all(_LIST, params, BlobInfo)
+    rows = await conn.fetch_all(_LIST, params)
     if not rows:
         await _access.check(conn, convo, actor)
     return conn.cursors.page(
@@ -209,7 +209,7 @@ async def delete_blob(conn: Executor, cid: str, *, actor_did: str) -> None:
 async def get_user_storage_size(conn: Executor, user_did: str) -> int:
     """The bytes the DID's blobs take, as counted against its quota."""
     user = validate.did(user_did, "user_did")
-    return int(await conn.fetch_value(_STORAGE_SIZE, {"user_did": user}))
+    return await conn.fetch_value(_STORAGE_SIZE, {"user_did": user}) or 0
 
 
 async def delete_orphan_blobs(

@@ -12,7 +12,7 @@ from .database import Executor
 from .errors import InvalidInput, NotFound
 from .models import Conversation, ConversationSummary
 from .pages import Page
-from .sql import statement
+from .sql import query, scalar
 
 __all__ = [
     "create_conversation",
@@ -27,11 +27,10 @@ MAX_TITLE_CHARS = 256
 MAX_INITIAL_MEMBERS = 1000
 _FIRST_PAGE = (datetime.fromisoformat("9999-12-31T23:59:59+00:00"), UUID(int=2**128 - 1))
 
-_CREATE_WITH_MEMBERS = statement("create_conversation_with_members")
-_GET = statement("get_conversation")
-_LIST = statement("list_conversations")
-_GET_EPOCH = statement("get_current_epoch")
-_DELETE = statement("delete_conversation")
+_CREATE_WITH_MEMBERS = query("create_conversation_with_members", Conversation)
+_GET = query("get_conversation", Conversation)
+_LIST = query("list_conversations", ConversationSummary)
+_DELETE = scalar("delete_conversation", str)
 
 
 async def create_conversation(
@@ -79,7 +78,7 @@ async def create_conversation_with_members(
         "title": validate.optional_text(title, "title", MAX_TITLE_CHARS),
         "member_dids": dids,
     }
-    convo = await conn.fetch_one(_CREATE_WITH_MEMBERS, params, Conversation)
+    convo = await conn.fetch_one(_CREATE_WITH_MEMBERS, params)
     assert convo is not None  # an INSERT ... RETURNING that did not raise returns its row
     return convo
 
@@ -90,7 +89,7 @@ async def get_conversation(
     """The conversation, or None if it does not exist; NotAMember if the actor is not in it."""
     convo, actor = validate.uuid(convo_id, "convo_id"), validate.did(actor_did, "actor_did")
     params = {"convo_id": convo, "actor_did": actor}
-    found = await conn.fetch_one(_GET, params, Conversation)
+    found = await conn.fetch_one(_GET, params)
     if found is None:
         try:
             await _access.check(conn, convo, actor)
@@ -120,7 +119,6 @@ async def list_conversations(
             "before_id": before[1],
             "limit": size + 1,
         },
-        ConversationSummary,
     )
     return conn.cursors.page(rows, size, "conversations", actor, lambda c: (c.updated_at, c.id))
 
@@ -129,7 +127,7 @@ async def get_current_epoch(conn: Executor, convo_id: UUID, *, actor_did: str) -
     """The conversation's epoch; NotFound or NotAMember otherwise."""
     convo, actor = validate.uuid(convo_id, "convo_id"), validate.did(actor_did, "actor_did")
     params = {"convo_id": convo, "actor_did": actor}
-    row = await conn.fetch_one(_GET_EPOCH, params, _Epoch)
+    row = await conn.fetch_one(_GET_EPOCH, params)
     assert row is not None  # the statement always returns its verdict
     _access.refuse(row.outcome, convo, actor)
     assert row.epoch is not None  # set for an active member
@@ -148,3 +146,6 @@ async def delete_conversation(conn: Executor, convo_id: UUID, *, actor_did: str)
 class _Epoch:
     outcome: str
     epoch: int | None
+
+
+_GET_EPOCH = query("get_current_epoch", _Epoch)  # bound below the dataclass it fills

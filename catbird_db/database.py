@@ -5,7 +5,10 @@ catbird_db/_connect.py; this module is where all of them are imported from.
 
 Every public operation takes an `Executor`: the `Database` itself (each call checks out
 a pooled connection and runs in autocommit, one statement, one round trip) or a
-`Transaction` (calls share its connection, commit together, roll back together).
+`Transaction` (calls share its connection, commit together, roll back together). Both
+run what a module binds (catbird_db/sql.py): `fetch_one` and `fetch_all` a `Query`,
+`fetch_value` a `Scalar`, `execute` a `Command`. `savepoint()` is a SAVEPOINT in a
+Transaction and nothing on the Database, so a function can take either.
 """
 
 from __future__ import annotations
@@ -16,20 +19,19 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, TypeVar
 
 import psycopg_pool
 from psycopg import AsyncConnection, IsolationLevel
 
 from ._connect import new_pool, probe
-from ._executor import Params, T, Tracer, Transaction, _PooledTransaction, _Runner, _translated
+from ._executor import Executor, Params, Settings, Tracer, Transaction, _translated
 from ._paths import MIGRATIONS_DIR
 from .config import DbConfig
 from .errors import CatbirdDbError, InvalidInput, RetryableError, SchemaNotMigrated
 from .events import Listener
 from .models import HealthReport
-from .pages import CursorCodec
-from .sql import Statement, registry, statement
+from .sql import query, registry
 
 __all__ = [
     "Database",
@@ -43,47 +45,13 @@ __all__ = [
 _RETRY_SQLSTATES = frozenset({"40001", "40P01"})
 _MAX_RETRIES = 100
 
-_LIST_APPLIED_MIGRATIONS = statement("list_applied_migrations")
-_HEALTH_CHECK = statement("health_check")
+T = TypeVar("T")
 
 
-class Executor(Protocol):
-    """What a typed query function runs on: a Database or a Transaction."""
-
-    @property
-    def config(self) -> DbConfig:
-        """The limits and settings of the Database this executor belongs to."""
-
-    @property
-    def cursors(self) -> CursorCodec:
-        """Signs and checks page cursors."""
-
-    async def fetch_one(self, stmt: Statement, params: Params, row: type[T]) -> T | None:
-        """The first row as `row`, or None."""
-
-    async def fetch_all(self, stmt: Statement, params: Params, row: type[T]) -> list[T]:
-        """Every row as `row`."""
-
-    async def fetch_value(self, stmt: Statement, params: Params) -> Any:
-        """The first column of the first row, or None when there is no row."""
-
-    async def execute(self, stmt: Statement, params: Params) -> int:
-        """Run a statement for its effect; returns the number of rows it touched."""
-
-    async def execute_in_batches(self, stmt: Statement, params: Params, batch_size: int) -> int:
-        """Re-run a statement that touches at most `batch_size` rows until a run touches
-        fewer; returns the rows touched in all."""
-
-    def transaction(
-        self, *, isolation: IsolationLevel | None = None
-    ) -> AbstractAsyncContextManager[Transaction]:
-        """A transaction (on a Database) or a savepoint (on a Transaction)."""
-
-
-class Database(_Runner):
+class Database(Executor):
     """The connection pool and the entry point of every operation."""
 
-    _transaction_type: type[Transaction] = Transaction
+    _autocommit = True
 
     def __init__(
         self,
@@ -91,17 +59,8 @@ class Database(_Runner):
         config: DbConfig,
         tracer: Tracer | None = None,
     ) -> None:
+        super().__init__(Settings.of(config, tracer))
         self._pool = pool
-        self._config = config
-        self._cursors = CursorCodec(config.cursor_secret)
-        self._tracer = tracer
-        self._db = self
-        self._statement_timeout = f"{config.statement_timeout_ms}ms"
-        self._lock_timeout = f"{config.lock_timeout_ms}ms"
-        if config.transaction_pooler:
-            # Chosen once, here, so that the direct path runs exactly the code it did.
-            self._run = self._run_with_local_timeouts  # type: ignore[method-assign]
-            self._transaction_type = _PooledTransaction
 
     @classmethod
     @asynccontextmanager
@@ -137,6 +96,16 @@ class Database(_Runner):
         return self._pool.connection()
 
     @asynccontextmanager
+    async def savepoint(self) -> AsyncIterator[Database]:
+        """Nothing: yields the Database itself. Each statement on a Database is a
+        transaction of its own, committed as it returns, so there is nothing to roll back
+        to: an exception inside the block propagates and what ran before it stays
+        committed. It is here so that a function taking either executor can write
+        `async with conn.savepoint():` and get a SAVEPOINT in a Transaction, where a
+        failed statement would otherwise abort the caller's whole transaction."""
+        yield self
+
+    @asynccontextmanager
     async def transaction(
         self, *, isolation: IsolationLevel | None = None
     ) -> AsyncIterator[Transaction]:
@@ -151,7 +120,7 @@ class Database(_Runner):
             async with self._pool.connection() as conn:
                 if isolation is not None:
                     await conn.set_isolation_level(isolation)
-                tx = self._transaction_type(conn, self)
+                tx = Transaction(conn, self._settings)
                 try:
                     async with conn.transaction():
                         yield tx
@@ -206,18 +175,18 @@ class Database(_Runner):
         through the pooler would stay on a server connection other clients then use, and
         nothing would ever arrive.
         """
-        if self._config.transaction_pooler and self._config.listen_url is None:
+        if self.config.transaction_pooler and self.config.listen_url is None:
             raise ValueError(
                 "db.listen() needs a session of its own, which a transaction pooler does "
                 "not give: set listen_url (CATBIRD_DB_LISTEN_URL) to a URL that reaches "
                 "PostgreSQL directly"
             )
-        return Listener(self._config, on_reconnect=on_reconnect)
+        return Listener(self.config, on_reconnect=on_reconnect)
 
     async def health_check(self) -> HealthReport:
         """Round-trip to the server; report the latency and the pool's statistics."""
         started = time.perf_counter()
-        row = await self.fetch_all(_HEALTH_CHECK, {}, _HealthRow)
+        row = await self.fetch_all(_HEALTH_CHECK, {})
         latency = time.perf_counter() - started
         stats = self._pool.get_stats()
         return HealthReport(
@@ -234,7 +203,7 @@ class Database(_Runner):
             p.name.removesuffix(".sql") for p in MIGRATIONS_DIR.glob("*.rollback.sql")
         }
         try:
-            rows = await self.fetch_all(_LIST_APPLIED_MIGRATIONS, {}, _MigrationRow)
+            rows = await self.fetch_all(_LIST_APPLIED_MIGRATIONS, {})
         except CatbirdDbError as exc:
             if getattr(exc.__cause__, "sqlstate", None) == "42P01":  # no yoyo table yet
                 raise SchemaNotMigrated("the database has no migrations applied") from None
@@ -259,3 +228,7 @@ class _HealthRow:
 @dataclass(frozen=True, slots=True)
 class _MigrationRow:
     migration_id: str
+
+
+_HEALTH_CHECK = query("health_check", _HealthRow)
+_LIST_APPLIED_MIGRATIONS = query("list_applied_migrations", _MigrationRow)

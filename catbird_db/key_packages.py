@@ -13,7 +13,7 @@ from . import mls, validate
 from .database import Executor
 from .errors import AlreadyExists, InvalidInput, NoKeyPackageAvailable, NotFound
 from .models import KeyPackage, KeyPackageCount
-from .sql import statement
+from .sql import command, query
 
 __all__ = [
     "MAX_PUBLISH_BATCH",
@@ -28,14 +28,14 @@ __all__ = [
 
 MAX_PUBLISH_BATCH = 10_000
 
-_STORE = statement("store_key_package")
-_BY_REF = statement("get_key_package_by_ref")
-_PUBLISH = statement("publish_key_packages")
-_GET = statement("get_key_package")
-_CLAIM = statement("claim_key_package")
-_CONSUME = statement("consume_key_package")
-_COUNT = statement("count_key_packages")
-_DELETE_EXPIRED = statement("delete_expired_key_packages")
+_STORE = query("store_key_package", KeyPackage)
+_BY_REF = query("get_key_package_by_ref", KeyPackage)
+_PUBLISH = command("publish_key_packages")
+_GET = query("get_key_package", KeyPackage)
+_CLAIM = query("claim_key_package", KeyPackage)
+_CONSUME = query("consume_key_package", KeyPackage)
+_COUNT = query("count_key_packages", KeyPackageCount)
+_DELETE_EXPIRED = command("delete_expired_key_packages")
 
 
 async def store_key_package(
@@ -67,7 +67,7 @@ async def store_key_package(
         "expires_at": validate.expiry(expires_at),
         "lifetime_s": conn.config.key_package_lifetime_s,
     }
-    stored = await conn.fetch_one(_STORE, params, KeyPackage)
+    stored = await conn.fetch_one(_STORE, params)
     if stored is None:  # a concurrent store of the same ref committed after we began
         stored = await _by_ref(conn, ref)
     if stored is None or stored.owner_did != owner:
@@ -119,7 +119,7 @@ async def get_key_package(conn: Executor, owner_did: str, cipher_suite: int) -> 
         "owner_did": validate.did(owner_did, "owner_did"),
         "cipher_suite": validate.cipher_suite(cipher_suite),
     }
-    return await conn.fetch_one(_GET, params, KeyPackage)
+    return await conn.fetch_one(_GET, params)
 
 
 async def claim_key_package(
@@ -135,7 +135,7 @@ async def claim_key_package(
         "cipher_suite": validate.cipher_suite(cipher_suite),
         "actor_did": validate.did(actor_did, "actor_did"),
     }
-    claimed = await conn.fetch_one(_CLAIM, params, KeyPackage)
+    claimed = await conn.fetch_one(_CLAIM, params)
     if claimed is None:
         raise NoKeyPackageAvailable(
             f"{owner_did} has no key package left for cipher suite {cipher_suite}"
@@ -154,7 +154,7 @@ async def consume_key_package(
     """
     ref = validate.key_package_ref(key_package_ref)
     params = {"key_package_ref": ref, "actor_did": validate.did(actor_did, "actor_did")}
-    consumed = await conn.fetch_one(_CONSUME, params, KeyPackage)
+    consumed = await conn.fetch_one(_CONSUME, params)
     if consumed is not None:
         return consumed
     if await _by_ref(conn, ref) is None:
@@ -166,7 +166,7 @@ async def count_key_packages(conn: Executor, owner_did: str) -> tuple[KeyPackage
     """Per cipher suite, the owner's unexpired packages a claim could hand out: regular
     ones (`available`) and last-resort ones apart. Suites with none are left out."""
     params = {"owner_did": validate.did(owner_did, "owner_did")}
-    return tuple(await conn.fetch_all(_COUNT, params, KeyPackageCount))
+    return tuple(await conn.fetch_all(_COUNT, params))
 
 
 async def delete_expired_key_packages(
@@ -193,4 +193,4 @@ def _key_package(conn: Executor, key_data: object, suite: int) -> tuple[bytes, b
 
 
 async def _by_ref(conn: Executor, ref: bytes) -> KeyPackage | None:
-    return await conn.fetch_one(_BY_REF, {"key_package_ref": ref}, KeyPackage)
+    return await conn.fetch_one(_BY_REF, {"key_package_ref": ref})

@@ -11,7 +11,7 @@ from .database import Executor
 from .errors import LastAdmin, NotFound
 from .models import Member, Membership, Role
 from .pages import Page
-from .sql import statement
+from .sql import query, scalar
 
 __all__ = [
     "add_member",
@@ -23,12 +23,9 @@ __all__ = [
     "reset_unread_count",
 ]
 
-_ADD = statement("add_member")
-_REMOVE = statement("remove_member")
-_IS_MEMBER = statement("is_member")
-_LIST = statement("list_members")
-_GET = statement("get_membership")
-_MARK_READ = statement("mark_read")
+_IS_MEMBER = scalar("is_member", bool)
+_LIST = query("list_members", Member)
+_GET = query("get_membership", Membership)
 
 
 async def add_member(
@@ -47,7 +44,7 @@ async def add_member(
         "actor_did": actor,
         "role": validate.role(role),
     }
-    row = await conn.fetch_one(_ADD, params, _Added)
+    row = await conn.fetch_one(_ADD, params)
     assert row is not None  # the statement always returns its verdict
     _access.refuse(row.outcome, convo, actor)
     if row.outcome == "raced":
@@ -86,7 +83,7 @@ async def remove_member(
     convo, member = validate.uuid(convo_id, "convo_id"), validate.did(member_did, "member_did")
     actor = validate.did(actor_did, "actor_did")
     params = {"convo_id": convo, "member_did": member, "actor_did": actor}
-    result = await conn.fetch_one(_REMOVE, params, _Removal)
+    result = await conn.fetch_one(_REMOVE, params)
     assert result is not None  # the statement always returns its verdict
     if result.outcome == "removed":
         return Member(
@@ -120,7 +117,7 @@ async def list_members(
     scope = f"{convo}:{actor}"
     after = "" if cursor is None else str(conn.cursors.decode(cursor, "members", scope, (str,))[0])
     params = {"convo_id": convo, "actor_did": actor, "after_did": after, "limit": size + 1}
-    rows = await conn.fetch_all(_LIST, params, Member)
+    rows = await conn.fetch_all(_LIST, params)
     if not rows:
         await _access.check(conn, convo, actor)
     return conn.cursors.page(rows, size, "members", scope, lambda m: (m.member_did,))
@@ -129,7 +126,7 @@ async def list_members(
 async def get_membership(conn: Executor, convo_id: UUID, member_did: str) -> Membership | None:
     """The DID's membership, active or left, with its unread count; None if never a member."""
     convo, member = validate.uuid(convo_id, "convo_id"), validate.did(member_did, "member_did")
-    return await conn.fetch_one(_GET, {"convo_id": convo, "member_did": member}, Membership)
+    return await conn.fetch_one(_GET, {"convo_id": convo, "member_did": member})
 
 
 async def mark_read(conn: Executor, convo_id: UUID, *, actor_did: str, seq: int) -> Membership:
@@ -140,7 +137,7 @@ async def mark_read(conn: Executor, convo_id: UUID, *, actor_did: str, seq: int)
     """
     convo, actor = validate.uuid(convo_id, "convo_id"), validate.did(actor_did, "actor_did")
     params = {"convo_id": convo, "actor_did": actor, "seq": validate.non_negative(seq, "seq")}
-    row = await conn.fetch_one(_MARK_READ, params, _Marked)
+    row = await conn.fetch_one(_MARK_READ, params)
     assert row is not None  # the statement always returns its verdict
     _access.refuse(row.outcome, convo, actor)
     return Membership(
@@ -205,3 +202,8 @@ class _Removal:
     left_at: datetime | None
     joined_seq: int | None
     last_read_seq: int | None
+
+
+_ADD = query("add_member", _Added)  # bound below the dataclasses they fill
+_MARK_READ = query("mark_read", _Marked)
+_REMOVE = query("remove_member", _Removal)

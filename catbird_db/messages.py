@@ -17,7 +17,7 @@ from .errors import (
 )
 from .models import Message
 from .pages import Page
-from .sql import statement
+from .sql import command, query, scalar
 
 __all__ = [
     "create_message",
@@ -32,13 +32,13 @@ __all__ = [
 
 Direction = Literal["forward", "backward"]
 
-_GET = statement("get_message")
-_LIST_FORWARD = statement("list_messages_forward")
-_LIST_BACKWARD = statement("list_messages_backward")
-_LIST_SINCE = statement("list_messages_since")
-_COUNT = statement("get_message_count")
-_DELETE = statement("delete_message")
-_DELETE_EXPIRED = statement("delete_expired_messages")
+_GET = query("get_message", Message)
+_LIST_FORWARD = query("list_messages_forward", Message)
+_LIST_BACKWARD = query("list_messages_backward", Message)
+_LIST_SINCE = query("list_messages_since", Message)
+_COUNT = scalar("get_message_count", int)
+_DELETE = command("delete_message")
+_DELETE_EXPIRED = command("delete_expired_messages")
 
 
 async def create_message(
@@ -108,7 +108,7 @@ async def get_message(
     deleted, never sent); NotFound if the conversation does not exist, NotAMember."""
     convo, actor = validate.uuid(convo_id, "convo_id"), validate.did(actor_did, "actor_did")
     params = {"convo_id": convo, "actor_did": actor, "id": validate.uuid(message_id, "message_id")}
-    found = await conn.fetch_one(_GET, params, Message)
+    found = await conn.fetch_one(_GET, params)
     if found is None:
         await _access.check(conn, convo, actor)
     return found
@@ -155,7 +155,7 @@ async def list_messages(
             "after_seq": 0 if bound is None else bound,
             "limit": size + 1,
         }
-        rows = await conn.fetch_all(_LIST_FORWARD, forward, Message)
+        rows = await conn.fetch_all(_LIST_FORWARD, forward)
     else:
         backward = {
             "convo_id": convo,
@@ -163,7 +163,7 @@ async def list_messages(
             "before_seq": validate.MAX_BIGINT if bound is None else bound,
             "limit": size + 1,
         }
-        rows = await conn.fetch_all(_LIST_BACKWARD, backward, Message)
+        rows = await conn.fetch_all(_LIST_BACKWARD, backward)
     return await _page(conn, rows, size, kind, scope, convo, actor)
 
 
@@ -194,7 +194,7 @@ async def list_messages_since(
         "after_seq": after,
         "limit": size + 1,
     }
-    rows = await conn.fetch_all(_LIST_SINCE, params, Message)
+    rows = await conn.fetch_all(_LIST_SINCE, params)
     return await _page(conn, rows, size, kind, scope, convo, actor)
 
 

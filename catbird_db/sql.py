@@ -12,22 +12,54 @@ A name no parameter can stand for (a role, a schema, a database: tooling's GRANT
 identifier slot, `{name}`, filled by `Statement.compose` with psycopg.sql.Identifier,
 never by formatting text. Only statements that hold slots are composed, so braces in
 any other statement are plain SQL.
+
+A module binds each statement it runs once, at module level, and says there what the
+statement gives back:
+
+    _GET = query("get_message", Message)       # rows, each a Message: fetch_one, fetch_all
+    _COUNT = scalar("get_message_count", int)  # one value: fetch_value
+    _DELETE = command("delete_message")        # run for its effect: execute
+    _LISTEN = statement("listen_messages")     # for a bare psycopg call: _LISTEN.text
+
+`catbird-db check` reads these bindings (catbird_db/tools/usage.py).
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, fields, is_dataclass
 from pathlib import Path
 from types import MappingProxyType
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from psycopg import sql
+from psycopg.rows import BaseRowFactory, RowMaker
 
 from ._paths import SQL_DIR
 from .errors import SqlRegistryError
 
-__all__ = ["Registry", "Statement", "load_registry", "registry", "statement"]
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
+__all__ = [
+    "Command",
+    "Query",
+    "Registry",
+    "Scalar",
+    "Statement",
+    "command",
+    "load_registry",
+    "query",
+    "registry",
+    "scalar",
+    "statement",
+]
+
+R = TypeVar("R", bound="DataclassInstance")
+V = TypeVar("V")
+_R_co = TypeVar("_R_co", bound="DataclassInstance", covariant=True)
+_V_co = TypeVar("_V_co", covariant=True)
 
 _NAME_LINE = re.compile(r"^--\s*name:\s*(?P<name>\S+)\s*$")
 _VALID_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
@@ -64,6 +96,66 @@ class Statement:
         return sql.SQL(self.text).format(
             **{slot: sql.Identifier(value) for slot, value in identifiers.items()}
         )
+
+
+class Query(Generic[_R_co]):
+    """A statement whose rows fill the dataclass `model`, positionally: what
+    `fetch_one` and `fetch_all` run. The first result is checked against the fields."""
+
+    __slots__ = ("model", "row_factory", "statement")
+
+    def __init__(self, statement: Statement, model: type[_R_co]) -> None:
+        self.statement = statement
+        self.model = model
+        self.row_factory: BaseRowFactory[_R_co] = _row_factory(statement, model)
+
+
+class Scalar(Generic[_V_co]):
+    """A statement of one column, a `kind` (int, bool...), read from its first row: what
+    `fetch_value` runs."""
+
+    __slots__ = ("kind", "statement")
+
+    def __init__(self, statement: Statement, kind: type[_V_co]) -> None:
+        self.statement = statement
+        self.kind = kind
+
+
+class Command:
+    """A statement run for its effect, its rows unread: what `execute` and
+    `execute_in_batches` run."""
+
+    __slots__ = ("statement",)
+
+    def __init__(self, statement: Statement) -> None:
+        self.statement = statement
+
+
+def _row_factory(stmt: Statement, model: type[R]) -> BaseRowFactory[R]:
+    if not is_dataclass(model):
+        raise TypeError(f"{stmt.qualified_name}: {model.__name__} is not a dataclass")
+    names = tuple(f.name for f in fields(model))
+    make: Callable[..., R] = model
+    checked = False
+
+    def row(values: Sequence[Any]) -> R:
+        return make(*values)
+
+    def factory(cur: Any) -> RowMaker[R]:
+        # A named statement's columns never change: check them against the dataclass on
+        # its first result only (reading cur.description costs on every call).
+        nonlocal checked
+        if not checked:
+            got = tuple(d.name for d in cur.description or ())
+            if got != names:
+                raise SqlRegistryError(
+                    f"{stmt.qualified_name}: columns {got} do not match the fields of "
+                    f"{model.__name__} {names}"
+                )
+            checked = True
+        return row
+
+    return factory
 
 
 def _parse_file(path: Path) -> list[Statement]:
@@ -153,6 +245,18 @@ class Registry:
         except KeyError:
             raise SqlRegistryError(f"no named statement {name!r} in {self.directory}") from None
 
+    def query(self, name: str, model: type[R]) -> Query[R]:
+        """The statement `name`, its rows read as `model`s."""
+        return Query(self.statement(name), model)
+
+    def scalar(self, name: str, kind: type[V]) -> Scalar[V]:
+        """The statement `name`, its one value read as a `kind`."""
+        return Scalar(self.statement(name), kind)
+
+    def command(self, name: str) -> Command:
+        """The statement `name`, run for its effect."""
+        return Command(self.statement(name))
+
 
 _RUNTIME = Registry(SQL_DIR)
 
@@ -163,5 +267,20 @@ def registry() -> Mapping[str, Statement]:
 
 
 def statement(name: str) -> Statement:
-    """The shipped statement `name`; entity modules bind theirs at import, so a typo fails then."""
+    """The shipped statement `name`, for a bare psycopg call; a typo fails at import."""
     return _RUNTIME.statement(name)
+
+
+def query(name: str, model: type[R]) -> Query[R]:
+    """The shipped statement `name`, its rows read as `model`s."""
+    return _RUNTIME.query(name, model)
+
+
+def scalar(name: str, kind: type[V]) -> Scalar[V]:
+    """The shipped statement `name`, its one value read as a `kind`."""
+    return _RUNTIME.scalar(name, kind)
+
+
+def command(name: str) -> Command:
+    """The shipped statement `name`, run for its effect."""
+    return _RUNTIME.command(name)

@@ -18,7 +18,7 @@ from .database import Executor
 from .errors import InvalidInput, NotFound
 from .models import MembersAdded, NewMember, Welcome
 from .pages import Page
-from .sql import statement
+from .sql import command, query
 
 __all__ = [
     "MAX_NEW_MEMBERS",
@@ -31,10 +31,9 @@ __all__ = [
 MAX_NEW_MEMBERS = 1000
 _FIRST_PAGE = (datetime(1, 1, 1, tzinfo=UTC), UUID(int=0), UUID(int=0))
 
-_ADD_MEMBERS = statement("add_members")
-_LIST_PENDING = statement("list_pending_welcomes")
-_CONSUME = statement("consume_welcome")
-_DELETE_CONSUMED = statement("delete_consumed_welcomes")
+_LIST_PENDING = query("list_pending_welcomes", Welcome)
+_CONSUME = command("consume_welcome")
+_DELETE_CONSUMED = command("delete_consumed_welcomes")
 
 
 async def add_members_with_commit(
@@ -87,7 +86,7 @@ async def add_members_with_commit(
             "key_package_refs": [m.key_package_ref for m in members],
             "welcome_data": [m.welcome_data for m in members],
         }
-        added = await tx.fetch_one(_ADD_MEMBERS, params, _Added)
+        added = await tx.fetch_one(_ADD_MEMBERS, params)
         assert added is not None  # the statement always returns its verdict
         if not added.usable:
             raise InvalidInput(
@@ -120,7 +119,7 @@ async def list_pending_welcomes(
         "after_id": after[2],
         "limit": size + 1,
     }
-    rows = await conn.fetch_all(_LIST_PENDING, params, Welcome)
+    rows = await conn.fetch_all(_LIST_PENDING, params)
     return conn.cursors.page(
         rows, size, "welcomes", actor, lambda w: (w.created_at, w.convo_id, w.id)
     )
@@ -155,6 +154,9 @@ async def delete_consumed_welcomes(
 class _Added:
     usable: bool
     members_added: int
+
+
+_ADD_MEMBERS = query("add_members", _Added)  # bound below the dataclass it fills
 
 
 def _new_members(conn: Executor, new_members: object, actor: str) -> list[NewMember]:

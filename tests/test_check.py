@@ -39,11 +39,12 @@ def probe(tmp_path: Path, sql: str, module: str) -> tuple[Path, list[Path]]:
 
 PROBE_MODULE = """
     from dataclasses import dataclass
+    from pathlib import Path
     from uuid import UUID
 
-    from catbird_db.sql import statement
+    from catbird_db.sql import Registry
 
-    _PROBE = statement("probe")
+    _SQL = Registry(Path(__file__).parent / "sql")
 
 
     @dataclass(frozen=True, slots=True)
@@ -52,8 +53,11 @@ PROBE_MODULE = """
         epoch: int
 
 
+    _PROBE = _SQL.query("probe", Row)
+
+
     async def probe(conn, convo_id):
-        return await conn.fetch_one(_PROBE, {"convo_id": convo_id}, Row)
+        return await conn.fetch_one(_PROBE, {"convo_id": convo_id})
 """
 
 
@@ -156,12 +160,8 @@ async def test_a_misspelled_parameter_in_the_sql_is_reported(
     sql_dir = broken_copy(
         tmp_path,
         "conversations.sql",
-        "-- The epoch, for an active member.\nSELECT c.epoch\nFROM conversations AS c\nWHERE\n"
-        "    c.id = %(convo_id)s\n    AND EXISTS (\n        SELECT 1\n        FROM members AS m\n"
-        "        WHERE m.convo_id = c.id AND m.member_did = %(actor_did)s",
-        "-- The epoch, for an active member.\nSELECT c.epoch\nFROM conversations AS c\nWHERE\n"
-        "    c.id = %(convo_id)s\n    AND EXISTS (\n        SELECT 1\n        FROM members AS m\n"
-        "        WHERE m.convo_id = c.id AND m.member_did = %(actor_dId)s",
+        "    ON c.id = m.convo_id AND m.member_did = %(actor_did)s AND m.left_at IS NULL;",
+        "    ON c.id = m.convo_id AND m.member_did = %(actor_dId)s AND m.left_at IS NULL;",
     )
     line = only(await check(database_url, sql_dir=sql_dir))
     assert "catbird_db/conversations.py:" in line
@@ -247,13 +247,61 @@ async def test_fetch_value_of_two_columns_is_reported(database_url: str, tmp_pat
         -- Two columns where one is read.
         SELECT c.id, c.epoch FROM conversations AS c WHERE c.id = %(convo_id)s;
         """,
-        PROBE_MODULE.replace(
-            'fetch_one(_PROBE, {"convo_id": convo_id}, Row)',
-            'fetch_value(_PROBE, {"convo_id": convo_id})',
+        PROBE_MODULE.replace('_SQL.query("probe", Row)', '_SQL.scalar("probe", UUID)').replace(
+            "fetch_one(_PROBE", "fetch_value(_PROBE"
         ),
     )
     line = only(await check(database_url, sql_dir=sql_dir, modules=modules))
     assert "fetch_value reads one column: expected 1, got 2 ({epoch, id})" in line
+
+
+async def test_a_scalar_of_another_type_is_reported(database_url: str, tmp_path: Path) -> None:
+    sql_dir, modules = probe(
+        tmp_path,
+        """\
+        -- name: probe
+        -- A conversation's epoch.
+        SELECT c.epoch FROM conversations AS c WHERE c.id = %(convo_id)s;
+        """,
+        PROBE_MODULE.replace('_SQL.query("probe", Row)', '_SQL.scalar("probe", str)').replace(
+            "fetch_one(_PROBE", "fetch_value(_PROBE"
+        ),
+    )
+    line = only(await check(database_url, sql_dir=sql_dir, modules=modules))
+    assert "probe: column epoch (int8): type: expected int, got str" in line
+
+
+async def test_a_renamed_statement_is_missing_for_its_binding_and_dead_sql(
+    database_url: str, tmp_path: Path
+) -> None:
+    sql_dir = broken_copy(
+        tmp_path, "conversations.sql", "-- name: get_current_epoch\n", "-- name: get_epoch\n"
+    )
+    found = [str(p) for p in await check(database_url, sql_dir=sql_dir)]
+    assert len(found) == 2, found
+    [missing] = [line for line in found if ".py:" in line]
+    [dead] = [line for line in found if ".sql:" in line]
+    assert missing.startswith("catbird_db/conversations.py:")
+    assert "get_current_epoch: no statement of that name in the SQL" in missing
+    assert "get_epoch: no module binds this statement (dead SQL)" in dead
+
+
+def test_the_command_reports_a_statement_no_module_binds(
+    database_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    sql_dir = broken_copy(
+        tmp_path,
+        "conversations.sql",
+        "-- name: get_current_epoch\n",
+        "-- name: count_conversations\n-- Nothing runs this.\n"
+        "SELECT count(*) FROM conversations;\n\n-- name: get_current_epoch\n",
+    )
+    code = cli.main(["check", "--database-url", database_url, "--sql-dir", str(sql_dir)])
+    captured = capsys.readouterr()
+    assert code == 1
+    [line] = captured.out.splitlines()
+    assert "sql/conversations.sql:" in line
+    assert "count_conversations: no module binds this statement (dead SQL)" in line
 
 
 def test_the_command_prints_one_line_per_problem_and_exits_non_zero(

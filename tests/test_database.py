@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 from uuid import uuid4
 
@@ -18,13 +19,14 @@ from catbird_db import (
     IsolationLevel,
     RetryableError,
     SchemaNotMigrated,
+    SqlRegistryError,
     Transaction,
     TransactionClosed,
     conversations,
     members,
     messages,
 )
-from catbird_db.sql import Statement
+from catbird_db.sql import Query, Statement, registry
 
 from support import ALICE, BOB, snapshot
 
@@ -88,6 +90,31 @@ async def test_a_nested_transaction_is_a_savepoint(db: Database) -> None:
                 raise RuntimeError("undo the add only")
     assert await conversations.get_conversation(db, convo.id, actor_did=ALICE) is not None
     assert not await members.is_member(db, convo.id, BOB)
+
+
+async def test_savepoint_in_a_transaction_rolls_back_to_it_and_the_transaction_goes_on(
+    db: Database,
+) -> None:
+    async with db.transaction() as tx:
+        convo = await conversations.create_conversation(tx, creator_did=ALICE, cipher_suite=1)
+        with pytest.raises(RuntimeError):
+            async with tx.savepoint() as inner:
+                assert inner is tx
+                await members.add_member(inner, convo.id, BOB, actor_did=ALICE)
+                raise RuntimeError("undo the add only")
+        assert not await members.is_member(tx, convo.id, BOB)
+    assert await conversations.get_conversation(db, convo.id, actor_did=ALICE) is not None
+
+
+async def test_savepoint_on_the_database_undoes_nothing(db: Database) -> None:
+    # Each statement on the Database commits as it returns: there is nothing to roll back.
+    convo = await conversations.create_conversation(db, creator_did=ALICE, cipher_suite=1)
+    with pytest.raises(RuntimeError):
+        async with db.savepoint() as same:
+            assert same is db
+            await members.add_member(same, convo.id, BOB, actor_did=ALICE)
+            raise RuntimeError("the add stays committed")
+    assert await members.is_member(db, convo.id, BOB)
 
 
 async def test_run_transaction_reruns_the_body_after_a_serialization_failure(
@@ -190,6 +217,21 @@ async def test_sessions_carry_the_configured_name_and_timeouts(database_url: str
             "SELECT current_setting('application_name'), current_setting('statement_timeout')"
         )
         assert await cur.fetchone() == ("catbird-test", "1234ms")
+
+
+@dataclass(frozen=True, slots=True)
+class _NotHealth:
+    server_version: int
+    replica: bool
+
+
+async def test_a_query_whose_columns_are_not_its_dataclass_fields_fails_on_its_first_rows(
+    db: Database,
+) -> None:
+    mismatched = Query(registry()["health_check"], _NotHealth)
+    with pytest.raises(SqlRegistryError, match=r"columns \('server_version', 'in_recovery'\)"):
+        await db.fetch_one(mismatched, {})
+    assert (await db.health_check()).server_version > 0  # the pool is none the worse
 
 
 async def test_the_tracer_sees_every_statement_by_name(config: DbConfig) -> None:

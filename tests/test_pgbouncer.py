@@ -34,7 +34,7 @@ from catbird_db import (
     members,
     messages,
 )
-from catbird_db.sql import Statement
+from catbird_db.sql import Query, Scalar, Statement
 from catbird_db.tools.cli import main as cli_main
 
 from pgbouncer import Bouncer
@@ -54,7 +54,7 @@ def _adhoc(name: str, text: str) -> Statement:
     )
 
 
-_SLEEP = _adhoc("sleep", "SELECT pg_sleep(%(seconds)s)")
+_SLEEP = Scalar(_adhoc("sleep", "SELECT pg_sleep(%(seconds)s)"), object)
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,11 +64,14 @@ class Session:
     lock_timeout: str
 
 
-_SESSION = _adhoc(
-    "session",
-    "SELECT pg_backend_pid() AS pid,"
-    " current_setting('statement_timeout') AS statement_timeout,"
-    " current_setting('lock_timeout') AS lock_timeout",
+_SESSION = Query(
+    _adhoc(
+        "session",
+        "SELECT pg_backend_pid() AS pid,"
+        " current_setting('statement_timeout') AS statement_timeout,"
+        " current_setting('lock_timeout') AS lock_timeout",
+    ),
+    Session,
 )
 
 
@@ -104,7 +107,7 @@ async def pooled_db(pooled_url: str, database_url: str) -> AsyncIterator[Databas
 
 async def _session(db: Executor) -> Session:
     """What this client's own call sees on the server connection it gets."""
-    session = await db.fetch_one(_SESSION, {}, Session)
+    session = await db.fetch_one(_SESSION, {})
     assert session is not None
     return session
 
@@ -112,7 +115,7 @@ async def _session(db: Executor) -> Session:
 def _plain_session(url: str) -> Session:
     """What a client without catbird-db's settings sees on the next server connection."""
     with psycopg.connect(url, autocommit=True, prepare_threshold=None) as conn:
-        row = conn.execute(_SESSION.text).fetchone()
+        row = conn.execute(_SESSION.statement.text).fetchone()
     assert row is not None
     return Session(*row)
 

@@ -119,8 +119,7 @@ NOT_PLANNED = frozenset(
 # may stand here: an index that enforces nothing must be used by a plan.
 ENFORCES: dict[str, str] = {
     "welcomes_pending_unique": (
-        "add_members: AlreadyExists when a recipient has a pending welcome "
-        "for that key package"
+        "add_members: AlreadyExists when a recipient has a pending welcome for that key package"
     ),
 }
 

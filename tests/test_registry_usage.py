@@ -1,7 +1,8 @@
-"""Every named statement is run by exactly one function, and every function's statement
-exists: no dead SQL, no missing SQL (read from the source, nothing imported). Each
-registry is held to its own modules: the runtime SQL to the library, the tools' SQL to
-the tools, the demo's and the plan tests' SQL to the demo and the plan tests."""
+"""Every named statement is bound once and run by exactly one function, and every
+binding's statement exists: no dead SQL, no missing SQL (the modules' bindings, and their
+uses read from the source). Each registry is held to its own modules: the runtime SQL to
+the library, the tools' SQL to the tools, the demo's and the plan tests' SQL to the demo
+and the plan tests."""
 
 from __future__ import annotations
 
@@ -37,8 +38,11 @@ def sql_dir_with(tmp_path: Path, *names: str) -> Path:
 
 
 HEADER = """\
-    from catbird_db.sql import statement
+    from pathlib import Path
 
+    from catbird_db.sql import Registry
+
+    _SQL = Registry(Path(__file__).parent / "sql")
 """
 
 
@@ -79,7 +83,7 @@ def test_a_statement_no_module_binds_is_dead_sql(tmp_path: Path) -> None:
         tmp_path / "m.py",
         HEADER
         + """\
-    _USED = statement("used")
+    _USED = _SQL.scalar("used", int)
 
     async def used(conn):
         return await conn.fetch_value(_USED, {"x": 1})
@@ -94,8 +98,8 @@ def test_binding_a_statement_the_sql_lacks_is_missing_sql(tmp_path: Path) -> Non
         tmp_path / "m.py",
         HEADER
         + """\
-    _USED = statement("used")
-    _TYPO = statement("usde")
+    _USED = _SQL.scalar("used", int)
+    _TYPO = _SQL.scalar("usde", int)
 
     async def used(conn):
         return await conn.fetch_value(_USED, {"x": 1})
@@ -104,7 +108,8 @@ def test_binding_a_statement_the_sql_lacks_is_missing_sql(tmp_path: Path) -> Non
         return await conn.fetch_value(_TYPO, {"x": 1})
     """,
     )
-    assert messages(sql_dir, module) == ["usde: no statement of that name in the SQL"]
+    [message] = messages(sql_dir, module)  # the binding fails the import
+    assert message.startswith(": does not import: no named statement 'usde'"), message
 
 
 def test_a_statement_run_by_two_functions_is_reported(tmp_path: Path) -> None:
@@ -113,7 +118,7 @@ def test_a_statement_run_by_two_functions_is_reported(tmp_path: Path) -> None:
         tmp_path / "m.py",
         HEADER
         + """\
-    _USED = statement("used")
+    _USED = _SQL.scalar("used", int)
 
     async def one(conn):
         return await conn.fetch_value(_USED, {"x": 1})
@@ -129,7 +134,7 @@ def test_a_statement_run_by_two_functions_is_reported(tmp_path: Path) -> None:
 
 def test_a_statement_bound_but_never_run_is_reported(tmp_path: Path) -> None:
     sql_dir = sql_dir_with(tmp_path, "used")
-    module = write(tmp_path / "m.py", HEADER + '    _USED = statement("used")\n')
+    module = write(tmp_path / "m.py", HEADER + '    _USED = _SQL.scalar("used", int)\n')
     assert messages(sql_dir, module) == ["used: _USED is bound but never run"]
 
 
@@ -138,7 +143,7 @@ def test_a_statement_bound_in_two_modules_is_reported(tmp_path: Path) -> None:
     body = (
         HEADER
         + """\
-    _USED = statement("used")
+    _USED = _SQL.scalar("used", int)
 
     async def used(conn):
         return await conn.fetch_value(_USED, {"x": 1})
@@ -146,7 +151,7 @@ def test_a_statement_bound_in_two_modules_is_reported(tmp_path: Path) -> None:
     )
     first, second = write(tmp_path / "a.py", body), write(tmp_path / "b.py", body)
     assert messages(sql_dir, first, second) == [
-        f"used: bound again (first at {first}:3)",
+        f"used: bound again (first at {first}:6)",
     ]
 
 
@@ -157,11 +162,11 @@ def test_a_statement_bound_inside_a_function_is_reported(tmp_path: Path) -> None
         HEADER
         + """\
     async def used(conn):
-        return await conn.fetch_value(statement("used"), {"x": 1})
+        return await conn.fetch_value(_SQL.scalar("used", int), {"x": 1})
     """,
     )
     assert messages(sql_dir, module) == [
-        ': bind statements at module level with a literal name: _X = statement("name")',
+        ': bind statements at module level: _X = query("name", Row)',
         "used: no module binds this statement (dead SQL)",
     ]
 
@@ -172,7 +177,7 @@ def test_params_built_other_than_as_a_dict_literal_are_reported(tmp_path: Path) 
         tmp_path / "m.py",
         HEADER
         + """\
-    _USED = statement("used")
+    _USED = _SQL.scalar("used", int)
 
     async def used(conn, x):
         return await conn.fetch_value(_USED, dict(x=x))
@@ -189,7 +194,7 @@ def test_params_changed_after_they_are_built_are_reported(tmp_path: Path) -> Non
         tmp_path / "m.py",
         HEADER
         + """\
-    _USED = statement("used")
+    _USED = _SQL.scalar("used", int)
 
     async def used(conn, x):
         params = {"x": x}
@@ -209,7 +214,7 @@ def test_a_statement_passed_anywhere_but_a_helper_is_reported(tmp_path: Path) ->
         tmp_path / "m.py",
         HEADER
         + """\
-    _USED = statement("used")
+    _USED = _SQL.scalar("used", int)
 
     async def used(conn, run):
         return await run(conn, _USED, {"x": 1})
@@ -225,9 +230,9 @@ def test_raw_psycopg_calls_are_followed_through_text(tmp_path: Path) -> None:
         tmp_path / "m.py",
         HEADER
         + """\
-    _ONE = statement("one")
-    _MANY = statement("many")
-    _BULK = statement("bulk")
+    _ONE = _SQL.statement("one")
+    _MANY = _SQL.statement("many")
+    _BULK = _SQL.statement("bulk")
 
     def one(conn, x):
         params = {"x": x}
@@ -260,7 +265,7 @@ def test_raw_psycopg_calls_are_followed_through_compose(tmp_path: Path) -> None:
         tmp_path / "m.py",
         HEADER
         + """\
-    _GRANT_IT = statement("grant_it")
+    _GRANT_IT = _SQL.statement("grant_it")
 
     async def grant_it(conn, role):
         await conn.execute(_GRANT_IT.compose(grantee=role))
@@ -279,16 +284,17 @@ def test_a_row_class_that_is_not_a_dataclass_is_reported(tmp_path: Path) -> None
         tmp_path / "m.py",
         HEADER
         + """\
-    _USED = statement("used")
-
     class Row:
         x: int
 
+    _USED = _SQL.query("used", Row)
+
     async def used(conn):
-        return await conn.fetch_one(_USED, {"x": 1}, Row)
+        return await conn.fetch_one(_USED, {"x": 1})
     """,
     )
-    assert messages(sql_dir, module) == ["used: Row is not a dataclass"]
+    [message] = messages(sql_dir, module)
+    assert message == ": does not import: probe.used: Row is not a dataclass"
 
 
 def test_row_fields_are_read_through_imports_aliases_and_base_classes() -> None:

@@ -1,13 +1,14 @@
 """`catbird-db check`: every named statement proven against a migrated schema, unrun.
 
 For each statement, the server's description (catbird_db/tools/describe.py) is compared
-with the call that runs it, as read from the source (catbird_db/tools/usage.py): the
-runtime SQL of sql/ with the library's modules, the SQL of sql/tools/ with the tools'.
+with its binding and the call that runs it (catbird_db/tools/usage.py): the runtime SQL
+of sql/ with the library's modules, the SQL of sql/tools/ with the tools'.
 
 - the `%(name)s` parameters are exactly the keys the function passes;
-- the result columns are the fields of the dataclass it fills, by name and in order;
+- a `query`'s columns are the fields of its dataclass, by name and in order;
 - each column's type is what the field's annotation admits;
-- a field that is not Optional is never fed from a column that may be NULL.
+- a field that is not Optional is never fed from a column that may be NULL;
+- a `scalar` returns one column, of its type.
 
 A column may be NULL when its table column is nullable, when its table is on the
 nullable side of an outer join (or the statement has grouping sets), or when it is
@@ -27,9 +28,9 @@ import psycopg
 from .._paths import SQL_DIR
 from ..config import DbConfig
 from ..database import Database
-from ..sql import Statement, load_registry
+from ..sql import Query, Scalar, Statement, load_registry
 from .describe import Column, Description, describe_all
-from .usage import ROW_HELPERS, TOOLS_DIR, Field, Problem, Use, analyse, package_modules
+from .usage import TOOLS_DIR, Field, Model, Problem, Use, admits, analyse, package_modules
 
 __all__ = ["Problem", "check", "declared_not_null", "outer_joined"]
 
@@ -104,13 +105,24 @@ def _compare(stmt: Statement, found: Description, use: Use) -> list[Problem]:
             f"parameters: expected {_names(takes)} (the statement's), "
             f"got {_names(use.params)} (the call's)"
         )
-    if use.helper == "fetch_value" and len(found.columns) != 1:
-        problems.append(
-            f"fetch_value reads one column: expected 1, got {len(found.columns)} "
-            f"({_names(c.name for c in found.columns)})"
-        )
-    if use.helper in ROW_HELPERS and use.model is not None:
-        problems += _compare_rows(stmt, found.columns, use.model.name, use.model.fields)
+    binding = use.binding
+    if isinstance(binding, Scalar):
+        if len(found.columns) != 1:
+            problems.append(
+                f"fetch_value reads one column: expected 1, got {len(found.columns)} "
+                f"({_names(c.name for c in found.columns)})"
+            )
+        else:
+            [column] = found.columns
+            python, (kinds, _) = column.type.python, admits(binding.kind)
+            if python is not None and python not in kinds and "object" not in kinds:
+                problems.append(
+                    f"column {column.name} ({column.type.name}): type: expected {python}, "
+                    f"got {binding.kind.__name__}"
+                )
+    if isinstance(binding, Query):
+        model = Model.of(binding.model)
+        problems += _compare_rows(stmt, found.columns, model.name, model.fields)
     return [Problem(use.path, use.line, stmt.name, p) for p in problems]
 
 

@@ -20,23 +20,9 @@ from ..config import DbConfig
 from ..database import Database
 from ..errors import InvalidInput, NotFound, translate
 from ..sql import Statement, registry
-from .sql import statement
+from .sql import query, statement
 
 __all__ = ["GrantReport", "TableRights", "grant", "runtime_statements"]
-
-_DESCRIBE_GRANTEE = statement("describe_grantee")
-_REVOKE_TABLE_RIGHTS = statement("revoke_table_rights")
-_GRANT_CONNECT = statement("grant_connect")
-_GRANT_SCHEMA_USAGE = statement("grant_schema_usage")
-_GRANT_CONVERSATIONS = statement("grant_conversations")
-_GRANT_MEMBERS = statement("grant_members")
-_GRANT_MESSAGES = statement("grant_messages")
-_GRANT_KEY_PACKAGES = statement("grant_key_packages")
-_GRANT_WELCOMES = statement("grant_welcomes")
-_GRANT_BLOBS = statement("grant_blobs")
-_GRANT_BLOB_USAGE = statement("grant_blob_usage")
-_GRANT_MIGRATION_TABLE = statement("grant_migration_table")
-_LIST_TABLE_RIGHTS = statement("list_table_rights")
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +52,21 @@ class _Grantee:
     can_create: bool
     schema_name: str
     database_name: str
+
+
+_DESCRIBE_GRANTEE = query("describe_grantee", _Grantee)
+_REVOKE_TABLE_RIGHTS = statement("revoke_table_rights")
+_GRANT_CONNECT = statement("grant_connect")
+_GRANT_SCHEMA_USAGE = statement("grant_schema_usage")
+_GRANT_CONVERSATIONS = statement("grant_conversations")
+_GRANT_MEMBERS = statement("grant_members")
+_GRANT_MESSAGES = statement("grant_messages")
+_GRANT_KEY_PACKAGES = statement("grant_key_packages")
+_GRANT_WELCOMES = statement("grant_welcomes")
+_GRANT_BLOBS = statement("grant_blobs")
+_GRANT_BLOB_USAGE = statement("grant_blob_usage")
+_GRANT_MIGRATION_TABLE = statement("grant_migration_table")
+_LIST_TABLE_RIGHTS = query("list_table_rights", TableRights)
 
 
 def runtime_statements() -> list[Statement]:
@@ -118,7 +119,7 @@ async def grant(database_url: str, role: str) -> GrantReport:
 
 
 async def _describe_grantee(db: Database, role: str) -> _Grantee | None:
-    return await db.fetch_one(_DESCRIBE_GRANTEE, {"role": role}, _Grantee)
+    return await db.fetch_one(_DESCRIBE_GRANTEE, {"role": role})
 
 
 async def _grant_layout(
@@ -139,6 +140,4 @@ async def _grant_layout(
 
 
 async def _list_table_rights(db: Database, role: str, schema_name: str) -> list[TableRights]:
-    return await db.fetch_all(
-        _LIST_TABLE_RIGHTS, {"role": role, "schema_name": schema_name}, TableRights
-    )
+    return await db.fetch_all(_LIST_TABLE_RIGHTS, {"role": role, "schema_name": schema_name})

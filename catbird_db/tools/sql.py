@@ -2,7 +2,7 @@
 
 A registry apart from the application's (catbird_db/sql.py), with names of its own:
 `Database.connect` never reads these files, and a tool's statement may share a name
-with a runtime one.
+with a runtime one. A tool binds its statements as the library's modules do.
 """
 
 from __future__ import annotations
@@ -10,9 +10,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from .._paths import SQL_DIR
-from ..sql import Registry, Statement
+from ..sql import Query, R, Registry, Statement
 
-__all__ = ["TOOLS_SQL_DIR", "registry", "statement"]
+__all__ = ["TOOLS_SQL_DIR", "query", "registry", "statement"]
 
 TOOLS_SQL_DIR = SQL_DIR / "tools"
 _TOOLS = Registry(TOOLS_SQL_DIR)
@@ -24,5 +24,10 @@ def registry() -> Mapping[str, Statement]:
 
 
 def statement(name: str) -> Statement:
-    """The tools' statement `name`; each tool binds its own at import."""
+    """The tools' statement `name`, for a bare psycopg call; each tool binds its own."""
     return _TOOLS.statement(name)
+
+
+def query(name: str, model: type[R]) -> Query[R]:
+    """The tools' statement `name`, its rows read as `model`s."""
+    return _TOOLS.query(name, model)
