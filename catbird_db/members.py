@@ -133,7 +133,7 @@ async def mark_read(conn: Executor, convo_id: UUID, *, actor_did: str, seq: int)
     """Move the actor's read marker forward to `seq` (never back, never past the newest
     message); returns the membership with its new unread count. NotFound, NotAMember.
 
-    The successor of the original layer's `update_unread_count`: counts are derived from the marker.
+    A count cannot be set: it is derived from the marker.
     """
     convo, actor = validate.uuid(convo_id, "convo_id"), validate.did(actor_did, "actor_did")
     params = {"convo_id": convo, "actor_did": actor, "seq": validate.non_negative(seq, "seq")}
