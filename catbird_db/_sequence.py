@@ -16,22 +16,22 @@ from uuid import UUID
 
 from . import _access
 from .database import Executor
-from .errors import AlreadyExists, EpochConflict
+from .errors import AlreadyExists, EpochConflict, NotFound
 from .events import CHANNEL
 from .models import Message, MessageType
-from .sql import query
+from .sql import query, scalar
 
 
 @dataclass(frozen=True, slots=True)
 class _Sequenced:
     outcome: str
-    current_epoch: int | None
     seq: int | None
     sent_at: datetime | None
     expires_at: datetime | None
 
 
 _SEQUENCE = query("sequence_message", _Sequenced)
+_EPOCH_NOW = scalar("epoch_after_conflict", int)
 
 
 async def sequence(
@@ -53,7 +53,8 @@ async def sequence(
     or return the same send stored before (when `replay`).
 
     Raises NotFound, NotAMember, NotAnAdmin (with `admin_only`), AlreadyExists (the id is
-    taken, or a replay when `replay` is False), EpochConflict with the current epoch.
+    taken, or a replay when `replay` is False), EpochConflict with the current epoch
+    (judged before the id when `replay` is False).
     """
     params = {
         "convo_id": convo_id,
@@ -82,8 +83,10 @@ async def sequence(
             row = await conn.fetch_one(_SEQUENCE, params)
     assert row is not None  # the statement always returns its verdict
     outcome = row.outcome
-    if outcome == "replayed" and not replay:
-        outcome = "id_taken"
+    if not replay and outcome in ("replayed", "id_taken"):
+        # Without replays the epoch is judged before the id: a commit retried after it
+        # was stored finds the epoch moved on, as any stale commit does.
+        outcome = "id_taken" if await _epoch_now(conn, convo_id) == epoch else "epoch_conflict"
     if outcome in ("sequenced", "replayed"):
         assert row.seq is not None
         assert row.sent_at is not None
@@ -101,5 +104,14 @@ async def sequence(
     _access.refuse(outcome, convo_id, actor_did)
     if outcome == "id_taken":
         raise AlreadyExists(f"message id {message_id} is taken in conversation {convo_id}")
-    assert row.current_epoch is not None  # epoch_conflict: the conversation exists
-    raise EpochConflict(row.current_epoch)
+    # epoch_conflict: the epoch moved (or the conversation went) since the statement's
+    # snapshot was taken, or the caller's epoch is out of the window: say where it is now.
+    raise EpochConflict(await _epoch_now(conn, convo_id))
+
+
+async def _epoch_now(conn: Executor, convo_id: UUID) -> int:
+    """The conversation's epoch as it is now; NotFound if it was deleted meanwhile."""
+    current = await conn.fetch_value(_EPOCH_NOW, {"convo_id": convo_id})
+    if current is None:
+        raise NotFound(f"conversation {convo_id} does not exist")
+    return current

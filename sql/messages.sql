@@ -1,20 +1,21 @@
 -- name: sequence_message
 -- The one statement that gives a conversation its next message: create_message,
--- submit_commit and add_members_with_commit run it. Returns exactly one row: the verdict
--- (outcome, and the conversation's epoch and the actor's rights as the locked rows show
--- them) and, when outcome is 'sequenced' or 'replayed', the message.
+-- submit_commit and add_members_with_commit run it. Returns exactly one row: the
+-- outcome and, when it is 'sequenced' or 'replayed', the message's seq and times.
 -- Locks, in the layer's order: the judged members rows in DID order (the actor's, and for
 -- an add the rows of members it re-adds: `rejoining`), read through an aggregate so
--- every one is locked before the conversation row; then the conversation row (its newest
--- version: a removal, a commit or a send in flight is waited for and decided on).
--- Outcomes, in the order they are decided: not_found, not_a_member, not_an_admin (when
--- admin_only), replayed (this id was sent before by the actor, with the same type,
--- epoch and ciphertext: the stored message, nothing written), id_taken, epoch_conflict
--- (the conversation's epoch minus `epoch` is not within 0..epoch_window: commits pass
--- 0), else sequenced: last_seq + 1 (and epoch + 1 for a commit) under the conversation
--- row lock, the message stored at its own epoch, the actor's read marker moved to it,
--- the notification queued. sent_at is left to its default, the clock at insert: after
--- the lock, so in seq order. No other member's row is touched.
+-- every one is locked before the conversation row; then the conversation row, by the
+-- UPDATE that tests the epoch on the row's newest version (a commit or send in flight is
+-- waited for and decided on).
+-- Outcomes, in the order they are decided: sequenced (last_seq + 1, and epoch + 1 for a
+-- commit, the message stored at its own epoch, the actor's read marker moved to it, the
+-- notification queued), else not_found, not_a_member, not_an_admin (when admin_only),
+-- replayed (this id was sent before by the actor, with the same type, epoch and
+-- ciphertext: the stored message, nothing written), id_taken, and epoch_conflict (the
+-- conversation's epoch minus `epoch` is not within 0..epoch_window; commits pass 0):
+-- the caller then reads the epoch as it is now (epoch_after_conflict). sent_at is left
+-- to its default, the clock at insert: after the lock, so in seq order. No other
+-- member's row is touched.
 -- Index: members' and conversations' primary keys, messages' unique (convo_id, id).
 -- Notifies: `channel`, payload 'convo_id:seq:message_type', delivered only on commit.
 -- not null: outcome
@@ -48,16 +49,6 @@ actor AS (
     FROM locked AS a
 ),
 
-convo AS (
-    -- The conversation row, locked after the members rows: its newest version.
-    SELECT
-        c.id,
-        c.epoch
-    FROM conversations AS c CROSS JOIN actor
-    WHERE c.id = %(convo_id)s
-    FOR NO KEY UPDATE OF c
-),
-
 earlier AS (
     -- A message stored before with this id, by whoever.
     SELECT
@@ -74,13 +65,32 @@ earlier AS (
     WHERE e.convo_id = %(convo_id)s AND e.id = %(id)s
 ),
 
+bump AS (
+    -- The next seq, and for a commit the next epoch. The UPDATE locks the conversation
+    -- row after the members rows (it joins the aggregate) and tests the epoch on the
+    -- row's newest version, so of concurrent commits for one epoch exactly one matches.
+    UPDATE conversations AS c
+    SET
+        last_seq = c.last_seq + 1,
+        epoch = c.epoch + (%(message_type)s::text = 'commit')::int,
+        updated_at = now()
+    FROM actor
+    WHERE
+        c.id = %(convo_id)s
+        AND actor.is_member
+        AND (actor.is_admin OR NOT %(admin_only)s::boolean)
+        AND NOT EXISTS (SELECT 1 FROM earlier)
+        AND c.epoch - %(epoch)s BETWEEN 0 AND %(epoch_window)s
+    RETURNING c.id, c.last_seq
+),
+
 verdict AS (
-    -- What this call may do, decided once on the rows above.
+    -- Why nothing was sequenced, when nothing was: the refusals in their order. The
+    -- membership is the locked rows'; the epoch the snapshot's, and only a refusal on
+    -- the epoch is left when the rest passed.
     SELECT
-        actor.is_member,
-        actor.is_admin,
-        convo.epoch,
         CASE
+            WHEN EXISTS (SELECT 1 FROM bump) THEN 'sequenced'
             WHEN convo.id IS NULL THEN 'not_found'
             WHEN NOT actor.is_member THEN 'not_a_member'
             WHEN %(admin_only)s::boolean AND NOT actor.is_admin THEN 'not_an_admin'
@@ -91,24 +101,11 @@ verdict AS (
                 AND earlier.ciphertext = %(ciphertext)s
                 THEN 'replayed'
             WHEN earlier.id IS NOT NULL THEN 'id_taken'
-            WHEN convo.epoch - %(epoch)s NOT BETWEEN 0 AND %(epoch_window)s THEN 'epoch_conflict'
-            ELSE 'sequenced'
+            ELSE 'epoch_conflict'
         END AS outcome
     FROM actor
-    LEFT JOIN convo ON TRUE
+    LEFT JOIN conversations AS convo ON convo.id = %(convo_id)s
     LEFT JOIN earlier ON TRUE
-),
-
-bump AS (
-    -- The next seq, and for a commit the next epoch, under the conversation row lock.
-    UPDATE conversations AS c
-    SET
-        last_seq = c.last_seq + 1,
-        epoch = c.epoch + (%(message_type)s::text = 'commit')::int,
-        updated_at = now()
-    FROM verdict
-    WHERE c.id = %(convo_id)s AND verdict.outcome = 'sequenced'
-    RETURNING c.id, c.last_seq
 ),
 
 sent AS (
@@ -150,13 +147,21 @@ marked AS (
 
 SELECT
     verdict.outcome,
-    verdict.epoch AS current_epoch,
     coalesce(sent.seq, earlier.seq) AS seq,
     coalesce(sent.sent_at, earlier.sent_at) AS sent_at,
     coalesce(sent.expires_at, earlier.expires_at) AS expires_at
 FROM verdict
 LEFT JOIN sent ON TRUE
 LEFT JOIN earlier ON verdict.outcome = 'replayed';
+
+-- name: epoch_after_conflict
+-- The conversation's epoch as it is now, read by create_message, submit_commit and
+-- add_members_with_commit after sequence_message refused on the epoch (its snapshot
+-- may predate the commit that moved it); no row if the conversation was deleted since.
+-- Index: conversations' primary key.
+SELECT c.epoch
+FROM conversations AS c
+WHERE c.id = %(convo_id)s;
 
 -- name: get_message
 -- One message by its id, for an active member who joined before it was sent; an

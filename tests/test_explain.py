@@ -39,13 +39,19 @@ async def test_explaining_a_write_leaves_nothing_behind(
     before = snapshot(raw)
     lines = await explain_named(
         database_url,
-        "submit_commit",
+        "sequence_message",
         {
             "convo_id": str(convo.id),
             "actor_did": ALICE,
             "id": str(uuid4()),
+            "message_type": "commit",
             "epoch": "0",
+            "epoch_window": "0",
             "ciphertext": "\\x636f6d6d6974",
+            "expires_at": None,
+            "admin_only": "false",
+            "rejoining": "{}",
+            "channel": "catbird_messages",
         },
     )
     assert any("Update on conversations" in line and "rows=1" in line for line in lines)

@@ -66,6 +66,7 @@ INTENDED: dict[str, tuple[Need, ...]] = {
     "mark_read": (GUARD, "conversations_pkey", "messages_pkey"),
     # messages
     "sequence_message": ("members_pkey", "messages_convo_id_id_key", "conversations_pkey"),
+    "epoch_after_conflict": ("conversations_pkey",),
     "get_message": ("messages_convo_id_id_key", GUARD),
     "list_messages_forward": ("messages_pkey", GUARD),
     "list_messages_backward": ("messages_pkey", GUARD),
@@ -179,6 +180,7 @@ def values(p: seed.Picks) -> dict[str, dict[str, Any]]:
             "rejoining": [],
             "channel": "catbird_messages",
         },
+        "epoch_after_conflict": {"convo_id": convo},
         "get_message": {"convo_id": convo, "actor_did": member, "id": p.message_id},
         "list_messages_forward": {
             "convo_id": convo,
