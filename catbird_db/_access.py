@@ -1,8 +1,8 @@
-"""Why an actor was refused: shared by the entity modules after a guarded statement
-matched no row.
+"""Naming a refusal: the errors every conversation statement shares.
 
-Every write checks membership inside its own statement, so the decision is atomic; this
-second read only names the refusal, and only on the failure path.
+Writes decide and name their refusals in their own statement, from the rows they lock
+(`refuse` turns such a verdict into its error). The reads, delete_message and the blob
+writes still name theirs with a second read, `check`, only on the failure path.
 """
 
 from __future__ import annotations

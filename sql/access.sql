@@ -1,6 +1,7 @@
 -- name: access_of
--- Why a write was refused: does the conversation exist, is the actor an active member,
--- an admin, and what is the epoch now. Read only after a guarded statement matched no row.
+-- Why a read (or delete_message, or a blob write) was refused: does the conversation
+-- exist, is the actor an active member, an admin, and what is the epoch now. Read only
+-- after a guarded statement matched no row.
 -- not null: convo_exists, is_member, is_admin (IS NOT NULL and coalesce(..., FALSE))
 SELECT
     c.id IS NOT NULL AS convo_exists,
