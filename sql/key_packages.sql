@@ -1,11 +1,13 @@
 -- name: store_key_package
--- Publishes one key package; a ref that exists already inserts nothing and returns the
--- stored row (whoever owns it: the function refuses another owner's). The expiry is the
--- caller's, else now() plus the default lifetime.
+-- Publishes one key package; returns the row, or the stored one when the ref exists
+-- already (whoever owns it: the function refuses another owner's); always one row. The
+-- expiry is the caller's, else now() plus the default lifetime.
+-- Index: key_packages_key_package_ref_key (the conflict and the look-up).
 -- not null: id, owner_did, cipher_suite, key_data, key_package_ref, is_last_resort
--- not null: created_at, expires_at (NOT NULL columns, read through a CTE and UNION ALL)
+-- not null: created_at, expires_at (NOT NULL columns, read through a view and UNION ALL)
 WITH inserted AS (
-    INSERT INTO key_packages (
+    -- The new row, unless the ref is taken.
+    INSERT INTO key_package_rows (
         owner_did, cipher_suite, key_data, key_package_ref, is_last_resort, expires_at
     )
     VALUES (
@@ -17,60 +19,23 @@ WITH inserted AS (
         coalesce(%(expires_at)s::timestamptz, now() + %(lifetime_s)s * interval '1 second')
     )
     ON CONFLICT (key_package_ref) DO NOTHING
-    RETURNING
-        id,
-        owner_did,
-        cipher_suite,
-        key_data,
-        key_package_ref,
-        is_last_resort,
-        created_at,
-        expires_at,
-        consumed_at,
-        consumed_by_did
+    RETURNING *
 )
 
-SELECT
-    id,
-    owner_did,
-    cipher_suite,
-    key_data,
-    key_package_ref,
-    is_last_resort,
-    created_at,
-    expires_at,
-    consumed_at,
-    consumed_by_did
-FROM inserted
+SELECT * FROM inserted
 UNION ALL
-SELECT
-    k.id,
-    k.owner_did,
-    k.cipher_suite,
-    k.key_data,
-    k.key_package_ref,
-    k.is_last_resort,
-    k.created_at,
-    k.expires_at,
-    k.consumed_at,
-    k.consumed_by_did
-FROM key_packages AS k
+SELECT k.*
+FROM key_package_rows AS k
 WHERE k.key_package_ref = %(key_package_ref)s AND NOT EXISTS (SELECT 1 FROM inserted);
 
 -- name: get_key_package_by_ref
--- One key package by its ref, in any state: read when a write matched no row, to say why.
-SELECT
-    k.id,
-    k.owner_did,
-    k.cipher_suite,
-    k.key_data,
-    k.key_package_ref,
-    k.is_last_resort,
-    k.created_at,
-    k.expires_at,
-    k.consumed_at,
-    k.consumed_by_did
-FROM key_packages AS k
+-- One key package by its ref, in any state; no row for an unknown ref. Read when a write
+-- matched no row, to say why.
+-- Index: key_packages_key_package_ref_key.
+-- not null: id, owner_did, cipher_suite, key_data, key_package_ref, is_last_resort
+-- not null: created_at, expires_at (NOT NULL columns, read through a view)
+SELECT k.*
+FROM key_package_rows AS k
 WHERE k.key_package_ref = %(key_package_ref)s;
 
 -- name: publish_key_packages
@@ -97,22 +62,14 @@ ON CONFLICT (key_package_ref) DO NOTHING;
 
 -- name: get_key_package
 -- Peeks at the package a claim would hand out now (the oldest unexpired regular one,
--- else the newest last-resort one) without claiming it.
+-- else the newest last-resort one) without claiming it; no row when there is none.
+-- Index: key_packages_available.
 -- not null: id, owner_did, cipher_suite, key_data, key_package_ref, is_last_resort
--- not null: created_at, expires_at (NOT NULL columns, read through a CTE)
+-- not null: created_at, expires_at (NOT NULL columns, read through a view)
 (
-    SELECT
-        k.id,
-        k.owner_did,
-        k.cipher_suite,
-        k.key_data,
-        k.key_package_ref,
-        k.is_last_resort,
-        k.created_at,
-        k.expires_at,
-        k.consumed_at,
-        k.consumed_by_did
-    FROM key_packages AS k
+    -- The oldest unexpired regular package.
+    SELECT k.*
+    FROM key_package_rows AS k
     WHERE
         k.owner_did = %(owner_did)s
         AND k.cipher_suite = %(cipher_suite)s
@@ -124,18 +81,9 @@ ON CONFLICT (key_package_ref) DO NOTHING;
 )
 UNION ALL
 (
-    SELECT
-        k.id,
-        k.owner_did,
-        k.cipher_suite,
-        k.key_data,
-        k.key_package_ref,
-        k.is_last_resort,
-        k.created_at,
-        k.expires_at,
-        k.consumed_at,
-        k.consumed_by_did
-    FROM key_packages AS k
+    -- Else the newest unexpired last-resort one.
+    SELECT k.*
+    FROM key_package_rows AS k
     WHERE
         k.owner_did = %(owner_did)s
         AND k.cipher_suite = %(cipher_suite)s
@@ -149,14 +97,17 @@ LIMIT 1;
 
 -- name: claim_key_package
 -- Hands out the owner's oldest unexpired, unconsumed regular package of that suite and
--- marks it consumed by the claimer. SKIP LOCKED lets concurrent claimers pass over a row
--- another is taking instead of queueing on it; the lock and the re-check of the locked
--- row guarantee no row is handed out twice. When none is left, the newest unexpired
--- last-resort package is returned and stays available.
+-- marks it consumed by the claimer; when none is left, the newest unexpired last-resort
+-- package, which stays available. No row when the owner has neither.
+-- Locks: the regular package, FOR UPDATE SKIP LOCKED: concurrent claimers pass over a row
+-- another is taking instead of queueing on it, and the lock with the UPDATE's re-check of
+-- the locked row guarantees no row is handed out twice.
+-- Index: key_packages_available, then key_packages_pkey.
 -- not null: id, owner_did, cipher_suite, key_data, key_package_ref, is_last_resort
--- not null: created_at, expires_at (NOT NULL columns, read through a CTE)
+-- not null: created_at, expires_at (NOT NULL columns, read through a view)
 WITH claimed AS (
-    UPDATE key_packages AS k
+    -- The oldest regular package nobody else is taking, marked consumed.
+    UPDATE key_package_rows AS k
     SET consumed_at = now(), consumed_by_did = %(actor_did)s
     WHERE
         k.id = (
@@ -172,45 +123,15 @@ WITH claimed AS (
             LIMIT 1
             FOR UPDATE SKIP LOCKED
         )
-    RETURNING
-        k.id,
-        k.owner_did,
-        k.cipher_suite,
-        k.key_data,
-        k.key_package_ref,
-        k.is_last_resort,
-        k.created_at,
-        k.expires_at,
-        k.consumed_at,
-        k.consumed_by_did
+    RETURNING *
 )
 
-SELECT
-    id,
-    owner_did,
-    cipher_suite,
-    key_data,
-    key_package_ref,
-    is_last_resort,
-    created_at,
-    expires_at,
-    consumed_at,
-    consumed_by_did
-FROM claimed
+SELECT * FROM claimed
 UNION ALL
 (
-    SELECT
-        k.id,
-        k.owner_did,
-        k.cipher_suite,
-        k.key_data,
-        k.key_package_ref,
-        k.is_last_resort,
-        k.created_at,
-        k.expires_at,
-        k.consumed_at,
-        k.consumed_by_did
-    FROM key_packages AS k
+    -- Else the newest last-resort package, unchanged.
+    SELECT k.*
+    FROM key_package_rows AS k
     WHERE
         k.owner_did = %(owner_did)s
         AND k.cipher_suite = %(cipher_suite)s
@@ -223,57 +144,29 @@ UNION ALL
 );
 
 -- name: consume_key_package
--- Marks one known, unexpired, unconsumed package consumed by the actor. A last-resort
--- package is returned unchanged: it stays available. No row back means the ref is
--- unknown, consumed already, or expired.
+-- Marks one known, unexpired, unconsumed package consumed by the actor; returns it. A
+-- last-resort package is returned unchanged: it stays available. No row means the ref
+-- is unknown, consumed already, or expired.
+-- Locks: the package's row (the UPDATE re-checks consumed_at on its newest version).
+-- Index: key_packages_key_package_ref_key.
 -- not null: id, owner_did, cipher_suite, key_data, key_package_ref, is_last_resort
--- not null: created_at, expires_at (NOT NULL columns, read through a CTE)
+-- not null: created_at, expires_at (NOT NULL columns, read through a view)
 WITH consumed AS (
-    UPDATE key_packages AS k
+    -- The regular package, marked consumed.
+    UPDATE key_package_rows AS k
     SET consumed_at = now(), consumed_by_did = %(actor_did)s
     WHERE
         k.key_package_ref = %(key_package_ref)s
         AND NOT k.is_last_resort
         AND k.consumed_at IS NULL
         AND k.expires_at > now()
-    RETURNING
-        k.id,
-        k.owner_did,
-        k.cipher_suite,
-        k.key_data,
-        k.key_package_ref,
-        k.is_last_resort,
-        k.created_at,
-        k.expires_at,
-        k.consumed_at,
-        k.consumed_by_did
+    RETURNING *
 )
 
-SELECT
-    id,
-    owner_did,
-    cipher_suite,
-    key_data,
-    key_package_ref,
-    is_last_resort,
-    created_at,
-    expires_at,
-    consumed_at,
-    consumed_by_did
-FROM consumed
+SELECT * FROM consumed
 UNION ALL
-SELECT
-    k.id,
-    k.owner_did,
-    k.cipher_suite,
-    k.key_data,
-    k.key_package_ref,
-    k.is_last_resort,
-    k.created_at,
-    k.expires_at,
-    k.consumed_at,
-    k.consumed_by_did
-FROM key_packages AS k
+SELECT k.*
+FROM key_package_rows AS k
 WHERE
     k.key_package_ref = %(key_package_ref)s
     AND k.is_last_resort

@@ -57,8 +57,8 @@ async def test_connect_refuses_an_unmigrated_database(empty_database_url: str) -
 async def test_connect_refuses_a_database_missing_a_migration(
     raw: psycopg.Connection[Any], config: DbConfig
 ) -> None:
-    raw.execute("DELETE FROM _yoyo_migration WHERE migration_id = '0006_blobs'")
-    with pytest.raises(SchemaNotMigrated, match="0006_blobs"):
+    raw.execute("DELETE FROM _yoyo_migration WHERE migration_id = '0007_key_package_rows'")
+    with pytest.raises(SchemaNotMigrated, match="0007_key_package_rows"):
         async with Database.connect(config):
             pass
 

@@ -231,7 +231,7 @@ async def test_seed_refuses_a_database_that_holds_data(
 
 def test_seed_refuses_a_database_that_lacks_a_migration(database_url: str) -> None:
     migrate.rollback(database_url, 1)
-    with pytest.raises(SchemaNotMigrated, match="0006_blobs"):
+    with pytest.raises(SchemaNotMigrated, match="0007_key_package_rows"):
         seed.seed(database_url, SMALL)
 
 

@@ -37,6 +37,7 @@ conversations,
 members,
 messages,
 key_packages,
+key_package_rows,
 welcomes,
 blobs,
 blob_usage,
@@ -70,6 +71,12 @@ GRANT SELECT, INSERT, UPDATE, DELETE ON TABLE messages TO {grantee};
 -- name: grant_key_packages
 -- Published, claimed and marked used (UPDATE), deleted past their expiry.
 GRANT SELECT, INSERT, UPDATE, DELETE ON TABLE key_packages TO {grantee};
+
+-- name: grant_key_package_rows
+-- The view key packages are published, read, claimed and consumed through: the checks
+-- of a simple view's rows are the role's rights on the view (its owner's on the table).
+-- No statement deletes through it.
+GRANT SELECT, INSERT, UPDATE ON TABLE key_package_rows TO {grantee};
 
 -- name: grant_welcomes
 -- Stored by an add, consumed (UPDATE), deleted past their retention.
