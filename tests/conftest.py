@@ -4,10 +4,11 @@ gets one that is, when it starts, as the template left it.
 
 Which one it gets is the isolation it needs:
 
-- A test marked `fresh_database` (modules that change the schema, migrations, roles,
-  grants or server settings, or read the server's activity counters mark themselves
-  with `pytestmark`) gets a database of its own, cloned from the template for it and
-  dropped at its end: nothing of any other test was ever in it.
+- A test marked `fresh_database` gets a database of its own, cloned from the template
+  for it and dropped at its end: nothing of any other test was ever in it. Tests that
+  change the schema, migrations, roles, grants or server settings, or read what only a
+  new database has empty (statistics, activity counters), are marked: whole modules
+  with `pytestmark`, or one by one.
 - Every other test uses the shared database `catbird_test_<pid>`, one after another
   (tests/shared_database.py). After each, its sessions are ended, its tables emptied
   and its sequences put back; a test that changed anything else (a definition, a grant,
