@@ -1,5 +1,24 @@
-"""Database fixtures: migrations are applied once into a template database, and every
-test gets a fresh database cloned from it.
+"""Database fixtures: migrations are applied once into a template database, and each
+test that asks for a database (`postgresql`, `database_url`, `config`, `db`, `raw`)
+gets one that is, when it starts, as the template left it.
+
+Which one it gets is the isolation it needs:
+
+- A test marked `fresh_database` gets a database of its own, cloned from the template
+  for it and dropped at its end: nothing of any other test was ever in it. Tests that
+  change the schema, migrations, roles, grants or server settings, or read what only a
+  new database has empty (statistics, activity counters), are marked: whole modules
+  with `pytestmark`, or one by one.
+- Every other test uses the shared database `catbird_test_<pid>`, one after another
+  (tests/shared_database.py). After each, its sessions are ended, its tables emptied
+  and its sequences put back; a test that changed anything else (a definition, a grant,
+  a setting, yoyo's rows, statistics) or left a table grown past GROWN_BYTES of dead
+  rows has it dropped, and the next test gets a new clone. A test sees no row, session,
+  lock, LISTEN or setting of another. Cloning for each test cost most of the suite's
+  time; emptying costs milliseconds. Bad-input cases, one per parameter, share it too:
+  each starts on empty tables, and one that asserts a refused call changed nothing
+  compares the rows before and after that call.
+- Tests of pure code ask for none of these fixtures, and get no database.
 
 The server is TEST_DATABASE_URL if set, else 127.0.0.1:5432 as user postgres; when
 nothing answers there and pg_ctl is usable, pytest-postgresql starts a throwaway one.
@@ -7,7 +26,9 @@ nothing answers there and pg_ctl is usable, pytest-postgresql starts a throwaway
 With CATBIRD_TEST_PGBOUNCER=1 (`make test-pgbouncer`) the `config` fixture, and so
 `db`, reaches the test's database through a real PgBouncer in transaction pooling mode
 (tests/pgbouncer.py), with `transaction_pooler` set and `listen_url` going direct; `raw`
-and `database_url` stay direct, to look behind the API's back.
+and `database_url` stay direct, to look behind the API's back. At each test's end,
+before the reset, PgBouncer closes every server connection it holds to the test's
+database, so none is handed to the next test.
 """
 
 from __future__ import annotations
@@ -22,15 +43,20 @@ from urllib.parse import urlsplit
 import psycopg
 import pytest
 from pytest_postgresql import factories
+from pytest_postgresql.janitor import DatabaseJanitor
 
 from catbird_db import Database, DbConfig, migrate
 
 from pgbouncer import Bouncer, run_pgbouncer
+from shared_database import SharedDatabase
 
 _SERVER_URL = os.environ.get("TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 _URL = urlsplit(_SERVER_URL)
-# Unique per run, so concurrent runs against one server do not collide.
+# Unique per run, so concurrent runs against one server do not collide: the shared
+# database (and PgBouncer's `shared` entries); the template is `<_DBNAME>_tmpl`.
 _DBNAME = f"catbird_test_{os.getpid()}"
+_FRESH_DBNAME = f"{_DBNAME}_fresh"
+FRESH = "fresh_database"
 THROUGH_PGBOUNCER = os.environ.get("CATBIRD_TEST_PGBOUNCER", "").strip() not in ("", "0")
 
 
@@ -66,12 +92,53 @@ if _server_answers() or not shutil.which("pg_ctl"):
 else:  # pragma: no cover - only where no server runs
     postgresql_server = factories.postgresql_proc(dbname=_DBNAME, load=[_apply_migrations])
 
-postgresql = factories.postgresql("postgresql_server")
+fresh_postgresql = factories.postgresql("postgresql_server", dbname=_FRESH_DBNAME)
+
+
+@pytest.fixture(scope="session")
+def shared_database(postgresql_server: Any) -> Iterator[SharedDatabase]:
+    """The shared database, cloned on first use; dropped at the session's end."""
+    server = postgresql_server
+    janitor = DatabaseJanitor(
+        user=server.user,
+        host=server.host,
+        port=server.port,
+        dbname=_DBNAME,
+        template_dbname=server.template_dbname,
+        maintenance_dbname=server.maintenance_dbname,
+        password=server.password,
+    )
+    shared = SharedDatabase(
+        janitor, url_for(server.host, server.port, server.user, _DBNAME, server.password)
+    )
+    try:
+        yield shared
+    finally:
+        shared.drop()
+
+
+@pytest.fixture
+def postgresql(request: pytest.FixtureRequest) -> Iterator[psycopg.Connection[Any]]:
+    """A connection to this test's database: a fresh clone for a `fresh_database` test,
+    else the shared database, as the template left it; reset at the test's end."""
+    if request.node.get_closest_marker(FRESH) is not None:
+        yield request.getfixturevalue("fresh_postgresql")
+        return
+    shared: SharedDatabase = request.getfixturevalue("shared_database")
+    shared.checkout()
+    try:
+        conn = psycopg.connect(shared.url)
+        try:
+            yield conn
+        finally:
+            conn.close()  # as is: whatever it left open is not committed
+    finally:
+        shared.reset()
 
 
 @pytest.fixture
 def database_url(postgresql: psycopg.Connection[Any]) -> str:
-    """The URL of this test's own freshly migrated database."""
+    """The URL of this test's database, migrated, as the template left it."""
     info = postgresql.info
     return url_for(info.host, info.port, info.user, info.dbname, info.password or None)
 
@@ -92,7 +159,7 @@ def pgbouncer(postgresql_server: Any) -> Iterator[Bouncer]:
 @pytest.fixture
 def bouncer(pgbouncer: Bouncer, postgresql: psycopg.Connection[Any]) -> Iterator[Bouncer]:
     """PgBouncer for one test; at its end PgBouncer lets go of this test's database, so no
-    server connection it pooled outlives the database."""
+    server connection it pooled outlives the database or reaches the next test."""
     yield pgbouncer
     pgbouncer.drop_server_connections(postgresql.info.dbname)
 

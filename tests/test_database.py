@@ -48,12 +48,14 @@ def empty_database_url(raw: psycopg.Connection[Any], database_url: str) -> Itera
         raw.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
 
 
+@pytest.mark.fresh_database  # its server is asked to create a database
 async def test_connect_refuses_an_unmigrated_database(empty_database_url: str) -> None:
     with pytest.raises(SchemaNotMigrated):
         async with Database.connect(DbConfig(database_url=empty_database_url, min_size=1)):
             pass
 
 
+@pytest.mark.fresh_database  # it deletes a migration's record
 async def test_connect_refuses_a_database_missing_a_migration(
     raw: psycopg.Connection[Any], config: DbConfig
 ) -> None:

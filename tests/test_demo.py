@@ -16,6 +16,10 @@ import psycopg
 import pytest
 from psycopg import sql
 
+# The demo creates and migrates databases: each test gets one of its own to start from
+# (tests/conftest.py).
+pytestmark = pytest.mark.fresh_database
+
 _ROOT = Path(__file__).resolve().parent.parent
 
 

@@ -132,6 +132,7 @@ async def idle_timeout_db(
         yield db
 
 
+@pytest.mark.fresh_database  # ALTER DATABASE ... SET
 async def test_a_transaction_left_idle_past_the_server_timeout_is_transaction_timeout(
     idle_timeout_db: Database, raw: psycopg.Connection[Any], convo: Conversation
 ) -> None:
@@ -151,6 +152,7 @@ async def test_a_transaction_left_idle_past_the_server_timeout_is_transaction_ti
     assert (await messages.list_messages(idle_timeout_db, convo.id, actor_did=BOB)).items == ()
 
 
+@pytest.mark.fresh_database  # a role of its own
 async def test_a_role_without_rights_gets_permission_denied(
     raw: psycopg.Connection[Any], database_url: str
 ) -> None:

@@ -74,6 +74,10 @@ from catbird_db.mls import key_package_ref
 
 from support import ALICE, BOB, CAROL, fake_key_package, fake_welcome, snapshot
 
+# Backends killed mid-statement, servers stopped: each test gets a database of its own
+# (tests/conftest.py).
+pytestmark = pytest.mark.fresh_database
+
 T = TypeVar("T")
 
 # The application_name of the Database under test, so that its backends are told apart

@@ -15,6 +15,10 @@ from catbird_db import migrate
 from catbird_db._paths import MIGRATIONS_DIR
 from catbird_db.tools import cli
 
+# Migrations are rolled back and applied again here: each test gets a database of its
+# own (tests/conftest.py).
+pytestmark = pytest.mark.fresh_database
+
 _YOYO_TABLES = {"_yoyo_log", "_yoyo_migration", "_yoyo_version", "yoyo_lock"}
 _OURS = {"conversations", "members", "messages", "key_packages", "welcomes", "blobs"}
 

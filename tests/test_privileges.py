@@ -38,6 +38,10 @@ from catbird_db.tools.describe import numbered
 
 from support import ALICE, BOB, CAROL, fake_key_package, fake_welcome
 
+# Roles, grants and default privileges: each test gets a database of its own
+# (tests/conftest.py).
+pytestmark = pytest.mark.fresh_database
+
 _LAYOUT = {
     "_yoyo_migration": ["SELECT"],
     "blob_usage": ["SELECT", "INSERT", "UPDATE"],

@@ -56,13 +56,16 @@ def test_every_tools_statement_is_bound_and_run_by_exactly_one_tool_function() -
 
 
 def test_the_demo_and_the_plan_tests_run_each_of_their_statements() -> None:
-    for folder, module in [
-        (_ROOT / "examples" / "sql", _ROOT / "examples" / "demo.py"),
-        (_ROOT / "tests" / "sql", _ROOT / "tests" / "plans.py"),
+    for folder, modules in [
+        (_ROOT / "examples" / "sql", [_ROOT / "examples" / "demo.py"]),
+        (
+            _ROOT / "tests" / "sql",
+            [_ROOT / "tests" / "plans.py", _ROOT / "tests" / "shared_database.py"],
+        ),
     ]:
-        usage = analyse(load_registry(folder), [module])
+        usage = analyse(load_registry(folder), modules)
         assert [str(p) for p in usage.problems] == []
-        assert usage.uses, module
+        assert usage.uses, modules
 
 
 def test_every_module_that_binds_statements_is_scanned() -> None:

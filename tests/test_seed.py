@@ -24,6 +24,11 @@ from catbird_db.tools import cli, seed
 
 from support import ALICE, snapshot
 
+# A test that seeds (VACUUM (ANALYZE): statistics, activity counters) or rolls a migration
+# back gets a database of its own (tests/conftest.py); one the seed refuses leaves the
+# database as it was, and shares it.
+seeds = pytest.mark.fresh_database
+
 SMALL = 0.05  # 200 users, 250 conversations: a second or so
 
 
@@ -31,6 +36,7 @@ def rows(raw: psycopg.Connection[Any], query: str) -> list[tuple[Any, ...]]:
     return raw.execute(query).fetchall()
 
 
+@seeds
 def test_seed_fills_every_table_and_reports_the_rows_it_loaded(
     database_url: str, raw: psycopg.Connection[Any]
 ) -> None:
@@ -40,6 +46,7 @@ def test_seed_fills_every_table_and_reports_the_rows_it_loaded(
     assert all(n > 0 for n in counted.values())
 
 
+@seeds
 def test_seed_leaves_statistics_for_the_planner(
     database_url: str, raw: psycopg.Connection[Any]
 ) -> None:
@@ -52,6 +59,7 @@ def test_seed_leaves_statistics_for_the_planner(
     assert {r[0] for r in analyzed} >= set(seed.TABLES)
 
 
+@seeds
 def test_each_conversation_counts_its_messages_and_commits(
     database_url: str, raw: psycopg.Connection[Any]
 ) -> None:
@@ -74,6 +82,7 @@ def test_each_conversation_counts_its_messages_and_commits(
     assert wrong == []
 
 
+@seeds
 def test_each_message_is_framed_in_the_epoch_of_the_commits_before_it(
     database_url: str, raw: psycopg.Connection[Any]
 ) -> None:
@@ -100,6 +109,7 @@ def test_each_message_is_framed_in_the_epoch_of_the_commits_before_it(
     assert wrong == []
 
 
+@seeds
 def test_senders_are_members_who_joined_before_and_read_markers_are_in_range(
     database_url: str, raw: psycopg.Connection[Any]
 ) -> None:
@@ -128,6 +138,7 @@ def test_senders_are_members_who_joined_before_and_read_markers_are_in_range(
     assert (strangers, beyond) == ([], [])
 
 
+@seeds
 def test_key_package_refs_cids_and_usage_are_computed_from_the_bytes(
     database_url: str, raw: psycopg.Connection[Any]
 ) -> None:
@@ -149,6 +160,7 @@ def test_key_package_refs_cids_and_usage_are_computed_from_the_bytes(
     assert usage == []
 
 
+@seeds
 def test_the_sample_values_name_rows_as_described(
     database_url: str, raw: psycopg.Connection[Any]
 ) -> None:
@@ -229,6 +241,7 @@ async def test_seed_refuses_a_database_that_holds_data(
     assert snapshot(raw) == before
 
 
+@seeds
 def test_seed_refuses_a_database_that_lacks_a_migration(database_url: str) -> None:
     migrate.rollback(database_url, 1)
     with pytest.raises(SchemaNotMigrated, match="0007_key_package_rows"):
@@ -245,6 +258,7 @@ def test_a_scale_that_is_not_a_positive_number_is_refused(
     assert snapshot(raw) == before
 
 
+@seeds
 def test_the_command_seeds_and_prints_the_rows_and_sample_values(
     database_url: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
