@@ -9,7 +9,7 @@ exist. docs/blobs.md explains the model, the quota and the size limit.
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from uuid import UUID
 
 from . import _access, validate
@@ -18,7 +18,7 @@ from .cid import compute as compute_cid
 from .database import Executor
 from .errors import AlreadyExists, BlobIntegrityError, NotFound, QuotaExceeded, RetryableError
 from .models import Blob, BlobInfo
-from .pages import Page
+from .pages import _BLOBS, Page
 from .sql import command, query, scalar
 
 __all__ = [
@@ -38,7 +38,6 @@ __all__ = [
 MAX_BLOB_BYTES = 256 * 1024 * 1024
 # Hashing runs at about 1 GB/s: larger inputs are hashed off the event loop.
 _HASH_INLINE_BYTES = 1024 * 1024
-_FIRST_PAGE = (datetime(1, 1, 1, tzinfo=UTC), "", "")
 
 _STORE = query("store_blob", BlobInfo)
 _BIND = query("bind_blob", BlobInfo)
@@ -179,23 +178,19 @@ async def list_blobs_by_conversation(
     convo, actor = validate.uuid(convo_id, "convo_id"), validate.did(actor_did, "actor_did")
     size = validate.limit(limit, conn.config.max_page_size)
     scope = f"{convo}:{actor}"
-    after = _FIRST_PAGE
-    if cursor is not None:
-        after = conn.cursors.decode(cursor, "blobs", scope, (datetime, str, str))  # type: ignore[assignment]
+    after_created_at, after_cid, after_uploader_did = _BLOBS.decode(conn.cursors, cursor, scope)
     params = {
         "convo_id": convo,
         "actor_did": actor,
-        "after_created_at": after[0],
-        "after_cid": after[1],
-        "after_uploader_did": after[2],
-        "limit": size + 1,
+        "after_created_at": after_created_at,
+        "after_cid": after_cid,
+        "after_uploader_did": after_uploader_did,
+        "limit": _BLOBS.limit(size),
     }
     rows = await conn.fetch_all(_LIST, params)
     if not rows:
         await _access.check(conn, convo, actor)
-    return conn.cursors.page(
-        rows, size, "blobs", scope, lambda b: (b.created_at, b.cid, b.uploader_did)
-    )
+    return _BLOBS.page(conn.cursors, rows, size, scope)
 
 
 async def delete_blob(conn: Executor, cid: str, *, actor_did: str) -> None:

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime
 from uuid import UUID, uuid4
 
 from . import _access, validate
 from .database import Executor
 from .errors import InvalidInput, NotFound
 from .models import Conversation, ConversationSummary
-from .pages import Page
+from .pages import _CONVERSATIONS, Page
 from .sql import query, scalar
 
 __all__ = [
@@ -25,7 +24,6 @@ __all__ = [
 
 MAX_TITLE_CHARS = 256
 MAX_INITIAL_MEMBERS = 1000
-_FIRST_PAGE = (datetime.fromisoformat("9999-12-31T23:59:59+00:00"), UUID(int=2**128 - 1))
 
 _CREATE_WITH_MEMBERS = query("create_conversation_with_members", Conversation)
 _GET = query("get_conversation", Conversation)
@@ -108,19 +106,15 @@ async def list_conversations(
     """
     actor = validate.did(actor_did, "actor_did")
     size = validate.limit(limit, conn.config.max_page_size)
-    before = _FIRST_PAGE
-    if cursor is not None:
-        before = conn.cursors.decode(cursor, "conversations", actor, (datetime, UUID))  # type: ignore[assignment]
-    rows = await conn.fetch_all(
-        _LIST,
-        {
-            "actor_did": actor,
-            "before_updated_at": before[0],
-            "before_id": before[1],
-            "limit": size + 1,
-        },
-    )
-    return conn.cursors.page(rows, size, "conversations", actor, lambda c: (c.updated_at, c.id))
+    before_updated_at, before_id = _CONVERSATIONS.decode(conn.cursors, cursor, actor)
+    params = {
+        "actor_did": actor,
+        "before_updated_at": before_updated_at,
+        "before_id": before_id,
+        "limit": _CONVERSATIONS.limit(size),
+    }
+    rows = await conn.fetch_all(_LIST, params)
+    return _CONVERSATIONS.page(conn.cursors, rows, size, actor)
 
 
 async def get_current_epoch(conn: Executor, convo_id: UUID, *, actor_did: str) -> int:

@@ -10,7 +10,7 @@ from . import _access, validate
 from .database import Executor
 from .errors import LastAdmin, NotFound
 from .models import Member, Membership, Role
-from .pages import Page
+from .pages import _MEMBERS, Page
 from .sql import query, scalar
 
 __all__ = [
@@ -115,12 +115,17 @@ async def list_members(
     actor = validate.did(actor_did, "actor_did")
     size = validate.limit(limit, conn.config.max_page_size)
     scope = f"{convo}:{actor}"
-    after = "" if cursor is None else str(conn.cursors.decode(cursor, "members", scope, (str,))[0])
-    params = {"convo_id": convo, "actor_did": actor, "after_did": after, "limit": size + 1}
+    (after,) = _MEMBERS.decode(conn.cursors, cursor, scope)
+    params = {
+        "convo_id": convo,
+        "actor_did": actor,
+        "after_did": after,
+        "limit": _MEMBERS.limit(size),
+    }
     rows = await conn.fetch_all(_LIST, params)
     if not rows:
         await _access.check(conn, convo, actor)
-    return conn.cursors.page(rows, size, "members", scope, lambda m: (m.member_did,))
+    return _MEMBERS.page(conn.cursors, rows, size, scope)
 
 
 async def get_membership(conn: Executor, convo_id: UUID, member_did: str) -> Membership | None:

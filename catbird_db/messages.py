@@ -9,14 +9,9 @@ from uuid import UUID
 from . import _access, validate
 from ._sequence import sequence
 from .database import Executor
-from .errors import (
-    InvalidCursor,
-    InvalidInput,
-    NotFound,
-    NotTheSender,
-)
+from .errors import InvalidInput, NotFound, NotTheSender
 from .models import Message
-from .pages import Page
+from .pages import _MESSAGES_BACKWARD, _MESSAGES_FORWARD, _MESSAGES_SINCE, Page, _Keyset
 from .sql import command, query, scalar
 
 __all__ = [
@@ -143,28 +138,28 @@ async def list_messages(
     name = "after_seq" if direction == "forward" else "before_seq"
     given = after_seq if direction == "forward" else before_seq
     bound = None if given is None else validate.non_negative(given, name)
-    kind, scope = f"messages_{direction}", f"{convo}:{actor}"
-    if cursor is not None:
-        if bound is not None:
-            raise InvalidInput(f"give a cursor or {name}, not both")
-        bound = _cursor_seq(conn, cursor, kind, scope)
+    if cursor is not None and bound is not None:
+        raise InvalidInput(f"give a cursor or {name}, not both")
+    keyset = _MESSAGES_FORWARD if direction == "forward" else _MESSAGES_BACKWARD
+    scope = f"{convo}:{actor}"
+    (seq,) = keyset.decode(conn.cursors, cursor, scope) if bound is None else (bound,)
     if direction == "forward":
         forward = {
             "convo_id": convo,
             "actor_did": actor,
-            "after_seq": 0 if bound is None else bound,
-            "limit": size + 1,
+            "after_seq": seq,
+            "limit": keyset.limit(size),
         }
         rows = await conn.fetch_all(_LIST_FORWARD, forward)
     else:
         backward = {
             "convo_id": convo,
             "actor_did": actor,
-            "before_seq": validate.MAX_BIGINT if bound is None else bound,
-            "limit": size + 1,
+            "before_seq": seq,
+            "limit": keyset.limit(size),
         }
         rows = await conn.fetch_all(_LIST_BACKWARD, backward)
-    return await _page(conn, rows, size, kind, scope, convo, actor)
+    return await _page(conn, keyset, rows, size, scope, convo, actor)
 
 
 async def list_messages_since(
@@ -185,32 +180,24 @@ async def list_messages_since(
     convo, actor = validate.uuid(convo_id, "convo_id"), validate.did(actor_did, "actor_did")
     when = validate.timestamp(since, "since")
     size = validate.limit(limit, conn.config.max_page_size)
-    kind, scope = "messages_since", f"{convo}:{actor}:{when.isoformat()}"
-    after = 0 if cursor is None else _cursor_seq(conn, cursor, kind, scope)
+    scope = f"{convo}:{actor}:{when.isoformat()}"
+    (after,) = _MESSAGES_SINCE.decode(conn.cursors, cursor, scope)
     params = {
         "convo_id": convo,
         "actor_did": actor,
         "since": when,
         "after_seq": after,
-        "limit": size + 1,
+        "limit": _MESSAGES_SINCE.limit(size),
     }
     rows = await conn.fetch_all(_LIST_SINCE, params)
-    return await _page(conn, rows, size, kind, scope, convo, actor)
-
-
-def _cursor_seq(conn: Executor, cursor: str, kind: str, scope: str) -> int:
-    """The seq a cursor of `kind` within `scope` points at; InvalidCursor otherwise."""
-    seq = conn.cursors.decode(cursor, kind, scope, (int,))[0]
-    if not isinstance(seq, int):  # decode checked it; this tells the type checker
-        raise InvalidCursor("cursor does not hold a seq")
-    return seq
+    return await _page(conn, _MESSAGES_SINCE, rows, size, scope, convo, actor)
 
 
 async def _page(
     conn: Executor,
+    keyset: _Keyset[Message, tuple[int]],
     rows: list[Message],
     size: int,
-    kind: str,
     scope: str,
     convo: UUID,
     actor: str,
@@ -218,7 +205,7 @@ async def _page(
     """The page of `size` in `rows` (fetched one past it); an empty one may be a refusal."""
     if not rows:
         await _access.check(conn, convo, actor)
-    return conn.cursors.page(rows, size, kind, scope, lambda m: (m.seq,))
+    return keyset.page(conn.cursors, rows, size, scope)
 
 
 async def get_message_count(conn: Executor, convo_id: UUID, *, actor_did: str) -> int:

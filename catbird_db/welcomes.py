@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from uuid import UUID
 
 from . import mls, validate
@@ -17,7 +17,7 @@ from ._sequence import sequence
 from .database import Executor
 from .errors import InvalidInput, NotFound
 from .models import MembersAdded, NewMember, Welcome
-from .pages import Page
+from .pages import _WELCOMES, Page
 from .sql import command, query
 
 __all__ = [
@@ -29,7 +29,6 @@ __all__ = [
 ]
 
 MAX_NEW_MEMBERS = 1000
-_FIRST_PAGE = (datetime(1, 1, 1, tzinfo=UTC), UUID(int=0), UUID(int=0))
 
 _LIST_PENDING = query("list_pending_welcomes", Welcome)
 _CONSUME = command("consume_welcome")
@@ -109,20 +108,16 @@ async def list_pending_welcomes(
     """
     actor = validate.did(actor_did, "actor_did")
     size = validate.limit(limit, conn.config.max_page_size)
-    after = _FIRST_PAGE
-    if cursor is not None:
-        after = conn.cursors.decode(cursor, "welcomes", actor, (datetime, UUID, UUID))  # type: ignore[assignment]
+    after_created_at, after_convo_id, after_id = _WELCOMES.decode(conn.cursors, cursor, actor)
     params = {
         "actor_did": actor,
-        "after_created_at": after[0],
-        "after_convo_id": after[1],
-        "after_id": after[2],
-        "limit": size + 1,
+        "after_created_at": after_created_at,
+        "after_convo_id": after_convo_id,
+        "after_id": after_id,
+        "limit": _WELCOMES.limit(size),
     }
     rows = await conn.fetch_all(_LIST_PENDING, params)
-    return conn.cursors.page(
-        rows, size, "welcomes", actor, lambda w: (w.created_at, w.convo_id, w.id)
-    )
+    return _WELCOMES.page(conn.cursors, rows, size, actor)
 
 
 async def consume_welcome(

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 from uuid import UUID
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from catbird_db import InvalidCursor
+from catbird_db import InvalidCursor, pages
 from catbird_db.pages import CursorCodec
 
 codec = CursorCodec(b"k" * 32)
@@ -68,3 +69,30 @@ def test_junk_is_refused(junk: str) -> None:
 def test_a_short_secret_is_refused() -> None:
     with pytest.raises(ValueError, match="16 bytes"):
         CursorCodec(b"short")
+
+
+KEYSETS: dict[str, pages._Keyset[Any, Any]] = {
+    "conversations": pages._CONVERSATIONS,
+    "members": pages._MEMBERS,
+    "messages_forward": pages._MESSAGES_FORWARD,
+    "messages_backward": pages._MESSAGES_BACKWARD,
+    "messages_since": pages._MESSAGES_SINCE,
+    "welcomes": pages._WELCOMES,
+    "blobs": pages._BLOBS,
+}
+
+
+def test_each_keyset_keeps_its_kind_and_reads_only_its_own_cursors() -> None:
+    """The kinds are in the cursors servers have handed out: renaming one would refuse
+    every cursor a client holds across a deploy."""
+    for kind, keyset in KEYSETS.items():
+        assert keyset.kind == kind
+        assert keyset.decode(codec, None, "s") == keyset.first
+        token = codec.encode(kind, "s", keyset.first)
+        assert keyset.decode(codec, token, "s") == keyset.first
+        with pytest.raises(InvalidCursor):
+            keyset.decode(codec, token, "t")
+        for other in KEYSETS.values():
+            if other is not keyset:
+                with pytest.raises(InvalidCursor):
+                    other.decode(codec, token, "s")
