@@ -60,21 +60,21 @@ async def store_blob(
     conn: Executor,
     data: bytes | bytearray | memoryview,
     *,
-    uploader_did: str,
+    actor_did: str,
     mime_type: str,
     cid: str | None = None,
     convo_id: UUID | None = None,
 ) -> BlobInfo:
-    """Store `data` under its CID for the uploader, optionally bound to a conversation of
-    theirs, and charge it to their quota; returns the stored metadata.
+    """Store `data` under its CID for the actor, its uploader, optionally bound to a
+    conversation of theirs, and charge it to their quota; returns the stored metadata.
 
-    Storing content the uploader has already stored charges nothing and returns it as
+    Storing content the actor has already stored charges nothing and returns it as
     stored (bound to `convo_id` if it was unbound). Raises BlobIntegrityError if `cid`
-    is given and is not the CID of `data`, QuotaExceeded past the uploader's quota,
-    AlreadyExists if the uploader has this content bound to another conversation,
-    NotFound or NotAMember for a conversation the uploader is not an active member of.
+    is given and is not the CID of `data`, QuotaExceeded past the actor's quota,
+    AlreadyExists if the actor has this content bound to another conversation,
+    NotFound or NotAMember for a conversation the actor is not an active member of.
     """
-    uploader = validate.did(uploader_did, "uploader_did")
+    actor = validate.did(actor_did, "actor_did")
     mime = validate.mime_type(mime_type)
     convo = None if convo_id is None else validate.uuid(convo_id, "convo_id")
     claimed = None if cid is None else validate.cid(cid)
@@ -88,7 +88,7 @@ async def store_blob(
         raise QuotaExceeded(f"{view.nbytes} bytes exceed the quota of {quota}")
     params = {
         "cid": computed,
-        "uploader_did": uploader,
+        "actor_did": actor,
         "convo_id": convo,
         "size": view.nbytes,
         "mime_type": mime,
@@ -101,7 +101,7 @@ async def store_blob(
         stored = await conn.fetch_one(_STORE, params)
         if stored is not None:
             return stored
-        await _explain_refused_store(conn, computed, uploader, convo, view.nbytes, quota)
+        await _explain_refused_store(conn, computed, actor, convo, view.nbytes, quota)
     raise RetryableError(f"blob {computed} changed concurrently; store it again")
 
 
@@ -116,7 +116,7 @@ async def _explain_refused_store(
         if convo is not None and own.convo_id not in (None, convo):
             raise AlreadyExists(f"blob {cid} is bound to another conversation")
         return
-    if await get_user_storage_size(conn, uploader) + size > quota:
+    if await get_user_storage_size(conn, actor_did=uploader) + size > quota:
         raise QuotaExceeded(f"{size} more bytes would take {uploader} past the quota of {quota}")
 
 
@@ -206,10 +206,10 @@ async def delete_blob(conn: Executor, cid: str, *, actor_did: str) -> None:
         raise NotFound(f"no blob {blob}")
 
 
-async def get_user_storage_size(conn: Executor, user_did: str) -> int:
-    """The bytes the DID's blobs take, as counted against its quota."""
-    user = validate.did(user_did, "user_did")
-    return await conn.fetch_value(_STORAGE_SIZE, {"user_did": user}) or 0
+async def get_user_storage_size(conn: Executor, *, actor_did: str) -> int:
+    """The bytes the actor's own blobs take, as counted against their quota."""
+    actor = validate.did(actor_did, "actor_did")
+    return await conn.fetch_value(_STORAGE_SIZE, {"actor_did": actor}) or 0
 
 
 async def delete_orphan_blobs(

@@ -36,15 +36,15 @@ _DELETE = scalar("delete_conversation", str)
 async def create_conversation(
     conn: Executor,
     *,
-    creator_did: str,
+    actor_did: str,
     cipher_suite: int,
     title: str | None = None,
     convo_id: UUID | None = None,
 ) -> Conversation:
-    """Create a conversation at epoch 0 whose only member is its creator, as admin."""
+    """Create a conversation at epoch 0 whose only member is the actor, its creator, as admin."""
     return await create_conversation_with_members(
         conn,
-        creator_did=creator_did,
+        actor_did=actor_did,
         cipher_suite=cipher_suite,
         title=title,
         convo_id=convo_id,
@@ -55,17 +55,18 @@ async def create_conversation(
 async def create_conversation_with_members(
     conn: Executor,
     *,
-    creator_did: str,
+    actor_did: str,
     cipher_suite: int,
     member_dids: Iterable[str],
     title: str | None = None,
     convo_id: UUID | None = None,
 ) -> Conversation:
-    """Create a conversation, its creator as admin and its first members, atomically.
+    """Create a conversation, the actor (its creator) as admin and its first members,
+    atomically.
 
     Raises AlreadyExists if `convo_id` is taken, InvalidInput on a bad argument.
     """
-    creator = validate.did(creator_did, "creator_did")
+    actor = validate.did(actor_did, "actor_did")
     dids = sorted(
         {validate.did(d, "member_dids") for d in validate.collection(member_dids, "member_dids")}
     )
@@ -73,7 +74,7 @@ async def create_conversation_with_members(
         raise InvalidInput(f"at most {MAX_INITIAL_MEMBERS} initial members")
     params = {
         "convo_id": uuid4() if convo_id is None else validate.uuid(convo_id, "convo_id"),
-        "creator_did": creator,
+        "actor_did": actor,
         "cipher_suite": validate.cipher_suite(cipher_suite),
         "title": validate.optional_text(title, "title", MAX_TITLE_CHARS),
         "member_dids": dids,

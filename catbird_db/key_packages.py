@@ -41,25 +41,25 @@ _DELETE_EXPIRED = command("delete_expired_key_packages")
 async def store_key_package(
     conn: Executor,
     *,
-    owner_did: str,
+    actor_did: str,
     cipher_suite: int,
     key_data: bytes,
     key_package_ref: bytes | None = None,
     is_last_resort: bool = False,
     expires_at: datetime | None = None,
 ) -> KeyPackage:
-    """Publish one key package; returns it. Storing the same package again returns the
-    stored row unchanged.
+    """Publish one of the actor's own key packages; returns it. Storing the same package
+    again returns the stored row unchanged.
 
     The ref is computed from `key_data`; a given `key_package_ref` that differs is
     InvalidInput. AlreadyExists if another owner published the same package.
     """
-    owner, suite = validate.did(owner_did, "owner_did"), validate.cipher_suite(cipher_suite)
+    actor, suite = validate.did(actor_did, "actor_did"), validate.cipher_suite(cipher_suite)
     data, ref = _key_package(conn, key_data, suite)
     if key_package_ref is not None and validate.key_package_ref(key_package_ref) != ref:
         raise InvalidInput("key_package_ref does not match the KeyPackageRef of key_data")
     params = {
-        "owner_did": owner,
+        "actor_did": actor,
         "cipher_suite": suite,
         "key_data": data,
         "key_package_ref": ref,
@@ -70,7 +70,7 @@ async def store_key_package(
     stored = await conn.fetch_one(_STORE, params)
     if stored is None:  # a concurrent store of the same ref committed after we began
         stored = await _by_ref(conn, ref)
-    if stored is None or stored.owner_did != owner:
+    if stored is None or stored.owner_did != actor:
         raise AlreadyExists("that key package is published already")
     return stored
 
@@ -78,18 +78,18 @@ async def store_key_package(
 async def publish_key_packages(
     conn: Executor,
     *,
-    owner_did: str,
+    actor_did: str,
     cipher_suite: int,
     key_packages: Iterable[bytes],
     is_last_resort: bool = False,
     expires_at: datetime | None = None,
 ) -> int:
-    """Publish a batch of one owner's key packages in one round trip; returns how many
+    """Publish a batch of the actor's own key packages in one round trip; returns how many
     were new. Packages published already (by ref) are skipped, so a retry adds nothing.
 
     The first package given is the oldest, claimed first. At most MAX_PUBLISH_BATCH.
     """
-    owner, suite = validate.did(owner_did, "owner_did"), validate.cipher_suite(cipher_suite)
+    actor, suite = validate.did(actor_did, "actor_did"), validate.cipher_suite(cipher_suite)
     batch: dict[bytes, bytes] = {}
     for data in validate.collection(key_packages, "key_packages"):
         checked, ref = _key_package(conn, data, suite)
@@ -99,7 +99,7 @@ async def publish_key_packages(
     if not batch:
         raise InvalidInput("key_packages is empty")
     params = {
-        "owner_did": owner,
+        "actor_did": actor,
         "cipher_suite": suite,
         "key_data": list(batch.values()),
         "key_package_refs": list(batch),
@@ -162,10 +162,10 @@ async def consume_key_package(
     raise NoKeyPackageAvailable("that key package was consumed already or has expired")
 
 
-async def count_key_packages(conn: Executor, owner_did: str) -> tuple[KeyPackageCount, ...]:
-    """Per cipher suite, the owner's unexpired packages a claim could hand out: regular
+async def count_key_packages(conn: Executor, *, actor_did: str) -> tuple[KeyPackageCount, ...]:
+    """Per cipher suite, the actor's own unexpired packages a claim could hand out: regular
     ones (`available`) and last-resort ones apart. Suites with none are left out."""
-    params = {"owner_did": validate.did(owner_did, "owner_did")}
+    params = {"actor_did": validate.did(actor_did, "actor_did")}
     return tuple(await conn.fetch_all(_COUNT, params))
 
 

@@ -65,7 +65,7 @@ async def test_connect_refuses_a_database_missing_a_migration(
 
 async def test_a_transaction_commits_together(db: Database) -> None:
     async with db.transaction() as tx:
-        convo = await conversations.create_conversation(tx, creator_did=ALICE, cipher_suite=1)
+        convo = await conversations.create_conversation(tx, actor_did=ALICE, cipher_suite=1)
         await members.add_member(tx, convo.id, BOB, actor_did=ALICE)
     assert await members.is_member(db, convo.id, BOB)
 
@@ -76,14 +76,14 @@ async def test_an_exception_rolls_the_transaction_back(
     before = snapshot(raw)
     with pytest.raises(RuntimeError):
         async with db.transaction() as tx:
-            await conversations.create_conversation(tx, creator_did=ALICE, cipher_suite=1)
+            await conversations.create_conversation(tx, actor_did=ALICE, cipher_suite=1)
             raise RuntimeError("boom")
     assert snapshot(raw) == before
 
 
 async def test_a_nested_transaction_is_a_savepoint(db: Database) -> None:
     async with db.transaction() as tx:
-        convo = await conversations.create_conversation(tx, creator_did=ALICE, cipher_suite=1)
+        convo = await conversations.create_conversation(tx, actor_did=ALICE, cipher_suite=1)
         with pytest.raises(RuntimeError):
             async with tx.transaction() as inner:
                 await members.add_member(inner, convo.id, BOB, actor_did=ALICE)
@@ -96,7 +96,7 @@ async def test_savepoint_in_a_transaction_rolls_back_to_it_and_the_transaction_g
     db: Database,
 ) -> None:
     async with db.transaction() as tx:
-        convo = await conversations.create_conversation(tx, creator_did=ALICE, cipher_suite=1)
+        convo = await conversations.create_conversation(tx, actor_did=ALICE, cipher_suite=1)
         with pytest.raises(RuntimeError):
             async with tx.savepoint() as inner:
                 assert inner is tx
@@ -108,7 +108,7 @@ async def test_savepoint_in_a_transaction_rolls_back_to_it_and_the_transaction_g
 
 async def test_savepoint_on_the_database_undoes_nothing(db: Database) -> None:
     # Each statement on the Database commits as it returns: there is nothing to roll back.
-    convo = await conversations.create_conversation(db, creator_did=ALICE, cipher_suite=1)
+    convo = await conversations.create_conversation(db, actor_did=ALICE, cipher_suite=1)
     with pytest.raises(RuntimeError):
         async with db.savepoint() as same:
             assert same is db
@@ -120,7 +120,7 @@ async def test_savepoint_on_the_database_undoes_nothing(db: Database) -> None:
 async def test_run_transaction_reruns_the_body_after_a_serialization_failure(
     db: Database, raw: psycopg.Connection[Any]
 ) -> None:
-    convo = await conversations.create_conversation(db, creator_did=ALICE, cipher_suite=1)
+    convo = await conversations.create_conversation(db, actor_did=ALICE, cipher_suite=1)
     read_done, other_committed = asyncio.Event(), asyncio.Event()
     attempts = 0
 
@@ -148,7 +148,7 @@ async def test_run_transaction_reruns_the_body_after_a_serialization_failure(
 
 
 async def test_run_transaction_gives_up_after_its_retries(db: Database) -> None:
-    convo = await conversations.create_conversation(db, creator_did=ALICE, cipher_suite=1)
+    convo = await conversations.create_conversation(db, actor_did=ALICE, cipher_suite=1)
     read_done, other_committed = asyncio.Event(), asyncio.Event()
 
     async def bump(tx: Transaction) -> int:
@@ -178,7 +178,7 @@ async def test_a_lock_wait_past_lock_timeout_is_retryable_not_a_psycopg_error(
 ) -> None:
     short = DbConfig(database_url=database_url, min_size=1, lock_timeout_ms=100)
     async with Database.connect(short) as db:
-        convo = await conversations.create_conversation(db, creator_did=ALICE, cipher_suite=1)
+        convo = await conversations.create_conversation(db, actor_did=ALICE, cipher_suite=1)
         with psycopg.connect(database_url) as holder:
             holder.execute("SELECT 1 FROM conversations WHERE id = %s FOR UPDATE", (convo.id,))
             with pytest.raises(RetryableError) as info:
@@ -241,7 +241,7 @@ async def test_the_tracer_sees_every_statement_by_name(config: DbConfig) -> None
         seen.append(stmt.qualified_name)
 
     async with Database.connect(config, tracer=tracer) as db:
-        convo = await conversations.create_conversation(db, creator_did=ALICE, cipher_suite=1)
+        convo = await conversations.create_conversation(db, actor_did=ALICE, cipher_suite=1)
         await conversations.get_conversation(db, convo.id, actor_did=ALICE)
     assert seen[-2:] == [
         "conversations.create_conversation_with_members",
@@ -256,7 +256,7 @@ async def test_cursors_are_accepted_by_another_instance_with_the_same_secret_onl
     first = DbConfig(database_url=database_url, min_size=1, cursor_secret=secret)
     async with Database.connect(first) as db:
         for _ in range(2):
-            await conversations.create_conversation(db, creator_did=ALICE, cipher_suite=1)
+            await conversations.create_conversation(db, actor_did=ALICE, cipher_suite=1)
         page = await conversations.list_conversations(db, actor_did=ALICE, limit=1)
     assert page.next_cursor is not None
     async with Database.connect(first) as same:
@@ -307,7 +307,7 @@ def test_config_refuses_settings_that_would_break_every_call(setting: dict[str, 
 async def test_a_transaction_refuses_every_call_once_its_block_has_ended(
     db: Database, raw: psycopg.Connection[Any]
 ) -> None:
-    convo = await conversations.create_conversation(db, creator_did=ALICE, cipher_suite=1)
+    convo = await conversations.create_conversation(db, actor_did=ALICE, cipher_suite=1)
     async with db.transaction() as stale:
         await members.add_member(stale, convo.id, BOB, actor_did=ALICE)
     assert stale.closed

@@ -34,7 +34,7 @@ from support import ALICE, BOB, CAROL, MALLORY, snapshot, until_waiting_on_a_loc
 
 async def group(db: Database, *others: str) -> Conversation:
     return await conversations.create_conversation_with_members(
-        db, creator_did=ALICE, cipher_suite=1, member_dids=others
+        db, actor_did=ALICE, cipher_suite=1, member_dids=others
     )
 
 
