@@ -143,32 +143,23 @@ async def bind_blob(conn: Executor, cid: str, convo_id: UUID, *, actor_did: str)
     raise RetryableError(f"blob {blob} or the membership changed concurrently; bind it again")
 
 
-async def get_blob(conn: Executor, cid: str, *, actor_did: str) -> Blob:
+async def get_blob(conn: Executor, cid: str, *, actor_did: str) -> Blob | None:
     """The blob with its bytes, for its uploader or an active member of its conversation;
-    NotFound for anyone else, exactly as if it did not exist."""
+    None for anyone else, exactly as if it did not exist."""
     blob, actor = validate.cid(cid), validate.did(actor_did, "actor_did")
-    found = await conn.fetch_one(_GET, {"cid": blob, "actor_did": actor})
-    if found is None:
-        raise NotFound(f"no blob {blob}")
-    return found
+    return await conn.fetch_one(_GET, {"cid": blob, "actor_did": actor})
 
 
-async def get_blob_metadata(conn: Executor, cid: str, *, actor_did: str) -> BlobInfo:
-    """What get_blob returns but the bytes, under the same check (NotFound otherwise)."""
+async def get_blob_metadata(conn: Executor, cid: str, *, actor_did: str) -> BlobInfo | None:
+    """What get_blob returns but the bytes, under the same check (None otherwise)."""
     blob, actor = validate.cid(cid), validate.did(actor_did, "actor_did")
-    found = await conn.fetch_one(_GET_METADATA, {"cid": blob, "actor_did": actor})
-    if found is None:
-        raise NotFound(f"no blob {blob}")
-    return found
+    return await conn.fetch_one(_GET_METADATA, {"cid": blob, "actor_did": actor})
 
 
 async def _own_metadata(conn: Executor, cid: str, uploader: str) -> BlobInfo | None:
     """The uploader's own copy of the blob, if any (the failure paths ask this)."""
-    try:
-        found = await get_blob_metadata(conn, cid, actor_did=uploader)
-    except NotFound:
-        return None
-    return found if found.uploader_did == uploader else None
+    found = await get_blob_metadata(conn, cid, actor_did=uploader)
+    return found if found is not None and found.uploader_did == uploader else None
 
 
 async def list_blobs_by_conversation(

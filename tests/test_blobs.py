@@ -124,7 +124,9 @@ async def test_storing_again_in_a_conversation_binds_an_unbound_blob(
     first = await blobs.store_blob(db, DATA, actor_did=ALICE, mime_type=PNG)
     bound = await blobs.store_blob(db, DATA, actor_did=ALICE, mime_type=PNG, convo_id=convo)
     assert bound == replace(first, convo_id=convo)
-    assert (await blobs.get_blob(db, DATA_CID, actor_did=BOB)).data == DATA
+    seen = await blobs.get_blob(db, DATA_CID, actor_did=BOB)
+    assert seen is not None
+    assert seen.data == DATA
     assert _usage(raw, ALICE) == (len(DATA), len(DATA))
 
 
@@ -153,7 +155,9 @@ async def test_storing_again_in_another_conversation_is_refused(
 async def test_store_takes_any_contiguous_buffer(db: Database, make: Any) -> None:
     stored = await blobs.store_blob(db, make(DATA), actor_did=ALICE, mime_type=PNG)
     assert stored.cid == DATA_CID
-    assert (await blobs.get_blob(db, DATA_CID, actor_did=ALICE)).data == DATA
+    seen = await blobs.get_blob(db, DATA_CID, actor_did=ALICE)
+    assert seen is not None
+    assert seen.data == DATA
 
 
 async def test_a_buffer_of_wide_items_is_stored_as_its_bytes(db: Database) -> None:
@@ -172,7 +176,9 @@ async def test_a_bytearray_changed_while_the_store_is_in_flight_stores_what_was_
     buffer[:] = b"x" * len(buffer)
     stored = await task
     assert stored.cid == DATA_CID
-    assert (await blobs.get_blob(db, DATA_CID, actor_did=ALICE)).data == DATA
+    seen = await blobs.get_blob(db, DATA_CID, actor_did=ALICE)
+    assert seen is not None
+    assert seen.data == DATA
 
 
 async def test_storing_into_a_conversation_needs_an_active_member(
@@ -317,8 +323,12 @@ async def test_a_squatter_neither_blocks_nor_sees_nor_takes_the_owners_blob(
     await blobs.store_blob(db, DATA, actor_did=MALLORY, mime_type=PNG, convo_id=mallorys_convo)
     alices = await blobs.store_blob(db, DATA, actor_did=ALICE, mime_type=PNG, convo_id=alices_convo)
     assert (alices.uploader_did, alices.convo_id) == (ALICE, alices_convo)
-    assert (await blobs.get_blob(db, DATA_CID, actor_did=BOB)).uploader_did == ALICE
-    assert (await blobs.get_blob(db, DATA_CID, actor_did=MALLORY)).uploader_did == MALLORY
+    seen = await blobs.get_blob(db, DATA_CID, actor_did=BOB)
+    assert seen is not None
+    assert seen.uploader_did == ALICE
+    seen = await blobs.get_blob(db, DATA_CID, actor_did=MALLORY)
+    assert seen is not None
+    assert seen.uploader_did == MALLORY
     with pytest.raises(NotAMember):
         await blobs.bind_blob(db, DATA_CID, alices_convo, actor_did=MALLORY)
     await blobs.delete_blob(db, DATA_CID, actor_did=MALLORY)
@@ -343,48 +353,54 @@ async def _shared(db: Database) -> tuple[UUID, UUID]:
 async def test_the_uploader_gets_the_blob(db: Database) -> None:
     await _shared(db)
     blob = await blobs.get_blob(db, DATA_CID, actor_did=ALICE)
+    assert blob is not None
     assert (blob.data, blob.size, blob.uploader_did) == (DATA, len(DATA), ALICE)
 
 
 async def test_an_active_member_gets_the_blob(db: Database) -> None:
     convo, _ = await _shared(db)
     blob = await blobs.get_blob(db, DATA_CID, actor_did=BOB)
+    assert blob is not None
     assert (blob.data, blob.convo_id) == (DATA, convo)
     meta = await blobs.get_blob_metadata(db, DATA_CID, actor_did=BOB)
+    assert meta is not None
     assert meta.size == len(DATA)
 
 
 @pytest.mark.parametrize("who", [CAROL, MALLORY, DAVE], ids=["former", "member elsewhere", "non"])
 async def test_anyone_else_is_told_the_blob_does_not_exist(db: Database, who: str) -> None:
     await _shared(db)
-    with pytest.raises(NotFound) as hidden:
-        await blobs.get_blob(db, DATA_CID, actor_did=who)
-    with pytest.raises(NotFound) as absent:
-        await blobs.get_blob(db, UNKNOWN_CID, actor_did=who)
-    assert str(hidden.value).replace(DATA_CID, "?") == str(absent.value).replace(UNKNOWN_CID, "?")
-    with pytest.raises(NotFound):
-        await blobs.get_blob_metadata(db, DATA_CID, actor_did=who)
+    hidden = await blobs.get_blob(db, DATA_CID, actor_did=who)
+    absent = await blobs.get_blob(db, UNKNOWN_CID, actor_did=who)
+    assert hidden is None
+    assert hidden == absent
+    assert await blobs.get_blob_metadata(db, DATA_CID, actor_did=who) is None
 
 
 async def test_the_uploader_keeps_access_after_leaving(db: Database) -> None:
     convo = await _group(db, BOB, creator=DAVE)
     await blobs.store_blob(db, DATA, actor_did=BOB, mime_type=PNG, convo_id=convo)
     await members.remove_member(db, convo, BOB, actor_did=BOB)
-    assert (await blobs.get_blob(db, DATA_CID, actor_did=BOB)).data == DATA
+    seen = await blobs.get_blob(db, DATA_CID, actor_did=BOB)
+    assert seen is not None
+    assert seen.data == DATA
 
 
 async def test_an_unbound_blob_is_private_to_its_uploader(db: Database) -> None:
     await _group(db, BOB)
     await blobs.store_blob(db, DATA, actor_did=ALICE, mime_type=PNG)
-    assert (await blobs.get_blob(db, DATA_CID, actor_did=ALICE)).data == DATA
-    with pytest.raises(NotFound):
-        await blobs.get_blob(db, DATA_CID, actor_did=BOB)
+    seen = await blobs.get_blob(db, DATA_CID, actor_did=ALICE)
+    assert seen is not None
+    assert seen.data == DATA
+    assert await blobs.get_blob(db, DATA_CID, actor_did=BOB) is None
 
 
 async def test_a_rejoined_member_sees_the_blob_again(db: Database) -> None:
     convo, _ = await _shared(db)
     await members.add_member(db, convo, CAROL, actor_did=ALICE)
-    assert (await blobs.get_blob(db, DATA_CID, actor_did=CAROL)).data == DATA
+    seen = await blobs.get_blob(db, DATA_CID, actor_did=CAROL)
+    assert seen is not None
+    assert seen.data == DATA
 
 
 @pytest.mark.parametrize(
@@ -411,7 +427,9 @@ async def test_binding_shares_an_unbound_blob_with_the_conversation(db: Database
     stored = await blobs.store_blob(db, DATA, actor_did=ALICE, mime_type=PNG)
     bound = await blobs.bind_blob(db, DATA_CID, convo, actor_did=ALICE)
     assert bound == replace(stored, convo_id=convo)
-    assert (await blobs.get_blob(db, DATA_CID, actor_did=BOB)).data == DATA
+    seen = await blobs.get_blob(db, DATA_CID, actor_did=BOB)
+    assert seen is not None
+    assert seen.data == DATA
     assert await blobs.bind_blob(db, DATA_CID, convo, actor_did=ALICE) == bound
 
 
@@ -565,8 +583,7 @@ async def test_the_uploader_deletes_and_gets_the_bytes_back(
 ) -> None:
     convo, _ = await _shared(db)
     await blobs.delete_blob(db, DATA_CID, actor_did=ALICE)
-    with pytest.raises(NotFound):
-        await blobs.get_blob(db, DATA_CID, actor_did=BOB)
+    assert await blobs.get_blob(db, DATA_CID, actor_did=BOB) is None
     assert await blobs.get_user_storage_size(db, actor_did=ALICE) == 0
     assert _usage(raw, ALICE) == (0, 0)
     assert (await blobs.list_blobs_by_conversation(db, convo, actor_did=BOB)).items == ()
@@ -627,8 +644,7 @@ async def test_deleting_a_conversation_deletes_its_blobs_and_gives_the_bytes_bac
     assert left == [(other, BOB), (None, ALICE)]
     assert _usage(raw, ALICE) == (len(b"unbound"), len(b"unbound"))
     assert _usage(raw, BOB) == (len(b"kept"), len(b"kept"))
-    with pytest.raises(NotFound):
-        await blobs.get_blob(db, DATA_CID, actor_did=ALICE)
+    assert await blobs.get_blob(db, DATA_CID, actor_did=ALICE) is None
 
 
 async def test_a_store_racing_the_conversations_deletion_waits_for_it_and_is_not_found(

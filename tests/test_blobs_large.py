@@ -34,6 +34,7 @@ async def test_a_multi_megabyte_blob_round_trips_under_its_standard_cid(db: Data
     stored = await blobs.store_blob(db, data, actor_did=ALICE, mime_type=BIN)
     assert stored.cid == str(CID("base32", 1, "raw", multihash.digest(data, "sha2-256")))
     blob = await blobs.get_blob(db, stored.cid, actor_did=ALICE)
+    assert blob is not None
     assert blob.size == len(data)
     assert blob.data == data
 
@@ -51,6 +52,7 @@ async def test_reading_makes_one_bytes_object(db: Database) -> None:
     stored = await blobs.store_blob(db, data, actor_did=ALICE, mime_type=BIN)
     with _peak_python_allocation() as peak:
         blob = await blobs.get_blob(db, stored.cid, actor_did=ALICE)
+    assert blob is not None
     assert len(blob.data) == len(data)
     assert peak[0] < len(data) + 2 * MIB
 

@@ -1,11 +1,12 @@
 """Hostile input to every public function, as one table of cases.
 
 Each case is a call with one hostile argument (the others valid) and the one error class
-the layer documents for it. Every case runs against one database holding a realistic
-state: three conversations with members, a former member, messages and commits, key
-packages claimed, used and not, pending welcomes, bound and unbound blobs near a quota.
-A checksum of every table is taken before the first case and after each one: a refused
-call writes nothing. Limits are lowered in the test config, so oversized values are small.
+the layer documents for it (or, for a look-up of what the actor may not see, None).
+Every case runs against one database holding a realistic state: three conversations with
+members, a former member, messages and commits, key packages claimed, used and not,
+pending welcomes, bound and unbound blobs near a quota. A checksum of every table is
+taken before the first case and after each one: a refused call writes nothing. Limits
+are lowered in the test config, so oversized values are small.
 
 A second test stores the boundary values the layer accepts (2 KiB DIDs, the edges of the
 timestamp range in odd offsets, 1-byte and maximal payloads, unusual Unicode) and reads
@@ -165,8 +166,9 @@ RELEASED = _released()
 # -- hostile values, by the kind of argument they attack ---------------------------------
 
 Values = list[tuple[str, object]]
-# A case's values: the function, its arguments, the error it must raise.
-Row = tuple[Callable[..., object], tuple[object, ...], dict[str, object], type[Exception]]
+# A case's values: the function, its arguments, the error it must raise (None: a look-up
+# that must return None, as for what does not exist).
+Row = tuple[Callable[..., object], tuple[object, ...], dict[str, object], type[Exception] | None]
 
 HOSTILE_DIDS: Values = [
     ("over-long", "did:plc:" + "a" * (MAX_DID_BYTES - 7)),
@@ -466,12 +468,13 @@ class Base:
     def case(
         self,
         label: str,
-        error: type[Exception],
+        error: type[Exception] | None,
         *,
         at: dict[int, object] | None = None,
         **kwargs: object,
     ) -> ParameterSet:
-        """The base call with `at` (positional) and `kwargs` replaced; must raise `error`."""
+        """The base call with `at` (positional) and `kwargs` replaced; must raise `error`
+        (None: must return None)."""
         args = list(self.args)
         for i, value in (at or {}).items():
             args[i] = value
@@ -1102,16 +1105,16 @@ BLOBS = [
     bind.case("convo=unknown", NotFound, at={2: NO_CONVO}),
     *get_blob.vary(1, BAD_CIDS),
     *dids(get_blob, "actor_did"),
-    get_blob.case("actor=stranger", NotFound, actor_did=MALLORY),
-    get_blob.case("actor=former-member", NotFound, actor_did=DAVE),
-    get_blob.case("blob=unbound-of-another", NotFound, at={1: ALICE_ORPHAN_CID}),
-    get_blob.case("blob=unknown", NotFound, at={1: UNKNOWN_CID}),
+    get_blob.case("actor=stranger", None, actor_did=MALLORY),
+    get_blob.case("actor=former-member", None, actor_did=DAVE),
+    get_blob.case("blob=unbound-of-another", None, at={1: ALICE_ORPHAN_CID}),
+    get_blob.case("blob=unknown", None, at={1: UNKNOWN_CID}),
     *get_meta.vary(1, BAD_CIDS),
     *dids(get_meta, "actor_did"),
-    get_meta.case("actor=stranger", NotFound, actor_did=MALLORY),
-    get_meta.case("actor=former-member", NotFound, actor_did=DAVE),
-    get_meta.case("blob=unbound-of-another", NotFound, at={1: ALICE_ORPHAN_CID}),
-    get_meta.case("blob=unknown", NotFound, at={1: UNKNOWN_CID}),
+    get_meta.case("actor=stranger", None, actor_did=MALLORY),
+    get_meta.case("actor=former-member", None, actor_did=DAVE),
+    get_meta.case("blob=unbound-of-another", None, at={1: ALICE_ORPHAN_CID}),
+    get_meta.case("blob=unknown", None, at={1: UNKNOWN_CID}),
     *list_blobs.vary(1, BAD_UUIDS),
     *dids(list_blobs, "actor_did"),
     *list_blobs.vary("limit", BAD_LIMITS),
@@ -1381,7 +1384,9 @@ async def run_case(
     fn: Callable[..., object],
     args: Sequence[object],
     kwargs: dict[str, object],
-) -> None:
+) -> object:
+    """What the call returns (awaited)."""
+
     def resolve(value: object) -> object:
         return value.get(world) if isinstance(value, Lazy) else value
 
@@ -1391,13 +1396,14 @@ async def run_case(
         async with db.transaction() as tx:
             result = fn(tx, *call_args[1:], **call_kwargs)
             if inspect.isawaitable(result):
-                await result
-        return
+                result = await result
+        return result
     if call_args and call_args[0] is DB:
         call_args[0] = db
     result = fn(*call_args, **call_kwargs)
     if inspect.isawaitable(result):
-        await result
+        result = await result
+    return result
 
 
 def _entity_functions() -> set[str]:
@@ -1447,14 +1453,18 @@ async def test_hostile_input_is_refused_with_its_documented_error_and_changes_no
         failures: list[str] = []
         for param in CASES:
             fn, args, kwargs, error = cast(Row, param.values)
+            wanted = "None" if error is None else error.__name__
             try:
-                await run_case(db, world, fn, args, kwargs)
+                result = await run_case(db, world, fn, args, kwargs)
             except Exception as exc:
                 if type(exc) is not error:
                     got = f"{type(exc).__module__}.{type(exc).__name__}: {str(exc)[:120]!r}"
-                    failures.append(f"{param.id}: raised {got}, not {error.__name__}")
+                    failures.append(f"{param.id}: raised {got}, not {wanted}")
             else:
-                failures.append(f"{param.id}: raised nothing, not {error.__name__}")
+                if error is not None:
+                    failures.append(f"{param.id}: raised nothing, not {wanted}")
+                elif result is not None:
+                    failures.append(f"{param.id}: returned {str(result)[:120]!r}, not None")
             after = checksum(raw)
             if after != before:
                 changed = [t for t in TABLES if after[t] != before[t]]

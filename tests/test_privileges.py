@@ -204,7 +204,9 @@ async def test_the_application_role_runs_the_core_flows(
         bound = await blobs.store_blob(
             db, b"attachment", actor_did=ALICE, mime_type="image/png", convo_id=convo.id
         )
-        assert (await blobs.get_blob(db, bound.cid, actor_did=CAROL)).data == b"attachment"
+        seen = await blobs.get_blob(db, bound.cid, actor_did=CAROL)
+        assert seen is not None
+        assert seen.data == b"attachment"
         await blobs.store_blob(db, b"never bound", actor_did=BOB, mime_type="text/plain")
         await blobs.delete_blob(db, bound.cid, actor_did=ALICE)  # its trigger gives bytes back
         assert await blobs.get_user_storage_size(db, actor_did=ALICE) == 0
