@@ -22,7 +22,6 @@ from .pages import Page
 from .sql import command, query, scalar
 
 __all__ = [
-    "MAX_BLOB_BYTES",
     "bind_blob",
     "delete_blob",
     "delete_orphan_blobs",
@@ -33,9 +32,6 @@ __all__ = [
     "store_blob",
 ]
 
-# The ceiling the blobs.size constraint repeats; DbConfig.max_blob_bytes is the working
-# cap below it. Why this figure: docs/blobs.md.
-MAX_BLOB_BYTES = 256 * 1024 * 1024
 # Hashing runs at about 1 GB/s: larger inputs are hashed off the event loop.
 _HASH_INLINE_BYTES = 1024 * 1024
 _FIRST_PAGE = (datetime(1, 1, 1, tzinfo=UTC), "", "")
@@ -78,8 +74,7 @@ async def store_blob(
     mime = validate.mime_type(mime_type)
     convo = None if convo_id is None else validate.uuid(convo_id, "convo_id")
     claimed = None if cid is None else validate.cid(cid)
-    cap = min(conn.config.max_blob_bytes, MAX_BLOB_BYTES)
-    view = validate.blob_data(data, "data", cap)
+    view = validate.blob_data(data, "data", conn.config.max_blob_bytes)
     computed = await _cid_of(view)
     if claimed is not None and claimed != computed:
         raise BlobIntegrityError(f"the data's CID is {computed}, not {claimed}")
@@ -213,6 +208,6 @@ async def delete_orphan_blobs(
     become orphans meanwhile may be left for the next run.
     """
     age = validate.older_than(older_than, conn.config.orphan_blob_retention_s)
-    size = validate.batch_size(batch_size)
+    size = validate.batch_size(batch_size, conn.config.max_batch_size)
     params = {"older_than": age, "batch_size": size}
     return await conn.execute_in_batches(_DELETE_ORPHANS, params, size)

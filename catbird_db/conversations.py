@@ -23,8 +23,6 @@ __all__ = [
     "list_conversations",
 ]
 
-MAX_TITLE_CHARS = 256
-MAX_INITIAL_MEMBERS = 1000
 _FIRST_PAGE = (datetime.fromisoformat("9999-12-31T23:59:59+00:00"), UUID(int=2**128 - 1))
 
 _CREATE_WITH_MEMBERS = query("create_conversation_with_members", Conversation)
@@ -70,13 +68,14 @@ async def create_conversation_with_members(
     dids = sorted(
         {validate.did(d, "member_dids") for d in validate.collection(member_dids, "member_dids")}
     )
-    if len(dids) > MAX_INITIAL_MEMBERS:
-        raise InvalidInput(f"at most {MAX_INITIAL_MEMBERS} initial members")
+    most = conn.config.max_initial_members
+    if len(dids) > most:
+        raise InvalidInput(f"at most {most} initial members")
     params = {
         "convo_id": uuid4() if convo_id is None else validate.uuid(convo_id, "convo_id"),
         "actor_did": actor,
         "cipher_suite": validate.cipher_suite(cipher_suite),
-        "title": validate.optional_text(title, "title", MAX_TITLE_CHARS),
+        "title": validate.optional_text(title, "title", conn.config.max_title_chars),
         "member_dids": dids,
     }
     convo = await conn.fetch_one(_CREATE_WITH_MEMBERS, params)

@@ -16,7 +16,6 @@ from .models import KeyPackage, KeyPackageCount
 from .sql import command, query
 
 __all__ = [
-    "MAX_PUBLISH_BATCH",
     "claim_key_package",
     "consume_key_package",
     "count_key_packages",
@@ -25,8 +24,6 @@ __all__ = [
     "publish_key_packages",
     "store_key_package",
 ]
-
-MAX_PUBLISH_BATCH = 10_000
 
 _STORE = query("store_key_package", KeyPackage)
 _BY_REF = query("get_key_package_by_ref", KeyPackage)
@@ -87,15 +84,17 @@ async def publish_key_packages(
     """Publish a batch of the actor's own key packages in one round trip; returns how many
     were new. Packages published already (by ref) are skipped, so a retry adds nothing.
 
-    The first package given is the oldest, claimed first. At most MAX_PUBLISH_BATCH.
+    The first package given is the oldest, claimed first. At most
+    DbConfig.max_publish_batch.
     """
     actor, suite = validate.did(actor_did, "actor_did"), validate.cipher_suite(cipher_suite)
+    most = conn.config.max_publish_batch
     batch: dict[bytes, bytes] = {}
     for data in validate.collection(key_packages, "key_packages"):
         checked, ref = _key_package(conn, data, suite)
         batch.setdefault(ref, checked)
-        if len(batch) > MAX_PUBLISH_BATCH:
-            raise InvalidInput(f"at most {MAX_PUBLISH_BATCH} key packages per call")
+        if len(batch) > most:
+            raise InvalidInput(f"at most {most} key packages per call")
     if not batch:
         raise InvalidInput("key_packages is empty")
     params = {
@@ -179,7 +178,7 @@ async def delete_expired_key_packages(
     On a Database each batch commits on its own, so no long-held locks block claims.
     """
     age = validate.older_than(older_than, conn.config.key_package_retention_s)
-    size = validate.batch_size(batch_size)
+    size = validate.batch_size(batch_size, conn.config.max_batch_size)
     params = {"older_than": age, "batch_size": size}
     return await conn.execute_in_batches(_DELETE_EXPIRED, params, size)
 

@@ -259,5 +259,5 @@ async def delete_expired_messages(conn: Executor, *, batch_size: int = 1000) -> 
     Works in batches of `batch_size`, each its own statement, so no lock is held for
     long; run it on the Database (in a Transaction the batches would share one).
     """
-    size = validate.batch_size(batch_size)
+    size = validate.batch_size(batch_size, conn.config.max_batch_size)
     return await conn.execute_in_batches(_DELETE_EXPIRED, {"batch_size": size}, size)

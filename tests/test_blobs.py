@@ -30,6 +30,7 @@ from catbird_db import (
 
 from support import ALICE, BAD_DIDS, BOB, CAROL, DAVE, MALLORY, snapshot, until_waiting_on_a_lock
 
+MIB = 1024 * 1024
 PNG = "image/png"
 DATA = b"\x89encrypted attachment bytes"
 DATA_CID = cid.compute(DATA)
@@ -221,10 +222,13 @@ async def test_a_blob_over_the_configured_size_is_refused(
 
 
 async def test_the_configured_size_cannot_lift_the_ceiling(config: DbConfig) -> None:
-    async with Database.connect(replace(config, max_blob_bytes=2**40)) as huge:
-        # The refusal names the cap in force, without a 256 MiB buffer to prove it.
-        with pytest.raises(InvalidInput, match=f"1 to {blobs.MAX_BLOB_BYTES} bytes"):
-            await blobs.store_blob(huge, b"", actor_did=ALICE, mime_type=PNG)
+    # The refusal names the ceiling the blobs.size CHECK repeats, without a 256 MiB
+    # buffer to prove it: the config refuses a cap above it.
+    with pytest.raises(ValueError, match=f"max_blob_bytes must be between 1 and {256 * MIB}"):
+        replace(config, max_blob_bytes=2**40)
+    async with Database.connect(replace(config, max_blob_bytes=256 * MIB)) as ceiling:
+        with pytest.raises(InvalidInput, match=f"1 to {256 * MIB} bytes"):
+            await blobs.store_blob(ceiling, b"", actor_did=ALICE, mime_type=PNG)
 
 
 _BAD_STORES: list[tuple[str, dict[str, Any]]] = [

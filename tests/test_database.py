@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 from uuid import uuid4
 
@@ -16,19 +16,23 @@ from catbird_db import (
     DatabaseUnavailable,
     DbConfig,
     InvalidCursor,
+    InvalidInput,
     IsolationLevel,
+    NewMember,
     RetryableError,
     SchemaNotMigrated,
     SqlRegistryError,
     Transaction,
     TransactionClosed,
     conversations,
+    key_packages,
     members,
     messages,
+    welcomes,
 )
 from catbird_db.sql import Query, Statement, registry
 
-from support import ALICE, BOB, snapshot
+from support import ALICE, BOB, CAROL, fake_key_package, snapshot
 
 
 async def test_connect_fails_fast_on_an_unreachable_server() -> None:
@@ -297,11 +301,64 @@ def test_config_reads_the_environment() -> None:
         {"acquire_timeout": 0},
         {"user_quota_bytes": -1},
         {"prepare_threshold": -1},
+        {"max_title_chars": 257},
+        {"max_blob_bytes": 256 * 1024 * 1024 + 1},
+        {"max_batch_size": 0},
+        {"max_publish_batch": 0},
+        {"max_initial_members": 0},
+        {"max_new_members": 0},
     ],
 )
 def test_config_refuses_settings_that_would_break_every_call(setting: dict[str, Any]) -> None:
     with pytest.raises(ValueError, match=r"must|need"):
         DbConfig(**setting)
+
+
+async def test_every_limit_the_checks_enforce_is_the_configs(
+    config: DbConfig, raw: psycopg.Connection[Any]
+) -> None:
+    lowered = replace(
+        config,
+        max_title_chars=3,
+        max_initial_members=1,
+        max_publish_batch=1,
+        max_new_members=1,
+        max_batch_size=5,
+    )
+    async with Database.connect(lowered) as db:
+        convo = await conversations.create_conversation_with_members(
+            db, actor_did=ALICE, cipher_suite=1, member_dids=[BOB], title="abc"
+        )
+        before = snapshot(raw)
+        with pytest.raises(InvalidInput, match="title"):
+            await conversations.create_conversation(
+                db, actor_did=ALICE, cipher_suite=1, title="abcd"
+            )
+        with pytest.raises(InvalidInput, match="at most 1 initial members"):
+            await conversations.create_conversation_with_members(
+                db, actor_did=ALICE, cipher_suite=1, member_dids=[BOB, CAROL]
+            )
+        with pytest.raises(InvalidInput, match="at most 1 key packages"):
+            await key_packages.publish_key_packages(
+                db,
+                actor_did=BOB,
+                cipher_suite=1,
+                key_packages=[fake_key_package(), fake_key_package()],
+            )
+        with pytest.raises(InvalidInput, match="1 to 1 members"):
+            await welcomes.add_members_with_commit(
+                db,
+                convo.id,
+                actor_did=ALICE,
+                expected_epoch=0,
+                commit_id=uuid4(),
+                commit=b"commit",
+                new_members=[NewMember(d, b"\x01" * 32, b"welcome") for d in (BOB, CAROL)],
+            )
+        with pytest.raises(InvalidInput, match="batch_size must be between 1 and 5"):
+            await messages.delete_expired_messages(db, batch_size=6)
+        assert await messages.delete_expired_messages(db, batch_size=5) == 0
+        assert snapshot(raw) == before
 
 
 async def test_a_transaction_refuses_every_call_once_its_block_has_ended(
