@@ -25,7 +25,7 @@ async def claims(url: str, packages: int) -> tuple[str, int]:
     async with Database.connect(config) as db:
         await key_packages.publish_key_packages(
             db,
-            owner_did=OWNER,
+            actor_did=OWNER,
             cipher_suite=1,
             key_packages=[_key_package() for _ in range(packages)],
         )
@@ -61,7 +61,7 @@ async def publishing(url: str, rows: int) -> str:
         batch = [_key_package() for _ in range(rows)]
         started = time.perf_counter()
         await key_packages.publish_key_packages(
-            db, owner_did="did:plc:bulk0bulk0bulk0bulk0bulk0", cipher_suite=1, key_packages=batch
+            db, actor_did="did:plc:bulk0bulk0bulk0bulk0bulk0", cipher_suite=1, key_packages=batch
         )
         results.append(
             Result(
@@ -73,7 +73,7 @@ async def publishing(url: str, rows: int) -> str:
         started = time.perf_counter()
         for kp in singles:
             await key_packages.store_key_package(
-                db, owner_did="did:plc:one0one0one0one0one0one0a", cipher_suite=1, key_data=kp
+                db, actor_did="did:plc:one0one0one0one0one0one0a", cipher_suite=1, key_data=kp
             )
         results.append(
             Result(

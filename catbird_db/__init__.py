@@ -2,7 +2,7 @@
 
 async with Database.connect(DbConfig.from_env()) as db:
     convo = await conversations.create_conversation(
-        db, creator_did="did:plc:alice", cipher_suite=1
+        db, actor_did="did:plc:alice", cipher_suite=1
     )
 """
 

@@ -16,7 +16,7 @@ from psycopg import AsyncConnection, IsolationLevel
 from psycopg.rows import tuple_row
 
 from .config import DbConfig
-from .errors import CatbirdDbError, TransactionClosed, translate
+from .errors import TransactionClosed, translate
 from .pages import CursorCodec
 from .sql import Command, Query, R, Scalar, Statement, V, statement
 
@@ -47,8 +47,6 @@ class Settings:
 def _translated() -> Iterator[None]:
     try:
         yield
-    except CatbirdDbError:
-        raise
     except (psycopg.Error, psycopg_pool.PoolTimeout, psycopg_pool.PoolClosed) as exc:
         raise translate(exc) from exc
 

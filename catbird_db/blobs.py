@@ -22,7 +22,6 @@ from .pages import _BLOBS, Page
 from .sql import command, query, scalar
 
 __all__ = [
-    "MAX_BLOB_BYTES",
     "bind_blob",
     "delete_blob",
     "delete_orphan_blobs",
@@ -33,9 +32,6 @@ __all__ = [
     "store_blob",
 ]
 
-# The ceiling the blobs.size constraint repeats; DbConfig.max_blob_bytes is the working
-# cap below it. Why this figure: docs/blobs.md.
-MAX_BLOB_BYTES = 256 * 1024 * 1024
 # Hashing runs at about 1 GB/s: larger inputs are hashed off the event loop.
 _HASH_INLINE_BYTES = 1024 * 1024
 
@@ -59,26 +55,25 @@ async def store_blob(
     conn: Executor,
     data: bytes | bytearray | memoryview,
     *,
-    uploader_did: str,
+    actor_did: str,
     mime_type: str,
     cid: str | None = None,
     convo_id: UUID | None = None,
 ) -> BlobInfo:
-    """Store `data` under its CID for the uploader, optionally bound to a conversation of
-    theirs, and charge it to their quota; returns the stored metadata.
+    """Store `data` under its CID for the actor, its uploader, optionally bound to a
+    conversation of theirs, and charge it to their quota; returns the stored metadata.
 
-    Storing content the uploader has already stored charges nothing and returns it as
+    Storing content the actor has already stored charges nothing and returns it as
     stored (bound to `convo_id` if it was unbound). Raises BlobIntegrityError if `cid`
-    is given and is not the CID of `data`, QuotaExceeded past the uploader's quota,
-    AlreadyExists if the uploader has this content bound to another conversation,
-    NotFound or NotAMember for a conversation the uploader is not an active member of.
+    is given and is not the CID of `data`, QuotaExceeded past the actor's quota,
+    AlreadyExists if the actor has this content bound to another conversation,
+    NotFound or NotAMember for a conversation the actor is not an active member of.
     """
-    uploader = validate.did(uploader_did, "uploader_did")
+    actor = validate.did(actor_did, "actor_did")
     mime = validate.mime_type(mime_type)
     convo = None if convo_id is None else validate.uuid(convo_id, "convo_id")
     claimed = None if cid is None else validate.cid(cid)
-    cap = min(conn.config.max_blob_bytes, MAX_BLOB_BYTES)
-    view = validate.blob_data(data, "data", cap)
+    view = validate.blob_data(data, "data", conn.config.max_blob_bytes)
     computed = await _cid_of(view)
     if claimed is not None and claimed != computed:
         raise BlobIntegrityError(f"the data's CID is {computed}, not {claimed}")
@@ -87,7 +82,7 @@ async def store_blob(
         raise QuotaExceeded(f"{view.nbytes} bytes exceed the quota of {quota}")
     params = {
         "cid": computed,
-        "uploader_did": uploader,
+        "actor_did": actor,
         "convo_id": convo,
         "size": view.nbytes,
         "mime_type": mime,
@@ -100,7 +95,7 @@ async def store_blob(
         stored = await conn.fetch_one(_STORE, params)
         if stored is not None:
             return stored
-        await _explain_refused_store(conn, computed, uploader, convo, view.nbytes, quota)
+        await _explain_refused_store(conn, computed, actor, convo, view.nbytes, quota)
     raise RetryableError(f"blob {computed} changed concurrently; store it again")
 
 
@@ -115,7 +110,7 @@ async def _explain_refused_store(
         if convo is not None and own.convo_id not in (None, convo):
             raise AlreadyExists(f"blob {cid} is bound to another conversation")
         return
-    if await get_user_storage_size(conn, uploader) + size > quota:
+    if await get_user_storage_size(conn, actor_did=uploader) + size > quota:
         raise QuotaExceeded(f"{size} more bytes would take {uploader} past the quota of {quota}")
 
 
@@ -142,32 +137,23 @@ async def bind_blob(conn: Executor, cid: str, convo_id: UUID, *, actor_did: str)
     raise RetryableError(f"blob {blob} or the membership changed concurrently; bind it again")
 
 
-async def get_blob(conn: Executor, cid: str, *, actor_did: str) -> Blob:
+async def get_blob(conn: Executor, cid: str, *, actor_did: str) -> Blob | None:
     """The blob with its bytes, for its uploader or an active member of its conversation;
-    NotFound for anyone else, exactly as if it did not exist."""
+    None for anyone else, exactly as if it did not exist."""
     blob, actor = validate.cid(cid), validate.did(actor_did, "actor_did")
-    found = await conn.fetch_one(_GET, {"cid": blob, "actor_did": actor})
-    if found is None:
-        raise NotFound(f"no blob {blob}")
-    return found
+    return await conn.fetch_one(_GET, {"cid": blob, "actor_did": actor})
 
 
-async def get_blob_metadata(conn: Executor, cid: str, *, actor_did: str) -> BlobInfo:
-    """What get_blob returns but the bytes, under the same check (NotFound otherwise)."""
+async def get_blob_metadata(conn: Executor, cid: str, *, actor_did: str) -> BlobInfo | None:
+    """What get_blob returns but the bytes, under the same check (None otherwise)."""
     blob, actor = validate.cid(cid), validate.did(actor_did, "actor_did")
-    found = await conn.fetch_one(_GET_METADATA, {"cid": blob, "actor_did": actor})
-    if found is None:
-        raise NotFound(f"no blob {blob}")
-    return found
+    return await conn.fetch_one(_GET_METADATA, {"cid": blob, "actor_did": actor})
 
 
 async def _own_metadata(conn: Executor, cid: str, uploader: str) -> BlobInfo | None:
     """The uploader's own copy of the blob, if any (the failure paths ask this)."""
-    try:
-        found = await get_blob_metadata(conn, cid, actor_did=uploader)
-    except NotFound:
-        return None
-    return found if found.uploader_did == uploader else None
+    found = await get_blob_metadata(conn, cid, actor_did=uploader)
+    return found if found is not None and found.uploader_did == uploader else None
 
 
 async def list_blobs_by_conversation(
@@ -201,10 +187,10 @@ async def delete_blob(conn: Executor, cid: str, *, actor_did: str) -> None:
         raise NotFound(f"no blob {blob}")
 
 
-async def get_user_storage_size(conn: Executor, user_did: str) -> int:
-    """The bytes the DID's blobs take, as counted against its quota."""
-    user = validate.did(user_did, "user_did")
-    return await conn.fetch_value(_STORAGE_SIZE, {"user_did": user}) or 0
+async def get_user_storage_size(conn: Executor, *, actor_did: str) -> int:
+    """The bytes the actor's own blobs take, as counted against their quota."""
+    actor = validate.did(actor_did, "actor_did")
+    return await conn.fetch_value(_STORAGE_SIZE, {"actor_did": actor}) or 0
 
 
 async def delete_orphan_blobs(
@@ -217,6 +203,6 @@ async def delete_orphan_blobs(
     become orphans meanwhile may be left for the next run.
     """
     age = validate.older_than(older_than, conn.config.orphan_blob_retention_s)
-    size = validate.batch_size(batch_size)
+    size = validate.batch_size(batch_size, conn.config.max_batch_size)
     params = {"older_than": age, "batch_size": size}
     return await conn.execute_in_batches(_DELETE_ORPHANS, params, size)

@@ -56,6 +56,11 @@ class DbConfig:
     # made by one is accepted by another; the default lives as long as the process.
     cursor_secret: bytes = field(default_factory=lambda: secrets.token_bytes(32), repr=False)
     max_page_size: int = 100
+    # The rows a maintenance delete may be asked to remove per statement.
+    max_batch_size: int = 100_000
+    max_title_chars: int = 256
+    # create_conversation_with_members: members besides the creator.
+    max_initial_members: int = 1000
     # Application messages may carry the current epoch or one this many epochs older.
     epoch_window: int = 0
     max_message_bytes: int = 1024 * 1024
@@ -63,10 +68,14 @@ class DbConfig:
     listen_retry_min_s: float = 0.05
     listen_retry_max_s: float = 5.0
     max_key_package_bytes: int = 64 * 1024
+    # publish_key_packages: distinct packages per call.
+    max_publish_batch: int = 10_000
     key_package_lifetime_s: int = 90 * 24 * 3600
     # Consumed key packages are kept this long, so a retried publish of one stays a no-op.
     key_package_retention_s: int = 30 * 24 * 3600
     max_welcome_bytes: int = 1024 * 1024
+    # add_members_with_commit: members one commit adds.
+    max_new_members: int = 1000
     # Consumed welcomes are kept this long before delete_consumed_welcomes removes them.
     welcome_retention_s: int = 7 * 24 * 3600
     max_blob_bytes: int = 50 * 1024 * 1024
@@ -107,7 +116,7 @@ class DbConfig:
         for name, low, high in _RANGES:
             value = getattr(self, name)
             if not low <= value <= high:
-                raise ValueError(f"{name} must be between {low:g} and {high:g}")
+                raise ValueError(f"{name} must be between {_bound(low)} and {_bound(high)}")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> DbConfig:
@@ -154,6 +163,10 @@ _BIGINT = 2**63 - 1
 _CENTURY_S = 100 * 365 * 24 * 3600
 _DECADE_S = 10.0 * 365 * 24 * 3600
 _TINY_S = 1e-3
+# The bounds the schema's CHECKs repeat: conversations.title, blobs.size (docs/blobs.md
+# says why 256 MiB).
+_TITLE_CHARS = 256
+_BLOB_BYTES = 256 * 1024 * 1024
 _RANGES: tuple[tuple[str, float, float], ...] = (
     ("min_size", 0, 10_000),
     ("max_size", 1, 10_000),
@@ -167,17 +180,27 @@ _RANGES: tuple[tuple[str, float, float], ...] = (
     ("statement_timeout_ms", 1, _INT4),
     ("lock_timeout_ms", 1, _INT4),
     ("max_page_size", 1, _INT4 - 1),
+    ("max_batch_size", 1, _INT4),
+    ("max_title_chars", 1, _TITLE_CHARS),
+    ("max_initial_members", 1, _INT4),
     ("epoch_window", 0, _BIGINT),
     ("max_message_bytes", 1, _INT4),
     ("max_key_package_bytes", 1, _INT4),
     ("max_welcome_bytes", 1, _INT4),
-    ("max_blob_bytes", 1, _BIGINT),  # store_blob caps it at MAX_BLOB_BYTES anyway
+    ("max_publish_batch", 1, _INT4),
+    ("max_new_members", 1, _INT4),
+    ("max_blob_bytes", 1, _BLOB_BYTES),
     ("user_quota_bytes", 0, _BIGINT),
     ("key_package_lifetime_s", 1, _CENTURY_S),
     ("key_package_retention_s", 0, _CENTURY_S),
     ("welcome_retention_s", 0, _CENTURY_S),
     ("orphan_blob_retention_s", 0, _CENTURY_S),
 )
+
+
+def _bound(value: float) -> str:
+    """A range bound as a refusal names it: an int exactly, a float briefly."""
+    return str(value) if isinstance(value, int) else f"{value:g}"
 
 
 def _check_type(name: str, type_name: str, value: object) -> None:

@@ -22,8 +22,6 @@ __all__ = [
     "list_conversations",
 ]
 
-MAX_TITLE_CHARS = 256
-MAX_INITIAL_MEMBERS = 1000
 
 _CREATE_WITH_MEMBERS = query("create_conversation_with_members", Conversation)
 _GET = query("get_conversation", Conversation)
@@ -34,15 +32,15 @@ _DELETE = scalar("delete_conversation", str)
 async def create_conversation(
     conn: Executor,
     *,
-    creator_did: str,
+    actor_did: str,
     cipher_suite: int,
     title: str | None = None,
     convo_id: UUID | None = None,
 ) -> Conversation:
-    """Create a conversation at epoch 0 whose only member is its creator, as admin."""
+    """Create a conversation at epoch 0 whose only member is the actor, its creator, as admin."""
     return await create_conversation_with_members(
         conn,
-        creator_did=creator_did,
+        actor_did=actor_did,
         cipher_suite=cipher_suite,
         title=title,
         convo_id=convo_id,
@@ -53,27 +51,29 @@ async def create_conversation(
 async def create_conversation_with_members(
     conn: Executor,
     *,
-    creator_did: str,
+    actor_did: str,
     cipher_suite: int,
     member_dids: Iterable[str],
     title: str | None = None,
     convo_id: UUID | None = None,
 ) -> Conversation:
-    """Create a conversation, its creator as admin and its first members, atomically.
+    """Create a conversation, the actor (its creator) as admin and its first members,
+    atomically.
 
     Raises AlreadyExists if `convo_id` is taken, InvalidInput on a bad argument.
     """
-    creator = validate.did(creator_did, "creator_did")
+    actor = validate.did(actor_did, "actor_did")
     dids = sorted(
         {validate.did(d, "member_dids") for d in validate.collection(member_dids, "member_dids")}
     )
-    if len(dids) > MAX_INITIAL_MEMBERS:
-        raise InvalidInput(f"at most {MAX_INITIAL_MEMBERS} initial members")
+    most = conn.config.max_initial_members
+    if len(dids) > most:
+        raise InvalidInput(f"at most {most} initial members")
     params = {
         "convo_id": uuid4() if convo_id is None else validate.uuid(convo_id, "convo_id"),
-        "creator_did": creator,
+        "actor_did": actor,
         "cipher_suite": validate.cipher_suite(cipher_suite),
-        "title": validate.optional_text(title, "title", MAX_TITLE_CHARS),
+        "title": validate.optional_text(title, "title", conn.config.max_title_chars),
         "member_dids": dids,
     }
     convo = await conn.fetch_one(_CREATE_WITH_MEMBERS, params)

@@ -16,7 +16,6 @@ from .models import KeyPackage, KeyPackageCount
 from .sql import command, query
 
 __all__ = [
-    "MAX_PUBLISH_BATCH",
     "claim_key_package",
     "consume_key_package",
     "count_key_packages",
@@ -25,8 +24,6 @@ __all__ = [
     "publish_key_packages",
     "store_key_package",
 ]
-
-MAX_PUBLISH_BATCH = 10_000
 
 _STORE = query("store_key_package", KeyPackage)
 _BY_REF = query("get_key_package_by_ref", KeyPackage)
@@ -41,25 +38,25 @@ _DELETE_EXPIRED = command("delete_expired_key_packages")
 async def store_key_package(
     conn: Executor,
     *,
-    owner_did: str,
+    actor_did: str,
     cipher_suite: int,
     key_data: bytes,
     key_package_ref: bytes | None = None,
     is_last_resort: bool = False,
     expires_at: datetime | None = None,
 ) -> KeyPackage:
-    """Publish one key package; returns it. Storing the same package again returns the
-    stored row unchanged.
+    """Publish one of the actor's own key packages; returns it. Storing the same package
+    again returns the stored row unchanged.
 
     The ref is computed from `key_data`; a given `key_package_ref` that differs is
     InvalidInput. AlreadyExists if another owner published the same package.
     """
-    owner, suite = validate.did(owner_did, "owner_did"), validate.cipher_suite(cipher_suite)
+    actor, suite = validate.did(actor_did, "actor_did"), validate.cipher_suite(cipher_suite)
     data, ref = _key_package(conn, key_data, suite)
     if key_package_ref is not None and validate.key_package_ref(key_package_ref) != ref:
         raise InvalidInput("key_package_ref does not match the KeyPackageRef of key_data")
     params = {
-        "owner_did": owner,
+        "actor_did": actor,
         "cipher_suite": suite,
         "key_data": data,
         "key_package_ref": ref,
@@ -70,7 +67,7 @@ async def store_key_package(
     stored = await conn.fetch_one(_STORE, params)
     if stored is None:  # a concurrent store of the same ref committed after we began
         stored = await _by_ref(conn, ref)
-    if stored is None or stored.owner_did != owner:
+    if stored is None or stored.owner_did != actor:
         raise AlreadyExists("that key package is published already")
     return stored
 
@@ -78,28 +75,30 @@ async def store_key_package(
 async def publish_key_packages(
     conn: Executor,
     *,
-    owner_did: str,
+    actor_did: str,
     cipher_suite: int,
     key_packages: Iterable[bytes],
     is_last_resort: bool = False,
     expires_at: datetime | None = None,
 ) -> int:
-    """Publish a batch of one owner's key packages in one round trip; returns how many
+    """Publish a batch of the actor's own key packages in one round trip; returns how many
     were new. Packages published already (by ref) are skipped, so a retry adds nothing.
 
-    The first package given is the oldest, claimed first. At most MAX_PUBLISH_BATCH.
+    The first package given is the oldest, claimed first. At most
+    DbConfig.max_publish_batch.
     """
-    owner, suite = validate.did(owner_did, "owner_did"), validate.cipher_suite(cipher_suite)
+    actor, suite = validate.did(actor_did, "actor_did"), validate.cipher_suite(cipher_suite)
+    most = conn.config.max_publish_batch
     batch: dict[bytes, bytes] = {}
     for data in validate.collection(key_packages, "key_packages"):
         checked, ref = _key_package(conn, data, suite)
         batch.setdefault(ref, checked)
-        if len(batch) > MAX_PUBLISH_BATCH:
-            raise InvalidInput(f"at most {MAX_PUBLISH_BATCH} key packages per call")
+        if len(batch) > most:
+            raise InvalidInput(f"at most {most} key packages per call")
     if not batch:
         raise InvalidInput("key_packages is empty")
     params = {
-        "owner_did": owner,
+        "actor_did": actor,
         "cipher_suite": suite,
         "key_data": list(batch.values()),
         "key_package_refs": list(batch),
@@ -162,10 +161,10 @@ async def consume_key_package(
     raise NoKeyPackageAvailable("that key package was consumed already or has expired")
 
 
-async def count_key_packages(conn: Executor, owner_did: str) -> tuple[KeyPackageCount, ...]:
-    """Per cipher suite, the owner's unexpired packages a claim could hand out: regular
+async def count_key_packages(conn: Executor, *, actor_did: str) -> tuple[KeyPackageCount, ...]:
+    """Per cipher suite, the actor's own unexpired packages a claim could hand out: regular
     ones (`available`) and last-resort ones apart. Suites with none are left out."""
-    params = {"owner_did": validate.did(owner_did, "owner_did")}
+    params = {"actor_did": validate.did(actor_did, "actor_did")}
     return tuple(await conn.fetch_all(_COUNT, params))
 
 
@@ -179,7 +178,7 @@ async def delete_expired_key_packages(
     On a Database each batch commits on its own, so no long-held locks block claims.
     """
     age = validate.older_than(older_than, conn.config.key_package_retention_s)
-    size = validate.batch_size(batch_size)
+    size = validate.batch_size(batch_size, conn.config.max_batch_size)
     params = {"older_than": age, "batch_size": size}
     return await conn.execute_in_batches(_DELETE_EXPIRED, params, size)
 

@@ -213,8 +213,10 @@ async def get_message_count(conn: Executor, convo_id: UUID, *, actor_did: str) -
     convo, actor = validate.uuid(convo_id, "convo_id"), validate.did(actor_did, "actor_did")
     count = await conn.fetch_value(_COUNT, {"convo_id": convo, "actor_did": actor})
     if count is None:
+        # Not a member when counted; if the check finds one now, they joined in between,
+        # and at their joining there was nothing they could read yet.
         await _access.check(conn, convo, actor)
-        raise NotFound(f"conversation {convo_id} does not exist")
+        return 0
     return int(count)
 
 
@@ -246,5 +248,5 @@ async def delete_expired_messages(conn: Executor, *, batch_size: int = 1000) -> 
     Works in batches of `batch_size`, each its own statement, so no lock is held for
     long; run it on the Database (in a Transaction the batches would share one).
     """
-    size = validate.batch_size(batch_size)
+    size = validate.batch_size(batch_size, conn.config.max_batch_size)
     return await conn.execute_in_batches(_DELETE_EXPIRED, {"batch_size": size}, size)

@@ -41,7 +41,6 @@ __all__ = [
 
 MAX_BIGINT = 2**63 - 1
 MAX_LIMIT_ARGUMENT = 2**31 - 1
-MAX_BATCH_SIZE = 100_000
 # The UTC instants a timestamp argument may name: a day inside Python's datetime range.
 TIMESTAMP_RANGE = (
     datetime(1, 1, 2, tzinfo=UTC),
@@ -255,12 +254,12 @@ def blob_data(value: object, name: str, max_bytes: int) -> memoryview:
     return view.toreadonly()
 
 
-def batch_size(value: object) -> int:
-    """The rows a maintenance delete removes per statement: 1 to MAX_BATCH_SIZE."""
+def batch_size(value: object, max_batch_size: int) -> int:
+    """The rows a maintenance delete removes per statement: 1 to `max_batch_size`."""
     if not isinstance(value, int) or isinstance(value, bool):
         raise InvalidInput("batch_size must be an integer")
-    if not 1 <= value <= MAX_BATCH_SIZE:
-        raise InvalidInput(f"batch_size must be between 1 and {MAX_BATCH_SIZE}")
+    if not 1 <= value <= max_batch_size:
+        raise InvalidInput(f"batch_size must be between 1 and {max_batch_size}")
     return value
 
 

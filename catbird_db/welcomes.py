@@ -21,14 +21,12 @@ from .pages import _WELCOMES, Page
 from .sql import command, query
 
 __all__ = [
-    "MAX_NEW_MEMBERS",
     "add_members_with_commit",
     "consume_welcome",
     "delete_consumed_welcomes",
     "list_pending_welcomes",
 ]
 
-MAX_NEW_MEMBERS = 1000
 
 _LIST_PENDING = query("list_pending_welcomes", Welcome)
 _CONSUME = command("consume_welcome")
@@ -140,7 +138,7 @@ async def delete_consumed_welcomes(
     """Delete welcomes consumed more than `older_than` ago (default:
     DbConfig.welcome_retention_s), `batch_size` rows per statement; returns how many."""
     age = validate.older_than(older_than, conn.config.welcome_retention_s)
-    size = validate.batch_size(batch_size)
+    size = validate.batch_size(batch_size, conn.config.max_batch_size)
     params = {"older_than": age, "batch_size": size}
     return await conn.execute_in_batches(_DELETE_CONSUMED, params, size)
 
@@ -159,8 +157,9 @@ def _new_members(conn: Executor, new_members: object, actor: str) -> list[NewMem
     Welcomes addressed to their key packages."""
     if not isinstance(new_members, Sequence) or isinstance(new_members, str | bytes):
         raise InvalidInput("new_members must be a sequence of NewMember")
-    if not 1 <= len(new_members) <= MAX_NEW_MEMBERS:
-        raise InvalidInput(f"new_members must hold 1 to {MAX_NEW_MEMBERS} members")
+    most = conn.config.max_new_members
+    if not 1 <= len(new_members) <= most:
+        raise InvalidInput(f"new_members must hold 1 to {most} members")
     checked: list[NewMember] = []
     refs_of: dict[bytes, frozenset[bytes]] = {}  # one Welcome often serves every new member
     for m in new_members:

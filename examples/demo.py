@@ -66,7 +66,7 @@ async def conversations_and_members(db: Database) -> Conversation:
     """Create a group, add and remove people, page through lists."""
     print("\n== conversations and members")
     convo = await conversations.create_conversation_with_members(
-        db, creator_did=ALICE, cipher_suite=1, title="Catbird launch", member_dids=[BOB]
+        db, actor_did=ALICE, cipher_suite=1, title="Catbird launch", member_dids=[BOB]
     )
     say(f"alice created {convo.title!r} ({convo.id}) at epoch {convo.epoch} with bob")
     await members.add_member(db, convo.id, CAROL, actor_did=ALICE)
@@ -151,24 +151,23 @@ async def attachments(db: Database, convo: Conversation) -> None:
     print("\n== blobs")
     ciphertext = os.urandom(256 * 1024)  # stands in for an encrypted attachment
     stored = await blobs.store_blob(
-        db, ciphertext, uploader_did=ALICE, mime_type="image/jpeg", convo_id=convo.id
+        db, ciphertext, actor_did=ALICE, mime_type="image/jpeg", convo_id=convo.id
     )
     say(f"alice attached {stored.size} bytes as {stored.cid}")
     fetched = await blobs.get_blob(db, stored.cid, actor_did=BOB)
-    say(f"bob fetched it by its CID: {'same bytes' if fetched.data == ciphertext else 'MISMATCH'}")
+    same = fetched is not None and fetched.data == ciphertext
+    say(f"bob fetched it by its CID: {'same bytes' if same else 'MISMATCH'}")
     try:
         await blobs.store_blob(
-            db, ciphertext[:-1] + b"!", uploader_did=ALICE, mime_type="image/jpeg", cid=stored.cid
+            db, ciphertext[:-1] + b"!", actor_did=ALICE, mime_type="image/jpeg", cid=stored.cid
         )
     except BlobIntegrityError:
         say("a tampered copy under the same CID was refused")
-    try:
-        await blobs.get_blob(db, stored.cid, actor_did=CAROL)
-    except NotFound:
+    if await blobs.get_blob(db, stored.cid, actor_did=CAROL) is None:
         say("carol, who left, is told there is no such blob")
     page = await blobs.list_blobs_by_conversation(db, convo.id, actor_did=BOB)
     say(f"bob lists the group's blobs: {[(b.mime_type, b.size) for b in page.items]}")
-    used = await blobs.get_user_storage_size(db, ALICE)
+    used = await blobs.get_user_storage_size(db, actor_did=ALICE)
     say(f"alice's storage: {used} bytes of {db.config.user_quota_bytes}")
 
 
@@ -195,16 +194,16 @@ async def key_packages_and_welcomes(db: Database, convo: Conversation) -> None:
     print("\n== key packages and welcomes")
     published = [stand_in_key_package() for _ in range(3)]
     added = await key_packages.publish_key_packages(
-        db, owner_did=DAVE, cipher_suite=1, key_packages=published
+        db, actor_did=DAVE, cipher_suite=1, key_packages=published
     )
     await key_packages.store_key_package(
-        db, owner_did=DAVE, cipher_suite=1, key_data=stand_in_key_package(), is_last_resort=True
+        db, actor_did=DAVE, cipher_suite=1, key_data=stand_in_key_package(), is_last_resort=True
     )
     again = await key_packages.publish_key_packages(
-        db, owner_did=DAVE, cipher_suite=1, key_packages=published
+        db, actor_did=DAVE, cipher_suite=1, key_packages=published
     )
     say(f"dave published {added} key packages and a last-resort one (publishing again: +{again})")
-    (count,) = await key_packages.count_key_packages(db, DAVE)
+    (count,) = await key_packages.count_key_packages(db, actor_did=DAVE)
     say(f"dave has {count.available} to hand out, {count.last_resort} last-resort")
     claimed = await key_packages.claim_key_package(db, DAVE, 1, actor_did=ALICE)
     say(f"alice claimed dave's oldest key package, ref {claimed.key_package_ref.hex()[:16]}...")

@@ -19,7 +19,7 @@ WITH uploader AS (
     FROM members AS m
     WHERE
         m.convo_id = %(convo_id)s::uuid
-        AND m.member_did = %(uploader_did)s
+        AND m.member_did = %(actor_did)s
         AND m.left_at IS NULL
     FOR NO KEY UPDATE
 ),
@@ -44,14 +44,14 @@ existing AS (
         b.mime_type,
         b.created_at
     FROM blobs AS b
-    WHERE b.cid = %(cid)s AND b.uploader_did = %(uploader_did)s
+    WHERE b.cid = %(cid)s AND b.uploader_did = %(actor_did)s
 ),
 
 inserted AS (
     INSERT INTO blobs (cid, uploader_did, convo_id, size, mime_type, data)
     SELECT
         %(cid)s AS cid,
-        %(uploader_did)s AS uploader_did,
+        %(actor_did)s AS uploader_did,
         %(convo_id)s::uuid AS convo_id,
         %(size)s::bigint AS size,
         %(mime_type)s AS mime_type,
@@ -63,7 +63,7 @@ inserted AS (
         AND coalesce(
             (
                 SELECT u.used_bytes FROM blob_usage AS u
-                WHERE u.owner_did = %(uploader_did)s
+                WHERE u.owner_did = %(actor_did)s
             ), 0
         ) + %(size)s::bigint <= %(quota)s::bigint
     ON CONFLICT (cid, uploader_did) DO NOTHING
@@ -89,7 +89,7 @@ bound AS (
     FROM allowed
     WHERE
         b.cid = %(cid)s
-        AND b.uploader_did = %(uploader_did)s
+        AND b.uploader_did = %(actor_did)s
         AND b.convo_id IS NULL
         AND %(convo_id)s::uuid IS NOT NULL
         AND allowed.ok
@@ -248,7 +248,7 @@ WHERE b.cid = %(cid)s AND b.uploader_did = %(actor_did)s;
 SELECT coalesce(
     (
         SELECT u.used_bytes FROM blob_usage AS u
-        WHERE u.owner_did = %(user_did)s
+        WHERE u.owner_did = %(actor_did)s
     ), 0
 ) AS used_bytes;
 

@@ -3,14 +3,14 @@
 -- statement; a DID listed twice (or the creator listed again) joins once.
 WITH convo AS (
     INSERT INTO conversations (id, creator_did, cipher_suite, title)
-    VALUES (%(convo_id)s, %(creator_did)s, %(cipher_suite)s, %(title)s)
+    VALUES (%(convo_id)s, %(actor_did)s, %(cipher_suite)s, %(title)s)
     RETURNING id, creator_did, cipher_suite, epoch, last_seq, title, created_at, updated_at
 ),
 
 dids AS (
     SELECT unnest(%(member_dids)s::text[]) AS did
     UNION
-    SELECT %(creator_did)s::text AS did
+    SELECT %(actor_did)s::text AS did
 ),
 
 joined AS (

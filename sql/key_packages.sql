@@ -11,7 +11,7 @@ WITH inserted AS (
         owner_did, cipher_suite, key_data, key_package_ref, is_last_resort, expires_at
     )
     VALUES (
-        %(owner_did)s,
+        %(actor_did)s,
         %(cipher_suite)s,
         %(key_data)s,
         %(key_package_ref)s,
@@ -46,7 +46,7 @@ INSERT INTO key_packages (
     owner_did, cipher_suite, key_data, key_package_ref, is_last_resort, expires_at
 )
 SELECT
-    %(owner_did)s AS owner_did,
+    %(actor_did)s AS owner_did,
     %(cipher_suite)s AS cipher_suite,
     p.key_data,
     p.key_package_ref,
@@ -181,7 +181,7 @@ SELECT
     count(*) FILTER (WHERE NOT k.is_last_resort) AS available,
     count(*) FILTER (WHERE k.is_last_resort) AS last_resort
 FROM key_packages AS k
-WHERE k.owner_did = %(owner_did)s AND k.consumed_at IS NULL AND k.expires_at > now()
+WHERE k.owner_did = %(actor_did)s AND k.consumed_at IS NULL AND k.expires_at > now()
 GROUP BY k.cipher_suite
 ORDER BY k.cipher_suite;
 

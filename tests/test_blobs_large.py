@@ -31,26 +31,28 @@ def _peak_python_allocation() -> Iterator[list[int]]:
 
 async def test_a_multi_megabyte_blob_round_trips_under_its_standard_cid(db: Database) -> None:
     data = os.urandom(12 * MIB + 3)
-    stored = await blobs.store_blob(db, data, uploader_did=ALICE, mime_type=BIN)
+    stored = await blobs.store_blob(db, data, actor_did=ALICE, mime_type=BIN)
     assert stored.cid == str(CID("base32", 1, "raw", multihash.digest(data, "sha2-256")))
     blob = await blobs.get_blob(db, stored.cid, actor_did=ALICE)
+    assert blob is not None
     assert blob.size == len(data)
     assert blob.data == data
 
 
 async def test_storing_does_not_copy_the_bytes(db: Database) -> None:
     data = os.urandom(16 * MIB)
-    await blobs.get_user_storage_size(db, ALICE)  # a warm pooled connection
+    await blobs.get_user_storage_size(db, actor_did=ALICE)  # a warm pooled connection
     with _peak_python_allocation() as peak:
-        await blobs.store_blob(db, data, uploader_did=ALICE, mime_type=BIN)
+        await blobs.store_blob(db, data, actor_did=ALICE, mime_type=BIN)
     assert peak[0] < 2 * MIB
 
 
 async def test_reading_makes_one_bytes_object(db: Database) -> None:
     data = os.urandom(16 * MIB)
-    stored = await blobs.store_blob(db, data, uploader_did=ALICE, mime_type=BIN)
+    stored = await blobs.store_blob(db, data, actor_did=ALICE, mime_type=BIN)
     with _peak_python_allocation() as peak:
         blob = await blobs.get_blob(db, stored.cid, actor_did=ALICE)
+    assert blob is not None
     assert len(blob.data) == len(data)
     assert peak[0] < len(data) + 2 * MIB
 

@@ -29,26 +29,28 @@ def _left(raw: psycopg.Connection[Any]) -> set[tuple[str, UUID | None]]:
 async def test_only_unbound_blobs_past_the_retention_are_removed(
     db: Database, raw: psycopg.Connection[Any]
 ) -> None:
-    convo = await conversations.create_conversation(db, creator_did=ALICE, cipher_suite=1)
-    old_orphan = await blobs.store_blob(db, b"old orphan", uploader_did=ALICE, mime_type=PNG)
-    young_orphan = await blobs.store_blob(db, b"young", uploader_did=ALICE, mime_type=PNG)
+    convo = await conversations.create_conversation(db, actor_did=ALICE, cipher_suite=1)
+    old_orphan = await blobs.store_blob(db, b"old orphan", actor_did=ALICE, mime_type=PNG)
+    young_orphan = await blobs.store_blob(db, b"young", actor_did=ALICE, mime_type=PNG)
     old_bound = await blobs.store_blob(
-        db, b"old bound", uploader_did=ALICE, mime_type=PNG, convo_id=convo.id
+        db, b"old bound", actor_did=ALICE, mime_type=PNG, convo_id=convo.id
     )
     _age(raw, old_orphan.cid, timedelta(hours=2))
     _age(raw, old_bound.cid, timedelta(hours=2))
     _age(raw, young_orphan.cid, timedelta(minutes=30))
     assert await blobs.delete_orphan_blobs(db, older_than=timedelta(hours=1)) == 1
     assert _left(raw) == {(young_orphan.cid, None), (old_bound.cid, convo.id)}
-    assert await blobs.get_user_storage_size(db, ALICE) == young_orphan.size + old_bound.size
+    assert (
+        await blobs.get_user_storage_size(db, actor_did=ALICE) == young_orphan.size + old_bound.size
+    )
 
 
 async def test_the_retention_defaults_to_the_configured_one(
     config: DbConfig, raw: psycopg.Connection[Any]
 ) -> None:
     async with Database.connect(replace(config, orphan_blob_retention_s=600)) as db:
-        stale = await blobs.store_blob(db, b"stale", uploader_did=ALICE, mime_type=PNG)
-        fresh = await blobs.store_blob(db, b"fresh", uploader_did=ALICE, mime_type=PNG)
+        stale = await blobs.store_blob(db, b"stale", actor_did=ALICE, mime_type=PNG)
+        fresh = await blobs.store_blob(db, b"fresh", actor_did=ALICE, mime_type=PNG)
         _age(raw, stale.cid, timedelta(seconds=601))
         _age(raw, fresh.cid, timedelta(seconds=590))
         assert await blobs.delete_orphan_blobs(db) == 1
@@ -59,17 +61,17 @@ async def test_cleanup_runs_in_batches_until_none_is_left(
     db: Database, raw: psycopg.Connection[Any]
 ) -> None:
     for n in range(7):
-        await blobs.store_blob(db, bytes([n]), uploader_did=(ALICE, BOB)[n % 2], mime_type=PNG)
+        await blobs.store_blob(db, bytes([n]), actor_did=(ALICE, BOB)[n % 2], mime_type=PNG)
     raw.execute("UPDATE blobs SET created_at = now() - interval '1 day'")
     assert await blobs.delete_orphan_blobs(db, older_than=timedelta(hours=1), batch_size=2) == 7
     assert _left(raw) == set()
-    assert await blobs.get_user_storage_size(db, ALICE) == 0
-    assert await blobs.get_user_storage_size(db, BOB) == 0
+    assert await blobs.get_user_storage_size(db, actor_did=ALICE) == 0
+    assert await blobs.get_user_storage_size(db, actor_did=BOB) == 0
 
 
 async def test_a_blob_bound_in_time_survives(db: Database, raw: psycopg.Connection[Any]) -> None:
-    convo = await conversations.create_conversation(db, creator_did=ALICE, cipher_suite=1)
-    blob = await blobs.store_blob(db, b"late", uploader_did=ALICE, mime_type=PNG)
+    convo = await conversations.create_conversation(db, actor_did=ALICE, cipher_suite=1)
+    blob = await blobs.store_blob(db, b"late", actor_did=ALICE, mime_type=PNG)
     _age(raw, blob.cid, timedelta(days=2))
     await blobs.bind_blob(db, blob.cid, convo.id, actor_did=ALICE)
     assert await blobs.delete_orphan_blobs(db, older_than=timedelta(days=1)) == 0
@@ -77,7 +79,7 @@ async def test_a_blob_bound_in_time_survives(db: Database, raw: psycopg.Connecti
 
 
 async def test_nothing_to_clean_deletes_nothing(db: Database, raw: psycopg.Connection[Any]) -> None:
-    await blobs.store_blob(db, b"new", uploader_did=ALICE, mime_type=PNG)
+    await blobs.store_blob(db, b"new", actor_did=ALICE, mime_type=PNG)
     before = snapshot(raw)
     assert await blobs.delete_orphan_blobs(db, older_than=timedelta(hours=1)) == 0
     assert snapshot(raw) == before
@@ -98,7 +100,7 @@ async def test_nothing_to_clean_deletes_nothing(db: Database, raw: psycopg.Conne
 async def test_bad_cleanup_input_is_refused(
     db: Database, raw: psycopg.Connection[Any], args: dict[str, Any]
 ) -> None:
-    blob = await blobs.store_blob(db, b"orphan", uploader_did=ALICE, mime_type=PNG)
+    blob = await blobs.store_blob(db, b"orphan", actor_did=ALICE, mime_type=PNG)
     _age(raw, blob.cid, timedelta(days=30))
     before = snapshot(raw)
     with pytest.raises(InvalidInput):

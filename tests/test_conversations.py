@@ -28,7 +28,7 @@ from support import ALICE, BAD_DIDS, BOB, CAROL, DAVE, MALLORY, snapshot, until_
 
 
 async def test_create_makes_the_creator_the_only_admin(db: Database) -> None:
-    convo = await conversations.create_conversation(db, creator_did=ALICE, cipher_suite=1)
+    convo = await conversations.create_conversation(db, actor_did=ALICE, cipher_suite=1)
     assert (convo.epoch, convo.last_seq, convo.title, convo.creator_did) == (0, 0, None, ALICE)
     me = await members.get_membership(db, convo.id, ALICE)
     assert me is not None
@@ -37,7 +37,7 @@ async def test_create_makes_the_creator_the_only_admin(db: Database) -> None:
 
 async def test_create_with_members_adds_everyone_once(db: Database) -> None:
     convo = await conversations.create_conversation_with_members(
-        db, creator_did=ALICE, cipher_suite=2, title="t", member_dids=[BOB, CAROL, BOB, ALICE]
+        db, actor_did=ALICE, cipher_suite=2, title="t", member_dids=[BOB, CAROL, BOB, ALICE]
     )
     page = await members.list_members(db, convo.id, actor_did=ALICE)
     roles = {m.member_did: m.role for m in page.items}
@@ -47,11 +47,11 @@ async def test_create_with_members_adds_everyone_once(db: Database) -> None:
 async def test_create_with_a_taken_id_is_already_exists_and_changes_nothing(
     db: Database, raw: psycopg.Connection[Any]
 ) -> None:
-    convo = await conversations.create_conversation(db, creator_did=ALICE, cipher_suite=1)
+    convo = await conversations.create_conversation(db, actor_did=ALICE, cipher_suite=1)
     before = snapshot(raw)
     with pytest.raises(AlreadyExists):
         await conversations.create_conversation_with_members(
-            db, creator_did=BOB, cipher_suite=1, convo_id=convo.id, member_dids=[CAROL]
+            db, actor_did=BOB, cipher_suite=1, convo_id=convo.id, member_dids=[CAROL]
         )
     assert snapshot(raw) == before
 
@@ -62,7 +62,7 @@ async def test_create_with_members_is_atomic_on_a_bad_member(
     before = snapshot(raw)
     with pytest.raises(InvalidInput):
         await conversations.create_conversation_with_members(
-            db, creator_did=ALICE, cipher_suite=1, member_dids=[BOB, "not-a-did"]
+            db, actor_did=ALICE, cipher_suite=1, member_dids=[BOB, "not-a-did"]
         )
     assert snapshot(raw) == before
 
@@ -70,7 +70,7 @@ async def test_create_with_members_is_atomic_on_a_bad_member(
 @pytest.mark.parametrize(
     "kwargs",
     [
-        *({"creator_did": bad} for bad in BAD_DIDS),
+        *({"actor_did": bad} for bad in BAD_DIDS),
         {"cipher_suite": 0},
         {"cipher_suite": 8},
         {"cipher_suite": -1},
@@ -92,7 +92,7 @@ async def test_create_with_members_is_atomic_on_a_bad_member(
 async def test_create_refuses_bad_input_and_changes_nothing(
     db: Database, raw: psycopg.Connection[Any], kwargs: dict[str, Any]
 ) -> None:
-    args: dict[str, Any] = {"creator_did": ALICE, "cipher_suite": 1, "member_dids": [BOB]}
+    args: dict[str, Any] = {"actor_did": ALICE, "cipher_suite": 1, "member_dids": [BOB]}
     args.update(kwargs)
     before = snapshot(raw)
     with pytest.raises(InvalidInput):
@@ -103,7 +103,7 @@ async def test_create_refuses_bad_input_and_changes_nothing(
 async def test_get_conversation_for_member_none_when_missing_and_refused_otherwise(
     db: Database,
 ) -> None:
-    convo = await conversations.create_conversation(db, creator_did=ALICE, cipher_suite=1)
+    convo = await conversations.create_conversation(db, actor_did=ALICE, cipher_suite=1)
     assert await conversations.get_conversation(db, convo.id, actor_did=ALICE) == convo
     assert await conversations.get_conversation(db, uuid4(), actor_did=ALICE) is None
     with pytest.raises(NotAMember):
@@ -112,7 +112,7 @@ async def test_get_conversation_for_member_none_when_missing_and_refused_otherwi
 
 async def test_get_conversation_refuses_a_member_who_left(db: Database) -> None:
     convo = await conversations.create_conversation_with_members(
-        db, creator_did=ALICE, cipher_suite=1, member_dids=[BOB]
+        db, actor_did=ALICE, cipher_suite=1, member_dids=[BOB]
     )
     await members.remove_member(db, convo.id, BOB, actor_did=BOB)
     with pytest.raises(NotAMember):
@@ -149,7 +149,7 @@ async def test_list_conversations_walks_every_active_conversation_once_newest_fi
 ) -> None:
     made = [
         await conversations.create_conversation_with_members(
-            db, creator_did=ALICE, cipher_suite=1, member_dids=[BOB]
+            db, actor_did=ALICE, cipher_suite=1, member_dids=[BOB]
         )
         for _ in range(12)
     ]
@@ -165,8 +165,8 @@ async def test_list_conversations_walks_every_active_conversation_once_newest_fi
 async def test_list_conversations_orders_by_latest_activity(
     db: Database, raw: psycopg.Connection[Any]
 ) -> None:
-    a = await conversations.create_conversation(db, creator_did=ALICE, cipher_suite=1)
-    b = await conversations.create_conversation(db, creator_did=ALICE, cipher_suite=1)
+    a = await conversations.create_conversation(db, actor_did=ALICE, cipher_suite=1)
+    b = await conversations.create_conversation(db, actor_did=ALICE, cipher_suite=1)
     raw.execute(
         "UPDATE conversations SET updated_at = now() + interval '1 minute' WHERE id = %s", (a.id,)
     )
@@ -177,7 +177,7 @@ async def test_list_conversations_orders_by_latest_activity(
 
 
 async def test_list_conversations_of_a_stranger_is_empty(db: Database) -> None:
-    await conversations.create_conversation(db, creator_did=ALICE, cipher_suite=1)
+    await conversations.create_conversation(db, actor_did=ALICE, cipher_suite=1)
     page = await conversations.list_conversations(db, actor_did=MALLORY)
     assert page.items == ()
     assert page.next_cursor is None
@@ -191,7 +191,7 @@ async def test_list_conversations_refuses_bad_limits(db: Database, limit: Any) -
 
 async def test_list_conversations_clamps_a_large_limit(db: Database) -> None:
     for _ in range(3):
-        await conversations.create_conversation(db, creator_did=ALICE, cipher_suite=1)
+        await conversations.create_conversation(db, actor_did=ALICE, cipher_suite=1)
     page = await conversations.list_conversations(db, actor_did=ALICE, limit=100_000)
     assert len(page.items) == 3
 
@@ -199,7 +199,7 @@ async def test_list_conversations_clamps_a_large_limit(db: Database) -> None:
 async def test_list_conversations_cursor_is_bound_to_its_actor(db: Database) -> None:
     for _ in range(3):
         await conversations.create_conversation_with_members(
-            db, creator_did=ALICE, cipher_suite=1, member_dids=[BOB]
+            db, actor_did=ALICE, cipher_suite=1, member_dids=[BOB]
         )
     page = await conversations.list_conversations(db, actor_did=ALICE, limit=1)
     assert page.next_cursor is not None
@@ -212,7 +212,7 @@ async def test_list_conversations_cursor_is_bound_to_its_actor(db: Database) -> 
 
 
 async def test_the_epoch_moves_only_by_a_stored_commit_a_compare_and_swap(db: Database) -> None:
-    convo = await conversations.create_conversation(db, creator_did=ALICE, cipher_suite=1)
+    convo = await conversations.create_conversation(db, actor_did=ALICE, cipher_suite=1)
     assert await _commit(db, convo.id, ALICE, 0) == 1
     with pytest.raises(EpochConflict) as info:
         await _commit(db, convo.id, ALICE, 0)
@@ -221,7 +221,7 @@ async def test_the_epoch_moves_only_by_a_stored_commit_a_compare_and_swap(db: Da
 
 
 async def test_a_commit_refuses_missing_conversations_and_strangers(db: Database) -> None:
-    convo = await conversations.create_conversation(db, creator_did=ALICE, cipher_suite=1)
+    convo = await conversations.create_conversation(db, actor_did=ALICE, cipher_suite=1)
     with pytest.raises(NotFound):
         await _commit(db, uuid4(), ALICE, 0)
     with pytest.raises(NotAMember):
@@ -233,7 +233,7 @@ async def test_a_commit_refuses_missing_conversations_and_strangers(db: Database
 async def test_a_commit_refuses_bad_epochs(
     db: Database, raw: psycopg.Connection[Any], bad: Any
 ) -> None:
-    convo = await conversations.create_conversation(db, creator_did=ALICE, cipher_suite=1)
+    convo = await conversations.create_conversation(db, actor_did=ALICE, cipher_suite=1)
     before = snapshot(raw)
     with pytest.raises(InvalidInput):
         await _commit(db, convo.id, ALICE, bad)
@@ -242,7 +242,7 @@ async def test_a_commit_refuses_bad_epochs(
 
 async def test_twenty_concurrent_commits_have_exactly_one_winner(db: Database) -> None:
     convo = await conversations.create_conversation_with_members(
-        db, creator_did=ALICE, cipher_suite=1, member_dids=[BOB, CAROL]
+        db, actor_did=ALICE, cipher_suite=1, member_dids=[BOB, CAROL]
     )
     actors = [ALICE, BOB, CAROL] * 7
     results = await asyncio.gather(
@@ -258,7 +258,7 @@ async def test_twenty_concurrent_commits_have_exactly_one_winner(db: Database) -
 
 
 async def test_get_current_epoch_refuses_strangers_and_missing(db: Database) -> None:
-    convo = await conversations.create_conversation(db, creator_did=ALICE, cipher_suite=1)
+    convo = await conversations.create_conversation(db, actor_did=ALICE, cipher_suite=1)
     with pytest.raises(NotAMember):
         await conversations.get_current_epoch(db, convo.id, actor_did=BOB)
     with pytest.raises(NotFound):
@@ -271,7 +271,7 @@ async def test_delete_conversation_cascades_for_an_admin(
     db: Database, raw: psycopg.Connection[Any]
 ) -> None:
     convo = await conversations.create_conversation_with_members(
-        db, creator_did=ALICE, cipher_suite=1, member_dids=[BOB, CAROL]
+        db, actor_did=ALICE, cipher_suite=1, member_dids=[BOB, CAROL]
     )
     await conversations.delete_conversation(db, convo.id, actor_did=ALICE)
     assert await conversations.get_conversation(db, convo.id, actor_did=ALICE) is None
@@ -282,7 +282,7 @@ async def test_delete_conversation_refuses_members_strangers_and_missing(
     db: Database, raw: psycopg.Connection[Any]
 ) -> None:
     convo = await conversations.create_conversation_with_members(
-        db, creator_did=ALICE, cipher_suite=1, member_dids=[BOB]
+        db, actor_did=ALICE, cipher_suite=1, member_dids=[BOB]
     )
     before = snapshot(raw)
     with pytest.raises(NotAnAdmin):
@@ -300,7 +300,7 @@ async def test_a_commit_that_waits_on_the_actors_removal_is_refused(
     db: Database, raw: psycopg.Connection[Any]
 ) -> None:
     convo = await conversations.create_conversation_with_members(
-        db, creator_did=ALICE, cipher_suite=1, member_dids=[BOB]
+        db, actor_did=ALICE, cipher_suite=1, member_dids=[BOB]
     )
     async with db.transaction() as tx:
         await members.remove_member(tx, convo.id, BOB, actor_did=ALICE)
@@ -315,7 +315,7 @@ async def test_a_delete_that_waits_on_the_admins_removal_is_refused(
     db: Database, raw: psycopg.Connection[Any]
 ) -> None:
     convo = await conversations.create_conversation_with_members(
-        db, creator_did=ALICE, cipher_suite=1, member_dids=[BOB]
+        db, actor_did=ALICE, cipher_suite=1, member_dids=[BOB]
     )
     await members.add_member(db, convo.id, CAROL, actor_did=ALICE, role="admin")
     async with db.transaction() as tx:
@@ -334,7 +334,7 @@ async def test_a_delete_waits_for_a_send_in_flight_instead_of_deadlocking(
     db: Database, raw: psycopg.Connection[Any], database_url: str
 ) -> None:
     convo = await conversations.create_conversation_with_members(
-        db, creator_did=ALICE, cipher_suite=1, member_dids=[BOB]
+        db, actor_did=ALICE, cipher_suite=1, member_dids=[BOB]
     )
     with psycopg.connect(database_url) as holder:
         holder.execute("SELECT 1 FROM conversations WHERE id = %s FOR NO KEY UPDATE", (convo.id,))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 from uuid import uuid4
 
@@ -16,19 +16,23 @@ from catbird_db import (
     DatabaseUnavailable,
     DbConfig,
     InvalidCursor,
+    InvalidInput,
     IsolationLevel,
+    NewMember,
     RetryableError,
     SchemaNotMigrated,
     SqlRegistryError,
     Transaction,
     TransactionClosed,
     conversations,
+    key_packages,
     members,
     messages,
+    welcomes,
 )
 from catbird_db.sql import Query, Statement, registry
 
-from support import ALICE, BOB, snapshot
+from support import ALICE, BOB, CAROL, fake_key_package, snapshot
 
 
 async def test_connect_fails_fast_on_an_unreachable_server() -> None:
@@ -67,7 +71,7 @@ async def test_connect_refuses_a_database_missing_a_migration(
 
 async def test_a_transaction_commits_together(db: Database) -> None:
     async with db.transaction() as tx:
-        convo = await conversations.create_conversation(tx, creator_did=ALICE, cipher_suite=1)
+        convo = await conversations.create_conversation(tx, actor_did=ALICE, cipher_suite=1)
         await members.add_member(tx, convo.id, BOB, actor_did=ALICE)
     assert await members.is_member(db, convo.id, BOB)
 
@@ -78,14 +82,14 @@ async def test_an_exception_rolls_the_transaction_back(
     before = snapshot(raw)
     with pytest.raises(RuntimeError):
         async with db.transaction() as tx:
-            await conversations.create_conversation(tx, creator_did=ALICE, cipher_suite=1)
+            await conversations.create_conversation(tx, actor_did=ALICE, cipher_suite=1)
             raise RuntimeError("boom")
     assert snapshot(raw) == before
 
 
 async def test_a_nested_transaction_is_a_savepoint(db: Database) -> None:
     async with db.transaction() as tx:
-        convo = await conversations.create_conversation(tx, creator_did=ALICE, cipher_suite=1)
+        convo = await conversations.create_conversation(tx, actor_did=ALICE, cipher_suite=1)
         with pytest.raises(RuntimeError):
             async with tx.transaction() as inner:
                 await members.add_member(inner, convo.id, BOB, actor_did=ALICE)
@@ -98,7 +102,7 @@ async def test_savepoint_in_a_transaction_rolls_back_to_it_and_the_transaction_g
     db: Database,
 ) -> None:
     async with db.transaction() as tx:
-        convo = await conversations.create_conversation(tx, creator_did=ALICE, cipher_suite=1)
+        convo = await conversations.create_conversation(tx, actor_did=ALICE, cipher_suite=1)
         with pytest.raises(RuntimeError):
             async with tx.savepoint() as inner:
                 assert inner is tx
@@ -110,7 +114,7 @@ async def test_savepoint_in_a_transaction_rolls_back_to_it_and_the_transaction_g
 
 async def test_savepoint_on_the_database_undoes_nothing(db: Database) -> None:
     # Each statement on the Database commits as it returns: there is nothing to roll back.
-    convo = await conversations.create_conversation(db, creator_did=ALICE, cipher_suite=1)
+    convo = await conversations.create_conversation(db, actor_did=ALICE, cipher_suite=1)
     with pytest.raises(RuntimeError):
         async with db.savepoint() as same:
             assert same is db
@@ -122,7 +126,7 @@ async def test_savepoint_on_the_database_undoes_nothing(db: Database) -> None:
 async def test_run_transaction_reruns_the_body_after_a_serialization_failure(
     db: Database, raw: psycopg.Connection[Any]
 ) -> None:
-    convo = await conversations.create_conversation(db, creator_did=ALICE, cipher_suite=1)
+    convo = await conversations.create_conversation(db, actor_did=ALICE, cipher_suite=1)
     read_done, other_committed = asyncio.Event(), asyncio.Event()
     attempts = 0
 
@@ -150,7 +154,7 @@ async def test_run_transaction_reruns_the_body_after_a_serialization_failure(
 
 
 async def test_run_transaction_gives_up_after_its_retries(db: Database) -> None:
-    convo = await conversations.create_conversation(db, creator_did=ALICE, cipher_suite=1)
+    convo = await conversations.create_conversation(db, actor_did=ALICE, cipher_suite=1)
     read_done, other_committed = asyncio.Event(), asyncio.Event()
 
     async def bump(tx: Transaction) -> int:
@@ -180,7 +184,7 @@ async def test_a_lock_wait_past_lock_timeout_is_retryable_not_a_psycopg_error(
 ) -> None:
     short = DbConfig(database_url=database_url, min_size=1, lock_timeout_ms=100)
     async with Database.connect(short) as db:
-        convo = await conversations.create_conversation(db, creator_did=ALICE, cipher_suite=1)
+        convo = await conversations.create_conversation(db, actor_did=ALICE, cipher_suite=1)
         with psycopg.connect(database_url) as holder:
             holder.execute("SELECT 1 FROM conversations WHERE id = %s FOR UPDATE", (convo.id,))
             with pytest.raises(RetryableError) as info:
@@ -243,7 +247,7 @@ async def test_the_tracer_sees_every_statement_by_name(config: DbConfig) -> None
         seen.append(stmt.qualified_name)
 
     async with Database.connect(config, tracer=tracer) as db:
-        convo = await conversations.create_conversation(db, creator_did=ALICE, cipher_suite=1)
+        convo = await conversations.create_conversation(db, actor_did=ALICE, cipher_suite=1)
         await conversations.get_conversation(db, convo.id, actor_did=ALICE)
     assert seen[-2:] == [
         "conversations.create_conversation_with_members",
@@ -258,7 +262,7 @@ async def test_cursors_are_accepted_by_another_instance_with_the_same_secret_onl
     first = DbConfig(database_url=database_url, min_size=1, cursor_secret=secret)
     async with Database.connect(first) as db:
         for _ in range(2):
-            await conversations.create_conversation(db, creator_did=ALICE, cipher_suite=1)
+            await conversations.create_conversation(db, actor_did=ALICE, cipher_suite=1)
         page = await conversations.list_conversations(db, actor_did=ALICE, limit=1)
     assert page.next_cursor is not None
     async with Database.connect(first) as same:
@@ -299,6 +303,12 @@ def test_config_reads_the_environment() -> None:
         {"acquire_timeout": 0},
         {"user_quota_bytes": -1},
         {"prepare_threshold": -1},
+        {"max_title_chars": 257},
+        {"max_blob_bytes": 256 * 1024 * 1024 + 1},
+        {"max_batch_size": 0},
+        {"max_publish_batch": 0},
+        {"max_initial_members": 0},
+        {"max_new_members": 0},
     ],
 )
 def test_config_refuses_settings_that_would_break_every_call(setting: dict[str, Any]) -> None:
@@ -306,10 +316,57 @@ def test_config_refuses_settings_that_would_break_every_call(setting: dict[str, 
         DbConfig(**setting)
 
 
+async def test_every_limit_the_checks_enforce_is_the_configs(
+    config: DbConfig, raw: psycopg.Connection[Any]
+) -> None:
+    lowered = replace(
+        config,
+        max_title_chars=3,
+        max_initial_members=1,
+        max_publish_batch=1,
+        max_new_members=1,
+        max_batch_size=5,
+    )
+    async with Database.connect(lowered) as db:
+        convo = await conversations.create_conversation_with_members(
+            db, actor_did=ALICE, cipher_suite=1, member_dids=[BOB], title="abc"
+        )
+        before = snapshot(raw)
+        with pytest.raises(InvalidInput, match="title"):
+            await conversations.create_conversation(
+                db, actor_did=ALICE, cipher_suite=1, title="abcd"
+            )
+        with pytest.raises(InvalidInput, match="at most 1 initial members"):
+            await conversations.create_conversation_with_members(
+                db, actor_did=ALICE, cipher_suite=1, member_dids=[BOB, CAROL]
+            )
+        with pytest.raises(InvalidInput, match="at most 1 key packages"):
+            await key_packages.publish_key_packages(
+                db,
+                actor_did=BOB,
+                cipher_suite=1,
+                key_packages=[fake_key_package(), fake_key_package()],
+            )
+        with pytest.raises(InvalidInput, match="1 to 1 members"):
+            await welcomes.add_members_with_commit(
+                db,
+                convo.id,
+                actor_did=ALICE,
+                expected_epoch=0,
+                commit_id=uuid4(),
+                commit=b"commit",
+                new_members=[NewMember(d, b"\x01" * 32, b"welcome") for d in (BOB, CAROL)],
+            )
+        with pytest.raises(InvalidInput, match="batch_size must be between 1 and 5"):
+            await messages.delete_expired_messages(db, batch_size=6)
+        assert await messages.delete_expired_messages(db, batch_size=5) == 0
+        assert snapshot(raw) == before
+
+
 async def test_a_transaction_refuses_every_call_once_its_block_has_ended(
     db: Database, raw: psycopg.Connection[Any]
 ) -> None:
-    convo = await conversations.create_conversation(db, creator_did=ALICE, cipher_suite=1)
+    convo = await conversations.create_conversation(db, actor_did=ALICE, cipher_suite=1)
     async with db.transaction() as stale:
         await members.add_member(stale, convo.id, BOB, actor_did=ALICE)
     assert stale.closed

@@ -79,7 +79,7 @@ def mls_add(*key_data: bytes) -> tuple[bytes, bytes]:
 
 async def _givens(db: Database) -> dict[str, Any]:
     convo = await conversations.create_conversation_with_members(
-        db, creator_did=ALICE, cipher_suite=1, member_dids=[BOB]
+        db, actor_did=ALICE, cipher_suite=1, member_dids=[BOB]
     )
     return {
         "db": db,

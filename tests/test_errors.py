@@ -33,7 +33,7 @@ from support import ALICE, BOB, CAROL
 @pytest.fixture
 async def convo(db: Database) -> Conversation:
     return await conversations.create_conversation_with_members(
-        db, creator_did=ALICE, cipher_suite=1, member_dids=[BOB]
+        db, actor_did=ALICE, cipher_suite=1, member_dids=[BOB]
     )
 
 

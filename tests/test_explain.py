@@ -22,7 +22,7 @@ from support import ALICE, BOB, snapshot
 async def test_the_plan_of_a_read_shows_its_index_and_buffers(
     db: Database, database_url: str
 ) -> None:
-    convo = await conversations.create_conversation(db, creator_did=ALICE, cipher_suite=1)
+    convo = await conversations.create_conversation(db, actor_did=ALICE, cipher_suite=1)
     lines = await explain_named(
         database_url, "get_conversation", {"convo_id": str(convo.id), "actor_did": ALICE}
     )
@@ -35,7 +35,7 @@ async def test_the_plan_of_a_read_shows_its_index_and_buffers(
 async def test_explaining_a_write_leaves_nothing_behind(
     db: Database, database_url: str, raw: psycopg.Connection[Any]
 ) -> None:
-    convo = await conversations.create_conversation(db, creator_did=ALICE, cipher_suite=1)
+    convo = await conversations.create_conversation(db, actor_did=ALICE, cipher_suite=1)
     before = snapshot(raw)
     lines = await explain_named(
         database_url,
@@ -60,7 +60,7 @@ async def test_explaining_a_write_leaves_nothing_behind(
         "create_conversation_with_members",
         {
             "convo_id": str(uuid4()),
-            "creator_did": ALICE,
+            "actor_did": ALICE,
             "cipher_suite": "1",
             "title": None,
             "member_dids": f'["{BOB}"]',
@@ -95,7 +95,7 @@ async def test_values_are_read_as_the_types_the_statement_gives_its_parameters(
         created.params,
         {
             "convo_id": str(convo_id),
-            "creator_did": ALICE,
+            "actor_did": ALICE,
             "cipher_suite": "3",
             "title": None,
             "member_dids": f'["{BOB}", "{ALICE}"]',
@@ -150,7 +150,7 @@ def test_the_command_reports_a_refused_statement_and_keeps_nothing(
             "--param",
             f"convo_id={uuid4()}",
             "--param",
-            f"creator_did={ALICE}",
+            f"actor_did={ALICE}",
             "--param",
             "cipher_suite=99",
             "--null",

@@ -206,7 +206,7 @@ def count_rows(raw: psycopg.Connection[Any], sql: str, *params: Any) -> int:
 
 async def group(db: Database | Transaction, convo_id: UUID | None = None) -> Conversation:
     return await conversations.create_conversation_with_members(
-        db, creator_did=ALICE, cipher_suite=1, member_dids=[BOB], convo_id=convo_id
+        db, actor_did=ALICE, cipher_suite=1, member_dids=[BOB], convo_id=convo_id
     )
 
 
@@ -288,7 +288,7 @@ async def test_add_members_with_commit_terminated_while_marking_its_key_package(
     # inserted its commit, member and welcome when marking the package waits.
     convo = await group(fdb)
     kp = fake_key_package()
-    await key_packages.store_key_package(fdb, owner_did=CAROL, cipher_suite=1, key_data=kp)
+    await key_packages.store_key_package(fdb, actor_did=CAROL, cipher_suite=1, key_data=kp)
     await key_packages.claim_key_package(fdb, CAROL, 1, actor_did=ALICE)
     ref, commit_id = key_package_ref(kp), uuid4()
     carol = NewMember(CAROL, ref, fake_welcome([kp]))
@@ -333,13 +333,13 @@ async def test_store_blob_terminated_while_charging_the_quota(
 ) -> None:
     # The uploader's usage row is locked: the blob row is inserted when the charge waits.
     convo = await group(fdb)
-    await blobs.store_blob(fdb, b"first", uploader_did=ALICE, mime_type="text/plain")
+    await blobs.store_blob(fdb, b"first", actor_did=ALICE, mime_type="text/plain")
     data = os.urandom(1000)
     before = snapshot(raw)
 
     async def store() -> Any:
         return await blobs.store_blob(
-            fdb, data, uploader_did=ALICE, mime_type="image/png", convo_id=convo.id
+            fdb, data, actor_did=ALICE, mime_type="image/png", convo_id=convo.id
         )
 
     hold = holding(
@@ -385,7 +385,7 @@ async def chat(tx: Transaction, convo_id: UUID, first: UUID, second: UUID, data:
     """Several operations of one caller's transaction; the kill comes before `second`."""
     await group(tx, convo_id)
     await send(tx, convo_id, first)
-    await blobs.store_blob(tx, data, uploader_did=ALICE, mime_type="image/png", convo_id=convo_id)
+    await blobs.store_blob(tx, data, actor_did=ALICE, mime_type="image/png", convo_id=convo_id)
 
 
 async def test_a_transaction_terminated_between_two_statements_stores_nothing(
@@ -849,7 +849,7 @@ async def test_a_call_after_a_cancelled_statement_in_a_transaction_is_refused(
         async with fdb.transaction() as tx:
             try:
                 await blobs.store_blob(
-                    tx, b"blob", uploader_did=ALICE, mime_type="text/plain", convo_id=convo.id
+                    tx, b"blob", actor_did=ALICE, mime_type="text/plain", convo_id=convo.id
                 )
             except CatbirdDbError as exc:
                 errors.append(exc)

@@ -1,11 +1,12 @@
 """Hostile input to every public function, as one table of cases.
 
 Each case is a call with one hostile argument (the others valid) and the one error class
-the layer documents for it. Every case runs against one database holding a realistic
-state: three conversations with members, a former member, messages and commits, key
-packages claimed, used and not, pending welcomes, bound and unbound blobs near a quota.
-A checksum of every table is taken before the first case and after each one: a refused
-call writes nothing. Limits are lowered in the test config, so oversized values are small.
+the layer documents for it (or, for a look-up of what the actor may not see, None).
+Every case runs against one database holding a realistic state: three conversations with
+members, a former member, messages and commits, key packages claimed, used and not,
+pending welcomes, bound and unbound blobs near a quota. A checksum of every table is
+taken before the first case and after each one: a refused call writes nothing. Limits
+are lowered in the test config, so oversized values are small.
 
 A second test stores the boundary values the layer accepts (2 KiB DIDs, the edges of the
 timestamp range in odd offsets, 1-byte and maximal payloads, unusual Unicode) and reads
@@ -165,8 +166,9 @@ RELEASED = _released()
 # -- hostile values, by the kind of argument they attack ---------------------------------
 
 Values = list[tuple[str, object]]
-# A case's values: the function, its arguments, the error it must raise.
-Row = tuple[Callable[..., object], tuple[object, ...], dict[str, object], type[Exception]]
+# A case's values: the function, its arguments, the error it must raise (None: a look-up
+# that must return None, as for what does not exist).
+Row = tuple[Callable[..., object], tuple[object, ...], dict[str, object], type[Exception] | None]
 
 HOSTILE_DIDS: Values = [
     ("over-long", "did:plc:" + "a" * (MAX_DID_BYTES - 7)),
@@ -466,12 +468,13 @@ class Base:
     def case(
         self,
         label: str,
-        error: type[Exception],
+        error: type[Exception] | None,
         *,
         at: dict[int, object] | None = None,
         **kwargs: object,
     ) -> ParameterSet:
-        """The base call with `at` (positional) and `kwargs` replaced; must raise `error`."""
+        """The base call with `at` (positional) and `kwargs` replaced; must raise `error`
+        (None: must return None)."""
         args = list(self.args)
         for i, value in (at or {}).items():
             args[i] = value
@@ -545,11 +548,11 @@ def _from_env(environ: Any, **overrides: Any) -> DbConfig:
 
 # conversations
 
-create = entity(conversations.create_conversation, DB, creator_did=ALICE, cipher_suite=1)
+create = entity(conversations.create_conversation, DB, actor_did=ALICE, cipher_suite=1)
 create_with = entity(
     conversations.create_conversation_with_members,
     DB,
-    creator_did=ALICE,
+    actor_did=ALICE,
     cipher_suite=1,
     member_dids=[BOB],
     title="Team",
@@ -560,13 +563,13 @@ get_epoch = entity(conversations.get_current_epoch, DB, CONVO_A, actor_did=BOB)
 delete_convo = entity(conversations.delete_conversation, DB, CONVO_D, actor_did=ALICE)
 
 CONVERSATIONS = [
-    *dids(create, "creator_did"),
+    *dids(create, "actor_did"),
     *create.vary("cipher_suite", BAD_SUITES),
     *create.vary("title", BAD_TITLES),
     *create.vary("convo_id", [v for v in BAD_UUIDS if v[0] != "none"]),
     create.case("convo_id=taken", AlreadyExists, convo_id=CONVO_A),
     create.case("convo_id=taken-as-str", AlreadyExists, convo_id=str(CONVO_B)),
-    *dids(create_with, "creator_did"),
+    *dids(create_with, "actor_did"),
     *[
         create_with.case(f"member_dids=[bob, {lb}]", InvalidInput, member_dids=[BOB, v])
         for lb, v in HOSTILE_DIDS
@@ -841,19 +844,19 @@ MESSAGES = [
 # key packages
 
 store_kp = entity(
-    key_packages.store_key_package, DB, owner_did=MALLORY, cipher_suite=1, key_data=FRESH_KP
+    key_packages.store_key_package, DB, actor_did=MALLORY, cipher_suite=1, key_data=FRESH_KP
 )
 publish = entity(
     key_packages.publish_key_packages,
     DB,
-    owner_did=MALLORY,
+    actor_did=MALLORY,
     cipher_suite=1,
     key_packages=[FRESH_KP],
 )
 get_kp = entity(key_packages.get_key_package, DB, BOB, 1)
 claim = entity(key_packages.claim_key_package, DB, MALLORY, 1, actor_did=ALICE)
 consume = entity(key_packages.consume_key_package, DB, REF[ERIN_KPS[0]], actor_did=ALICE)
-count_kps = entity(key_packages.count_key_packages, DB, BOB)
+count_kps = entity(key_packages.count_key_packages, DB, actor_did=BOB)
 delete_kps = entity(key_packages.delete_expired_key_packages, DB)
 
 BAD_KEY_DATA: Values = [
@@ -867,7 +870,7 @@ BAD_KEY_DATA: Values = [
 ]
 
 KEY_PACKAGES = [
-    *dids(store_kp, "owner_did"),
+    *dids(store_kp, "actor_did"),
     *store_kp.vary("cipher_suite", BAD_SUITES),
     store_kp.case("cipher_suite=2-for-a-suite-1-package", InvalidInput, cipher_suite=2),
     *store_kp.vary("key_data", BAD_KEY_DATA),
@@ -885,7 +888,7 @@ KEY_PACKAGES = [
     store_kp.case(
         "in-a-transaction:key_data=another-owners", AlreadyExists, at={0: TX}, key_data=BOB_KPS[1]
     ),
-    *dids(publish, "owner_did"),
+    *dids(publish, "actor_did"),
     *publish.vary("cipher_suite", BAD_SUITES[:7]),
     *publish.vary(
         "key_packages",
@@ -914,7 +917,7 @@ KEY_PACKAGES = [
     consume.case("ref=consumed", NoKeyPackageAvailable, at={1: REF[FRANK_KPS[0]]}),
     consume.case("ref=unknown-32-bytes", NotFound, at={1: b"\x07" * 32}),
     consume.case("ref=unknown-64-bytes", NotFound, at={1: b"\x07" * 64}),
-    *dids(count_kps, 1),
+    *dids(count_kps, "actor_did"),
     *delete_kps.vary("older_than", BAD_AGES),
     *delete_kps.vary("batch_size", BAD_BATCHES),
 ]
@@ -1049,13 +1052,13 @@ WELCOMES = [
 
 # blobs
 
-store = entity(blobs.store_blob, DB, FRESH_BLOB, uploader_did=CAROL, mime_type="image/png")
+store = entity(blobs.store_blob, DB, FRESH_BLOB, actor_did=CAROL, mime_type="image/png")
 bind = entity(blobs.bind_blob, DB, ALICE_ORPHAN_CID, CONVO_A, actor_did=ALICE)
 get_blob = entity(blobs.get_blob, DB, ALICE_A_CID, actor_did=BOB)
 get_meta = entity(blobs.get_blob_metadata, DB, ALICE_A_CID, actor_did=BOB)
 list_blobs = entity(blobs.list_blobs_by_conversation, DB, CONVO_A, actor_did=BOB, limit=1)
 delete_blob = entity(blobs.delete_blob, DB, ALICE_ORPHAN_CID, actor_did=ALICE)
-storage = entity(blobs.get_user_storage_size, DB, ALICE)
+storage = entity(blobs.get_user_storage_size, DB, actor_did=ALICE)
 delete_orphans = entity(blobs.delete_orphan_blobs, DB)
 
 BAD_BLOB_DATA: Values = [
@@ -1071,7 +1074,7 @@ BAD_BLOB_DATA: Values = [
 
 BLOBS = [
     *store.vary(1, BAD_BLOB_DATA),
-    *dids(store, "uploader_did"),
+    *dids(store, "actor_did"),
     *store.vary("mime_type", BAD_MIMES),
     *store.vary("cid", [v for v in BAD_CIDS if v[0] != "none"]),  # None: computed
     *store.vary("convo_id", [v for v in BAD_UUIDS if v[0] != "none"]),
@@ -1081,15 +1084,15 @@ BLOBS = [
         "in-a-transaction:cid=of-other-bytes", BlobIntegrityError, at={0: TX}, cid=UNKNOWN_CID
     ),
     store.case("convo=not-a-member", NotAMember, convo_id=CONVO_B),
-    store.case("convo=former-member", NotAMember, uploader_did=DAVE, convo_id=CONVO_A),
+    store.case("convo=former-member", NotAMember, actor_did=DAVE, convo_id=CONVO_A),
     store.case("convo=unknown", NotFound, convo_id=NO_CONVO),
-    store.case("over-quota", QuotaExceeded, at={1: b"q" * 41}, uploader_did=ALICE),
-    store.case("over-quota-at-max-size", QuotaExceeded, at={1: b"q" * 64}, uploader_did=ALICE),
+    store.case("over-quota", QuotaExceeded, at={1: b"q" * 41}, actor_did=ALICE),
+    store.case("over-quota-at-max-size", QuotaExceeded, at={1: b"q" * 64}, actor_did=ALICE),
     store.case(
         "bound-to-another-conversation",
         AlreadyExists,
         at={1: ALICE_A_BLOB},
-        uploader_did=ALICE,
+        actor_did=ALICE,
         convo_id=CONVO_B,
     ),
     *bind.vary(1, BAD_CIDS),
@@ -1102,16 +1105,16 @@ BLOBS = [
     bind.case("convo=unknown", NotFound, at={2: NO_CONVO}),
     *get_blob.vary(1, BAD_CIDS),
     *dids(get_blob, "actor_did"),
-    get_blob.case("actor=stranger", NotFound, actor_did=MALLORY),
-    get_blob.case("actor=former-member", NotFound, actor_did=DAVE),
-    get_blob.case("blob=unbound-of-another", NotFound, at={1: ALICE_ORPHAN_CID}),
-    get_blob.case("blob=unknown", NotFound, at={1: UNKNOWN_CID}),
+    get_blob.case("actor=stranger", None, actor_did=MALLORY),
+    get_blob.case("actor=former-member", None, actor_did=DAVE),
+    get_blob.case("blob=unbound-of-another", None, at={1: ALICE_ORPHAN_CID}),
+    get_blob.case("blob=unknown", None, at={1: UNKNOWN_CID}),
     *get_meta.vary(1, BAD_CIDS),
     *dids(get_meta, "actor_did"),
-    get_meta.case("actor=stranger", NotFound, actor_did=MALLORY),
-    get_meta.case("actor=former-member", NotFound, actor_did=DAVE),
-    get_meta.case("blob=unbound-of-another", NotFound, at={1: ALICE_ORPHAN_CID}),
-    get_meta.case("blob=unknown", NotFound, at={1: UNKNOWN_CID}),
+    get_meta.case("actor=stranger", None, actor_did=MALLORY),
+    get_meta.case("actor=former-member", None, actor_did=DAVE),
+    get_meta.case("blob=unbound-of-another", None, at={1: ALICE_ORPHAN_CID}),
+    get_meta.case("blob=unknown", None, at={1: UNKNOWN_CID}),
     *list_blobs.vary(1, BAD_UUIDS),
     *dids(list_blobs, "actor_did"),
     *list_blobs.vary("limit", BAD_LIMITS),
@@ -1144,7 +1147,7 @@ BLOBS = [
         "blob=bound-of-another-in-a-shared-conversation", NotFound, at={1: compute_cid(BOB_A_BLOB)}
     ),
     delete_blob.case("blob=unknown", NotFound, at={1: UNKNOWN_CID}),
-    *dids(storage, 1),
+    *dids(storage, "actor_did"),
     *delete_orphans.vary("older_than", BAD_AGES),
     *delete_orphans.vary("batch_size", BAD_BATCHES),
 ]
@@ -1257,7 +1260,7 @@ async def build_world(db: Database) -> World:
     """Three conversations in use, and one to aim deletes at."""
     await conversations.create_conversation_with_members(
         db,
-        creator_did=ALICE,
+        actor_did=ALICE,
         cipher_suite=1,
         member_dids=[BOB, CAROL, DAVE],
         title="Team",
@@ -1265,11 +1268,11 @@ async def build_world(db: Database) -> World:
     )
     await members.remove_member(db, CONVO_A, DAVE, actor_did=ALICE)
     await conversations.create_conversation_with_members(
-        db, creator_did=MALLORY, cipher_suite=1, member_dids=[ALICE], convo_id=CONVO_B
+        db, actor_did=MALLORY, cipher_suite=1, member_dids=[ALICE], convo_id=CONVO_B
     )
-    await conversations.create_conversation(db, creator_did=ALICE, cipher_suite=1, convo_id=CONVO_C)
+    await conversations.create_conversation(db, actor_did=ALICE, cipher_suite=1, convo_id=CONVO_C)
     await conversations.create_conversation_with_members(
-        db, creator_did=ALICE, cipher_suite=1, member_dids=[BOB], convo_id=CONVO_D
+        db, actor_did=ALICE, cipher_suite=1, member_dids=[BOB], convo_id=CONVO_D
     )
 
     async def send(convo: UUID, actor: str, msg: UUID, epoch: int, **kw: Any) -> None:
@@ -1287,14 +1290,14 @@ async def build_world(db: Database) -> World:
     await send(CONVO_B, MALLORY, M_MALLORY_2, 0)
 
     publish = key_packages.publish_key_packages
-    await publish(db, owner_did=BOB, cipher_suite=1, key_packages=BOB_KPS)
+    await publish(db, actor_did=BOB, cipher_suite=1, key_packages=BOB_KPS)
     await key_packages.store_key_package(
-        db, owner_did=BOB, cipher_suite=1, key_data=BOB_LAST_RESORT, is_last_resort=True
+        db, actor_did=BOB, cipher_suite=1, key_data=BOB_LAST_RESORT, is_last_resort=True
     )
-    await key_packages.store_key_package(db, owner_did=CAROL, cipher_suite=2, key_data=CAROL_KP)
-    await publish(db, owner_did=ERIN, cipher_suite=1, key_packages=ERIN_KPS)
-    await publish(db, owner_did=FRANK, cipher_suite=1, key_packages=FRANK_KPS)
-    await key_packages.store_key_package(db, owner_did=FRANK, cipher_suite=2, key_data=FRANK_SUITE2)
+    await key_packages.store_key_package(db, actor_did=CAROL, cipher_suite=2, key_data=CAROL_KP)
+    await publish(db, actor_did=ERIN, cipher_suite=1, key_packages=ERIN_KPS)
+    await publish(db, actor_did=FRANK, cipher_suite=1, key_packages=FRANK_KPS)
+    await key_packages.store_key_package(db, actor_did=FRANK, cipher_suite=2, key_data=FRANK_SUITE2)
     claimed = [
         await key_packages.claim_key_package(db, ERIN, 1, actor_did=ALICE),
         await key_packages.claim_key_package(db, ERIN, 1, actor_did=ALICE),
@@ -1326,10 +1329,8 @@ async def build_world(db: Database) -> World:
         (MALLORY_B_BLOB, MALLORY, CONVO_B),
     ]
     for data, uploader, bound in stored:
-        await blobs.store_blob(
-            db, data, uploader_did=uploader, mime_type="image/png", convo_id=bound
-        )
-    assert await blobs.get_user_storage_size(db, ALICE) == 60
+        await blobs.store_blob(db, data, actor_did=uploader, mime_type="image/png", convo_id=bound)
+    assert await blobs.get_user_storage_size(db, actor_did=ALICE) == 60
 
     pages: dict[str, Awaitable[Any]] = {
         "messages_forward": messages.list_messages(db, CONVO_A, actor_did=BOB, limit=1),
@@ -1383,7 +1384,9 @@ async def run_case(
     fn: Callable[..., object],
     args: Sequence[object],
     kwargs: dict[str, object],
-) -> None:
+) -> object:
+    """What the call returns (awaited)."""
+
     def resolve(value: object) -> object:
         return value.get(world) if isinstance(value, Lazy) else value
 
@@ -1393,13 +1396,14 @@ async def run_case(
         async with db.transaction() as tx:
             result = fn(tx, *call_args[1:], **call_kwargs)
             if inspect.isawaitable(result):
-                await result
-        return
+                result = await result
+        return result
     if call_args and call_args[0] is DB:
         call_args[0] = db
     result = fn(*call_args, **call_kwargs)
     if inspect.isawaitable(result):
-        await result
+        result = await result
+    return result
 
 
 def _entity_functions() -> set[str]:
@@ -1449,14 +1453,18 @@ async def test_hostile_input_is_refused_with_its_documented_error_and_changes_no
         failures: list[str] = []
         for param in CASES:
             fn, args, kwargs, error = cast(Row, param.values)
+            wanted = "None" if error is None else error.__name__
             try:
-                await run_case(db, world, fn, args, kwargs)
+                result = await run_case(db, world, fn, args, kwargs)
             except Exception as exc:
                 if type(exc) is not error:
                     got = f"{type(exc).__module__}.{type(exc).__name__}: {str(exc)[:120]!r}"
-                    failures.append(f"{param.id}: raised {got}, not {error.__name__}")
+                    failures.append(f"{param.id}: raised {got}, not {wanted}")
             else:
-                failures.append(f"{param.id}: raised nothing, not {error.__name__}")
+                if error is not None:
+                    failures.append(f"{param.id}: raised nothing, not {wanted}")
+                elif result is not None:
+                    failures.append(f"{param.id}: returned {str(result)[:120]!r}, not None")
             after = checksum(raw)
             if after != before:
                 changed = [t for t in TABLES if after[t] != before[t]]
@@ -1552,7 +1560,7 @@ async def read_back(db: Database) -> dict[str, Any]:
         "count": await messages.get_message_count(db, convo, actor_did=LONG_BOB),
         "next_key_package": await key_packages.get_key_package(db, LONG_BOB, 7),
         "key_package_counts": [
-            await key_packages.count_key_packages(db, d) for d in (LONG_BOB, LONG_CAROL)
+            await key_packages.count_key_packages(db, actor_did=d) for d in (LONG_BOB, LONG_CAROL)
         ],
         "welcomes": await walk(
             lambda c: welcomes.list_pending_welcomes(db, actor_did=LONG_CAROL, limit=1, cursor=c)
@@ -1566,7 +1574,9 @@ async def read_back(db: Database) -> dict[str, Any]:
             await blobs.get_blob(db, compute_cid(d), actor_did=LONG_CAROL)
             for d in (b"\x00", bytes(range(64)), b"\x07" * 36)
         ],
-        "storage": [await blobs.get_user_storage_size(db, d) for d in (LONG_ALICE, LONG_BOB)],
+        "storage": [
+            await blobs.get_user_storage_size(db, actor_did=d) for d in (LONG_ALICE, LONG_BOB)
+        ],
     }
 
 
@@ -1579,7 +1589,7 @@ async def test_every_boundary_value_accepted_reads_back_equal_in_any_session_tim
     async with Database.connect(config) as db:
         created = await conversations.create_conversation_with_members(
             db,
-            creator_did=LONG_ALICE,
+            actor_did=LONG_ALICE,
             cipher_suite=7,
             member_dids=(d for d in [LONG_BOB, ODD_DID]),
             title=TITLE_MAX,
@@ -1587,7 +1597,7 @@ async def test_every_boundary_value_accepted_reads_back_equal_in_any_session_tim
         )
         for title in TITLES[1:]:
             await conversations.create_conversation(
-                db, creator_did=LONG_ALICE, cipher_suite=1, title=title
+                db, actor_did=LONG_ALICE, cipher_suite=1, title=title
             )
         sent = [
             await messages.create_message(
@@ -1626,11 +1636,11 @@ async def test_every_boundary_value_accepted_reads_back_equal_in_any_session_tim
             ),
         ]
         smallest = await key_packages.store_key_package(
-            db, owner_did=LONG_CAROL, cipher_suite=7, key_data=SMALLEST_KP, expires_at=HIGH_WEST
+            db, actor_did=LONG_CAROL, cipher_suite=7, key_data=SMALLEST_KP, expires_at=HIGH_WEST
         )
         largest = await key_packages.store_key_package(
             db,
-            owner_did=LONG_CAROL,
+            actor_did=LONG_CAROL,
             cipher_suite=7,
             key_data=LARGEST_KP,
             key_package_ref=bytearray(key_package_ref(LARGEST_KP)),  # type: ignore[arg-type]
@@ -1641,7 +1651,7 @@ async def test_every_boundary_value_accepted_reads_back_equal_in_any_session_tim
         assert (largest.key_data, largest.expires_at) == (LARGEST_KP, HIGH)
         assert len(smallest.key_package_ref) == 48
         published = await key_packages.publish_key_packages(
-            db, owner_did=LONG_BOB, cipher_suite=7, key_packages=BATCH_KPS, expires_at=HIGH_WEST
+            db, actor_did=LONG_BOB, cipher_suite=7, key_packages=BATCH_KPS, expires_at=HIGH_WEST
         )
         assert published == len(BATCH_KPS)
         claimed = await key_packages.claim_key_package(db, LONG_CAROL, 7, actor_did=LONG_ALICE)
@@ -1661,14 +1671,14 @@ async def test_every_boundary_value_accepted_reads_back_equal_in_any_session_tim
             await blobs.store_blob(
                 db,
                 b"\x00",
-                uploader_did=LONG_ALICE,
+                actor_did=LONG_ALICE,
                 mime_type=MIME_MAX.upper(),
                 convo_id=ROUND_TRIP,
             ),
             await blobs.store_blob(
                 db,
                 bytes(range(64)),
-                uploader_did=LONG_BOB,
+                actor_did=LONG_BOB,
                 mime_type="application/octet-stream",
                 cid=compute_cid(bytes(range(64))),
                 convo_id=ROUND_TRIP,
@@ -1677,7 +1687,7 @@ async def test_every_boundary_value_accepted_reads_back_equal_in_any_session_tim
             await blobs.store_blob(
                 db,
                 memoryview(b"\x07" * 36),
-                uploader_did=LONG_BOB,
+                actor_did=LONG_BOB,
                 mime_type="image/png",
                 convo_id=str(ROUND_TRIP),  # type: ignore[arg-type]
             ),

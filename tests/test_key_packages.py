@@ -42,7 +42,7 @@ async def publish(
     """Publish n fresh packages for `owner`; returns their bytes, oldest first."""
     data = [fake_key_package(cipher_suite) for _ in range(n)]
     await key_packages.publish_key_packages(
-        db, owner_did=owner, cipher_suite=cipher_suite, key_packages=data, **kw
+        db, actor_did=owner, cipher_suite=cipher_suite, key_packages=data, **kw
     )
     return data
 
@@ -52,7 +52,7 @@ async def publish(
 
 async def test_store_computes_the_key_package_ref(db: Database) -> None:
     data = fake_key_package()
-    kp = await key_packages.store_key_package(db, owner_did=BOB, cipher_suite=1, key_data=data)
+    kp = await key_packages.store_key_package(db, actor_did=BOB, cipher_suite=1, key_data=data)
     assert kp.key_package_ref == key_package_ref(data)
     assert (kp.owner_did, kp.key_data, kp.is_last_resort, kp.consumed_at) == (
         BOB,
@@ -65,7 +65,7 @@ async def test_store_computes_the_key_package_ref(db: Database) -> None:
 async def test_store_accepts_a_matching_ref(db: Database) -> None:
     data = fake_key_package()
     kp = await key_packages.store_key_package(
-        db, owner_did=BOB, cipher_suite=1, key_data=data, key_package_ref=key_package_ref(data)
+        db, actor_did=BOB, cipher_suite=1, key_data=data, key_package_ref=key_package_ref(data)
     )
     assert kp.key_package_ref == key_package_ref(data)
 
@@ -74,10 +74,10 @@ async def test_store_again_returns_the_stored_row(
     db: Database, raw: psycopg.Connection[Any]
 ) -> None:
     data = fake_key_package()
-    first = await key_packages.store_key_package(db, owner_did=BOB, cipher_suite=1, key_data=data)
+    first = await key_packages.store_key_package(db, actor_did=BOB, cipher_suite=1, key_data=data)
     before = snapshot(raw)
     again = await key_packages.store_key_package(
-        db, owner_did=BOB, cipher_suite=1, key_data=data, is_last_resort=True
+        db, actor_did=BOB, cipher_suite=1, key_data=data, is_last_resort=True
     )
     assert again == first
     assert snapshot(raw) == before
@@ -87,10 +87,10 @@ async def test_store_of_another_owners_package_is_already_exists(
     db: Database, raw: psycopg.Connection[Any]
 ) -> None:
     data = fake_key_package()
-    await key_packages.store_key_package(db, owner_did=BOB, cipher_suite=1, key_data=data)
+    await key_packages.store_key_package(db, actor_did=BOB, cipher_suite=1, key_data=data)
     before = snapshot(raw)
     with pytest.raises(AlreadyExists):
-        await key_packages.store_key_package(db, owner_did=CAROL, cipher_suite=1, key_data=data)
+        await key_packages.store_key_package(db, actor_did=CAROL, cipher_suite=1, key_data=data)
     assert snapshot(raw) == before
 
 
@@ -98,21 +98,21 @@ async def test_store_without_expiry_uses_the_configured_lifetime(
     db: Database, config: DbConfig
 ) -> None:
     kp = await key_packages.store_key_package(
-        db, owner_did=BOB, cipher_suite=1, key_data=fake_key_package()
+        db, actor_did=BOB, cipher_suite=1, key_data=fake_key_package()
     )
     assert kp.expires_at - kp.created_at == timedelta(seconds=config.key_package_lifetime_s)
 
 
 async def test_store_keeps_the_callers_expiry(db: Database) -> None:
     kp = await key_packages.store_key_package(
-        db, owner_did=BOB, cipher_suite=1, key_data=fake_key_package(), expires_at=IN_A_DAY
+        db, actor_did=BOB, cipher_suite=1, key_data=fake_key_package(), expires_at=IN_A_DAY
     )
     assert kp.expires_at == IN_A_DAY
 
 
 def _bad_store_arguments() -> dict[str, dict[str, Any]]:
     good = fake_key_package()
-    cases: dict[str, dict[str, Any]] = {f"owner_did={d[:12]!r}": {"owner_did": d} for d in BAD_DIDS}
+    cases: dict[str, dict[str, Any]] = {f"actor_did={d[:12]!r}": {"actor_did": d} for d in BAD_DIDS}
     cases |= {
         "suite 0": {"cipher_suite": 0},
         "suite 8": {"cipher_suite": 8},
@@ -129,7 +129,7 @@ def _bad_store_arguments() -> dict[str, dict[str, Any]]:
         "naive expiry": {"expires_at": datetime(2999, 1, 1)},
         "last resort not a bool": {"is_last_resort": 1},
     }
-    good_args = {"owner_did": BOB, "cipher_suite": 1, "key_data": good}
+    good_args = {"actor_did": BOB, "cipher_suite": 1, "key_data": good}
     return {name: good_args | bad for name, bad in cases.items()}
 
 
@@ -151,7 +151,7 @@ async def test_publish_stores_ten_thousand_packages_in_one_statement(
     async with Database.connect(config, tracer=lambda s, _p, _t: ran.append(s)) as db:
         ran.clear()
         added = await key_packages.publish_key_packages(
-            db, owner_did=BOB, cipher_suite=1, key_packages=batch
+            db, actor_did=BOB, cipher_suite=1, key_packages=batch
         )
     assert added == 10_000
     assert [s.name for s in ran] == ["publish_key_packages"]
@@ -165,10 +165,10 @@ async def test_publishing_the_same_batch_again_adds_nothing(
     db: Database, raw: psycopg.Connection[Any]
 ) -> None:
     batch = [fake_key_package(body_bytes=100) for _ in range(10_000)]
-    await key_packages.publish_key_packages(db, owner_did=BOB, cipher_suite=1, key_packages=batch)
+    await key_packages.publish_key_packages(db, actor_did=BOB, cipher_suite=1, key_packages=batch)
     before = snapshot(raw)
     again = await key_packages.publish_key_packages(
-        db, owner_did=BOB, cipher_suite=1, key_packages=batch
+        db, actor_did=BOB, cipher_suite=1, key_packages=batch
     )
     assert again == 0
     assert snapshot(raw) == before
@@ -177,7 +177,7 @@ async def test_publishing_the_same_batch_again_adds_nothing(
 async def test_publish_skips_a_package_listed_twice(db: Database) -> None:
     one, two = fake_key_package(), fake_key_package()
     added = await key_packages.publish_key_packages(
-        db, owner_did=BOB, cipher_suite=1, key_packages=[one, two, one]
+        db, actor_did=BOB, cipher_suite=1, key_packages=[one, two, one]
     )
     assert added == 2
 
@@ -192,13 +192,13 @@ async def test_publish_order_is_claim_order(db: Database) -> None:
 
 async def test_publish_last_resort_packages(db: Database) -> None:
     await publish(db, BOB, 2, is_last_resort=True)
-    (count,) = await key_packages.count_key_packages(db, BOB)
+    (count,) = await key_packages.count_key_packages(db, actor_did=BOB)
     assert (count.available, count.last_resort) == (0, 2)
 
 
 def _bad_publish_arguments() -> dict[str, dict[str, Any]]:
     cases: dict[str, dict[str, Any]] = {
-        "bad owner": {"owner_did": "bob"},
+        "bad owner": {"actor_did": "bob"},
         "bad suite": {"cipher_suite": 9},
         "suite differs from the packages'": {"cipher_suite": 3},
         "empty batch": {"key_packages": []},
@@ -212,7 +212,7 @@ def _bad_publish_arguments() -> dict[str, dict[str, Any]]:
         "past expiry": {"expires_at": datetime(2000, 1, 1, tzinfo=UTC)},
         "last resort not a bool": {"is_last_resort": None},
     }
-    good = {"owner_did": BOB, "cipher_suite": 1, "key_packages": [fake_key_package()] * 2}
+    good = {"actor_did": BOB, "cipher_suite": 1, "key_packages": [fake_key_package()] * 2}
     return {name: good | bad for name, bad in cases.items()}
 
 
@@ -419,9 +419,9 @@ async def test_count_is_per_cipher_suite_with_last_resort_apart(db: Database) ->
     await publish(db, BOB, 3)
     await publish(db, BOB, 1, is_last_resort=True)
     await publish(db, BOB, 2, cipher_suite=7)
-    counts = await key_packages.count_key_packages(db, BOB)
+    counts = await key_packages.count_key_packages(db, actor_did=BOB)
     assert [(c.cipher_suite, c.available, c.last_resort) for c in counts] == [(1, 3, 1), (7, 2, 0)]
-    assert await key_packages.count_key_packages(db, CAROL) == ()
+    assert await key_packages.count_key_packages(db, actor_did=CAROL) == ()
 
 
 async def test_count_agrees_with_what_claims_return(
@@ -430,21 +430,21 @@ async def test_count_agrees_with_what_claims_return(
     batch = await publish(db, BOB, 4)
     await publish(db, BOB, 1, is_last_resort=True)
     age(raw, key_package_ref(batch[1]))
-    (count,) = await key_packages.count_key_packages(db, BOB)
+    (count,) = await key_packages.count_key_packages(db, actor_did=BOB)
     assert (count.available, count.last_resort) == (3, 1)
     claims = [
         await key_packages.claim_key_package(db, BOB, 1, actor_did=ALICE)
         for _ in range(count.available + 1)
     ]
     assert [c.is_last_resort for c in claims] == [False] * count.available + [True]
-    (after,) = await key_packages.count_key_packages(db, BOB)
+    (after,) = await key_packages.count_key_packages(db, actor_did=BOB)
     assert (after.available, after.last_resort) == (0, 1)
 
 
 async def test_count_refuses_a_bad_did(db: Database, raw: psycopg.Connection[Any]) -> None:
     before = snapshot(raw)
     with pytest.raises(InvalidInput):
-        await key_packages.count_key_packages(db, "did:bob")
+        await key_packages.count_key_packages(db, actor_did="did:bob")
     assert snapshot(raw) == before
 
 

@@ -16,10 +16,10 @@ REGULAR = 10
 async def publish_ten_and_a_last_resort(db: Database) -> bytes:
     """Bob's 10 regular packages and 1 last-resort one; returns the last-resort ref."""
     await key_packages.publish_key_packages(
-        db, owner_did=BOB, cipher_suite=1, key_packages=[fake_key_package() for _ in range(REGULAR)]
+        db, actor_did=BOB, cipher_suite=1, key_packages=[fake_key_package() for _ in range(REGULAR)]
     )
     last_resort = await key_packages.store_key_package(
-        db, owner_did=BOB, cipher_suite=1, key_data=fake_key_package(), is_last_resort=True
+        db, actor_did=BOB, cipher_suite=1, key_data=fake_key_package(), is_last_resort=True
     )
     return last_resort.key_package_ref
 
@@ -43,7 +43,7 @@ async def test_concurrent_claimers_each_get_a_distinct_package_then_last_resort(
 
     claims = await asyncio.gather(*(claim() for _ in range(CLAIMERS)))
     assert_handed_out_once(list(claims), last_resort_ref)
-    (left,) = await key_packages.count_key_packages(db, BOB)
+    (left,) = await key_packages.count_key_packages(db, actor_did=BOB)
     assert (left.available, left.last_resort) == (0, 1)
 
 

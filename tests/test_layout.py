@@ -28,7 +28,7 @@ async def main() -> None:
     config = DbConfig(database_url=sys.argv[1], min_size=1, max_size=1)
     async with Database.connect(config) as db:
         convo = await conversations.create_conversation(
-            db, creator_did="did:plc:alice", cipher_suite=1
+            db, actor_did="did:plc:alice", cipher_suite=1
         )
         found = await conversations.get_conversation(db, convo.id, actor_did="did:plc:alice")
         assert found.id == convo.id

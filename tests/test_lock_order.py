@@ -44,7 +44,7 @@ assert BOB < ALICE
 
 async def _group(db: Database, *others: str) -> UUID:
     convo = await conversations.create_conversation_with_members(
-        db, creator_did=ALICE, cipher_suite=1, member_dids=list(others)
+        db, actor_did=ALICE, cipher_suite=1, member_dids=list(others)
     )
     return convo.id
 
@@ -72,7 +72,7 @@ async def test_a_blob_stored_while_the_uploaders_removal_commits_is_refused(
     async def write(convo: UUID, *, prepare: bool) -> None:
         if not prepare:
             await blobs.store_blob(
-                db, b"after removal", uploader_did=BOB, mime_type="text/plain", convo_id=convo
+                db, b"after removal", actor_did=BOB, mime_type="text/plain", convo_id=convo
             )
 
     await _removed_meanwhile(db, raw, write)
@@ -85,7 +85,7 @@ async def test_a_bind_made_while_the_uploaders_removal_commits_is_refused(
 
     async def write(convo: UUID, *, prepare: bool) -> None:
         if prepare:
-            info = await blobs.store_blob(db, b"unbound", uploader_did=BOB, mime_type="text/plain")
+            info = await blobs.store_blob(db, b"unbound", actor_did=BOB, mime_type="text/plain")
             stored.append(info.cid)
         else:
             await blobs.bind_blob(db, stored[0], convo, actor_did=BOB)
@@ -168,9 +168,7 @@ async def test_a_transaction_that_stores_a_blob_then_sends_does_not_deadlock_wit
 ) -> None:
     convo = await _group(db, BOB)
     async with db.transaction() as tx:
-        await blobs.store_blob(
-            tx, b"picture", uploader_did=BOB, mime_type="image/png", convo_id=convo
-        )
+        await blobs.store_blob(tx, b"picture", actor_did=BOB, mime_type="image/png", convo_id=convo)
         deleting = asyncio.create_task(
             conversations.delete_conversation(db, convo, actor_did=ALICE)
         )
@@ -196,7 +194,7 @@ async def test_an_add_locks_every_members_row_it_judges_before_the_conversation_
     await members.add_member(db, convo, BOB, actor_did=ALICE, role="admin")
     await members.remove_member(db, convo, DAVE, actor_did=ALICE)
     await key_packages.publish_key_packages(
-        db, owner_did=DAVE, cipher_suite=1, key_packages=[fake_key_package()]
+        db, actor_did=DAVE, cipher_suite=1, key_packages=[fake_key_package()]
     )
     package = await key_packages.claim_key_package(db, DAVE, 1, actor_did=BOB)
     holder = psycopg.connect(database_url)

@@ -38,7 +38,7 @@ from support import (
 
 async def _group(db: Database, *dids: str) -> UUID:
     convo = await conversations.create_conversation_with_members(
-        db, creator_did=ALICE, cipher_suite=1, member_dids=list(dids)
+        db, actor_did=ALICE, cipher_suite=1, member_dids=list(dids)
     )
     return convo.id
 
@@ -355,7 +355,7 @@ async def test_removing_a_member_re_added_while_the_removal_waited_removes_them(
     db: Database, raw: psycopg.Connection[Any]
 ) -> None:
     convo = await conversations.create_conversation_with_members(
-        db, creator_did=ALICE, cipher_suite=1, member_dids=[BOB]
+        db, actor_did=ALICE, cipher_suite=1, member_dids=[BOB]
     )
     await members.remove_member(db, convo.id, BOB, actor_did=ALICE)
     async with db.transaction() as tx:

@@ -34,7 +34,7 @@ from support import ALICE, BOB, CAROL, MALLORY, snapshot, until_waiting_on_a_loc
 
 async def group(db: Database, *others: str) -> Conversation:
     return await conversations.create_conversation_with_members(
-        db, creator_did=ALICE, cipher_suite=1, member_dids=others
+        db, actor_did=ALICE, cipher_suite=1, member_dids=others
     )
 
 
@@ -543,6 +543,27 @@ async def test_message_count_refuses_non_members_and_missing_conversations(
         await messages.get_message_count(db, convo.id, actor_did=MALLORY)
     with pytest.raises(NotFound):
         await messages.get_message_count(db, uuid4(), actor_did=ALICE)
+
+
+async def test_a_member_who_joins_between_the_count_and_its_check_counts_nothing(
+    config: DbConfig, raw: psycopg.Connection[Any]
+) -> None:
+    """The count finds no membership; by the check that names the refusal, Carol has
+    joined: at her joining there was nothing she could read yet."""
+
+    def join_after_the_count(stmt: Any, params: Any, seconds: float) -> None:
+        if stmt.qualified_name == "messages.get_message_count":
+            raw.execute(
+                "INSERT INTO members (convo_id, member_did, joined_seq, last_read_seq)"
+                " SELECT id, %s, last_seq, last_seq FROM conversations WHERE id = %s",
+                (CAROL, params["convo_id"]),
+            )
+
+    async with Database.connect(config) as db:
+        convo = await group(db, BOB)
+        await send(db, convo.id, ALICE)
+    async with Database.connect(config, tracer=join_after_the_count) as db:
+        assert await messages.get_message_count(db, convo.id, actor_did=CAROL) == 0
 
 
 async def test_sender_deletes_their_message(db: Database, raw: psycopg.Connection[Any]) -> None:

@@ -53,7 +53,7 @@ class Ctx:
 @pytest.fixture
 async def ctx(db: Database, raw: psycopg.Connection[Any]) -> Ctx:
     convo = await conversations.create_conversation_with_members(
-        db, creator_did=ALICE, cipher_suite=1, member_dids=[BOB]
+        db, actor_did=ALICE, cipher_suite=1, member_dids=[BOB]
     )
     msg = await messages.create_message(
         db, convo.id, actor_did=ALICE, message_id=uuid4(), epoch=0, ciphertext=b"x"

@@ -36,7 +36,7 @@ class Boom(Exception):
 
 async def group(db: Database) -> Conversation:
     return await conversations.create_conversation_with_members(
-        db, creator_did=ALICE, cipher_suite=1, member_dids=[BOB]
+        db, actor_did=ALICE, cipher_suite=1, member_dids=[BOB]
     )
 
 

@@ -28,7 +28,7 @@ WALK = 1000
 
 async def group(db: Database, *others: str) -> Conversation:
     return await conversations.create_conversation_with_members(
-        db, creator_did=ALICE, cipher_suite=1, member_dids=others
+        db, actor_did=ALICE, cipher_suite=1, member_dids=others
     )
 
 

@@ -17,7 +17,7 @@ from support import ALICE, BOB, CAROL, DAVE, MALLORY, snapshot
 
 async def group(db: Database, *others: str) -> Conversation:
     return await conversations.create_conversation_with_members(
-        db, creator_did=ALICE, cipher_suite=1, member_dids=others
+        db, actor_did=ALICE, cipher_suite=1, member_dids=others
     )
 
 

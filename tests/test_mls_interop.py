@@ -103,13 +103,13 @@ async def test_members_join_from_stored_welcomes_and_read_stored_messages(
     bob_kps = [bob.generate_key_package_message().to_bytes() for _ in range(3)]
     carol_kps = [carol.generate_key_package_message().to_bytes() for _ in range(2)]
     await key_packages.publish_key_packages(
-        db, owner_did=BOB, cipher_suite=SUITE, key_packages=bob_kps
+        db, actor_did=BOB, cipher_suite=SUITE, key_packages=bob_kps
     )
     await key_packages.publish_key_packages(
-        db, owner_did=CAROL, cipher_suite=SUITE, key_packages=carol_kps
+        db, actor_did=CAROL, cipher_suite=SUITE, key_packages=carol_kps
     )
 
-    convo = (await conversations.create_conversation(db, creator_did=ALICE, cipher_suite=SUITE)).id
+    convo = (await conversations.create_conversation(db, actor_did=ALICE, cipher_suite=SUITE)).id
     alice_group = alice.create_group(convo.bytes)
 
     # Epoch 0 -> 1: Alice adds Bob; Bob joins from the stored welcome.
@@ -154,6 +154,6 @@ async def test_members_join_from_stored_welcomes_and_read_stored_messages(
     # The refs stored at publication are the ones mls-rs used, and the claims are recorded.
     stored = dict(raw.execute("SELECT key_data, key_package_ref FROM key_packages").fetchall())
     assert all(stored[kp] == key_package_ref(kp) for kp in bob_kps + carol_kps)
-    (left,) = await key_packages.count_key_packages(db, BOB)
+    (left,) = await key_packages.count_key_packages(db, actor_did=BOB)
     assert left.available == 2
     assert (await welcomes.list_pending_welcomes(db, actor_did=BOB)).items == ()

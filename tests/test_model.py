@@ -101,7 +101,7 @@ class LayerMachine(RuleBasedStateMachine):
         self.db: Database = self.run(self.stack.enter_async_context(Database.connect(config)))
         convo = self.run(
             conversations.create_conversation_with_members(
-                self.db, creator_did=ALICE, cipher_suite=1, member_dids=[BOB, CAROL]
+                self.db, actor_did=ALICE, cipher_suite=1, member_dids=[BOB, CAROL]
             )
         )
         self.convo: UUID = convo.id
@@ -234,7 +234,7 @@ class LayerMachine(RuleBasedStateMachine):
             None,
             key_packages.publish_key_packages(
                 self.db,
-                owner_did=owner,
+                actor_did=owner,
                 cipher_suite=1,
                 key_packages=[fake_key_package() for _ in range(count)],
                 is_last_resort=last_resort,
@@ -270,7 +270,7 @@ class LayerMachine(RuleBasedStateMachine):
             blobs.store_blob(
                 self.db,
                 os.urandom(size),
-                uploader_did=uploader,
+                actor_did=uploader,
                 mime_type="application/octet-stream",
                 convo_id=self.convo if bound else None,
             ),
@@ -320,11 +320,13 @@ class LayerMachine(RuleBasedStateMachine):
                 assert [x.seq for x in page.items] == [
                     seq for seq, _, _ in m.sent if seq > seat.joined_seq
                 ], did
-            counts = self.run(key_packages.count_key_packages(self.db, did))
+            counts = self.run(key_packages.count_key_packages(self.db, actor_did=did))
             have = {(c.available, c.last_resort) for c in counts}
             want = (m.regular.get(did, 0), m.last_resort.get(did, 0))
             assert have == ({want} if any(want) else set()), did
-            assert self.run(blobs.get_user_storage_size(self.db, did)) == m.usage.get(did, 0)
+            assert self.run(blobs.get_user_storage_size(self.db, actor_did=did)) == m.usage.get(
+                did, 0
+            )
         assert any(m.admin(d) for d in USERS)
 
 

@@ -122,7 +122,7 @@ def _plain_session(url: str) -> Session:
 
 async def _group(db: Database) -> Conversation:
     return await conversations.create_conversation_with_members(
-        db, creator_did=ALICE, cipher_suite=1, member_dids=[BOB]
+        db, actor_did=ALICE, cipher_suite=1, member_dids=[BOB]
     )
 
 
@@ -319,7 +319,7 @@ async def test_transactions_commit_roll_back_and_take_savepoints_through_the_poo
     pooled_db: Database, raw: psycopg.Connection[Any]
 ) -> None:
     async with pooled_db.transaction() as tx:
-        convo = await conversations.create_conversation(tx, creator_did=ALICE, cipher_suite=1)
+        convo = await conversations.create_conversation(tx, actor_did=ALICE, cipher_suite=1)
         await members.add_member(tx, convo.id, BOB, actor_did=ALICE)
         await _send(tx, convo)
     with pytest.raises(_Boom):

@@ -136,7 +136,7 @@ def values(p: seed.Picks) -> dict[str, dict[str, Any]]:
     return {
         "create_conversation_with_members": {
             "convo_id": uuid4(),
-            "creator_did": admin,
+            "actor_did": admin,
             "cipher_suite": 1,
             "title": "Plans",
             "member_dids": [member, p.busy_did],
@@ -205,7 +205,7 @@ def values(p: seed.Picks) -> dict[str, dict[str, Any]]:
         "delete_message": {"convo_id": convo, "actor_did": member, "id": p.message_id},
         "delete_expired_messages": {"batch_size": 1000},
         "store_key_package": {
-            "owner_did": p.owner_did,
+            "actor_did": p.owner_did,
             "cipher_suite": 1,
             "key_data": key_data,
             "key_package_ref": p.key_package_ref,
@@ -215,7 +215,7 @@ def values(p: seed.Picks) -> dict[str, dict[str, Any]]:
         },
         "get_key_package_by_ref": {"key_package_ref": p.key_package_ref},
         "publish_key_packages": {
-            "owner_did": p.owner_did,
+            "actor_did": p.owner_did,
             "cipher_suite": 1,
             "key_data": [key_data],
             "key_package_refs": [p.key_package_ref],
@@ -226,7 +226,7 @@ def values(p: seed.Picks) -> dict[str, dict[str, Any]]:
         "get_key_package": {"owner_did": p.owner_did, "cipher_suite": 1},
         "claim_key_package": {"owner_did": p.owner_did, "cipher_suite": 1, "actor_did": admin},
         "consume_key_package": {"key_package_ref": p.key_package_ref, "actor_did": admin},
-        "count_key_packages": {"owner_did": p.owner_did},
+        "count_key_packages": {"actor_did": p.owner_did},
         "delete_expired_key_packages": {
             "older_than": timedelta(seconds=config.key_package_retention_s),
             "batch_size": 1000,
@@ -257,7 +257,7 @@ def values(p: seed.Picks) -> dict[str, dict[str, Any]]:
         },
         "store_blob": {
             "cid": p.blob_cid,
-            "uploader_did": p.blob_uploader_did,
+            "actor_did": p.blob_uploader_did,
             "convo_id": p.blob_convo_id,
             "size": 5,
             "mime_type": "image/png",
@@ -280,7 +280,7 @@ def values(p: seed.Picks) -> dict[str, dict[str, Any]]:
             "limit": PAGE + 1,
         },
         "delete_blob": {"cid": p.blob_cid, "actor_did": p.blob_uploader_did},
-        "get_user_storage_size": {"user_did": p.blob_uploader_did},
+        "get_user_storage_size": {"actor_did": p.blob_uploader_did},
         "delete_orphan_blobs": {
             "older_than": timedelta(seconds=config.orphan_blob_retention_s),
             "batch_size": 1000,

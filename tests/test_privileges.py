@@ -167,7 +167,7 @@ async def test_the_application_role_runs_the_core_flows(
     config = DbConfig(database_url=granted, min_size=1, max_size=4)
     async with Database.connect(config) as db:  # the start-up check reads _yoyo_migration
         convo = await conversations.create_conversation_with_members(
-            db, creator_did=ALICE, cipher_suite=1, member_dids=[BOB]
+            db, actor_did=ALICE, cipher_suite=1, member_dids=[BOB]
         )
         later = datetime.now(UTC) + timedelta(hours=1)
         await messages.create_message(
@@ -185,7 +185,7 @@ async def test_the_application_role_runs_the_core_flows(
 
         carol = [fake_key_package(), fake_key_package()]
         await key_packages.publish_key_packages(
-            db, owner_did=CAROL, cipher_suite=1, key_packages=carol
+            db, actor_did=CAROL, cipher_suite=1, key_packages=carol
         )
         claimed = await key_packages.claim_key_package(db, CAROL, 1, actor_did=ALICE)
         added = await welcomes.add_members_with_commit(
@@ -207,12 +207,14 @@ async def test_the_application_role_runs_the_core_flows(
         assert await members.is_member(db, convo.id, CAROL)
 
         bound = await blobs.store_blob(
-            db, b"attachment", uploader_did=ALICE, mime_type="image/png", convo_id=convo.id
+            db, b"attachment", actor_did=ALICE, mime_type="image/png", convo_id=convo.id
         )
-        assert (await blobs.get_blob(db, bound.cid, actor_did=CAROL)).data == b"attachment"
-        await blobs.store_blob(db, b"never bound", uploader_did=BOB, mime_type="text/plain")
+        seen = await blobs.get_blob(db, bound.cid, actor_did=CAROL)
+        assert seen is not None
+        assert seen.data == b"attachment"
+        await blobs.store_blob(db, b"never bound", actor_did=BOB, mime_type="text/plain")
         await blobs.delete_blob(db, bound.cid, actor_did=ALICE)  # its trigger gives bytes back
-        assert await blobs.get_user_storage_size(db, ALICE) == 0
+        assert await blobs.get_user_storage_size(db, actor_did=ALICE) == 0
         await members.remove_member(db, convo.id, BOB, actor_did=ALICE)
 
         # The maintenance deletes, after the owner ages the rows they remove.

@@ -46,7 +46,7 @@ class ChangeAfter:
 async def group(db: Database) -> UUID:
     """Alice (admin), Bob and Carol (members)."""
     convo = await conversations.create_conversation_with_members(
-        db, creator_did=ALICE, cipher_suite=1, member_dids=[BOB, CAROL]
+        db, actor_did=ALICE, cipher_suite=1, member_dids=[BOB, CAROL]
     )
     return convo.id
 

@@ -234,7 +234,7 @@ def test_the_same_seed_and_time_give_the_same_rows() -> None:
 async def test_seed_refuses_a_database_that_holds_data(
     db: Database, database_url: str, raw: psycopg.Connection[Any]
 ) -> None:
-    await conversations.create_conversation(db, creator_did=ALICE, cipher_suite=1)
+    await conversations.create_conversation(db, actor_did=ALICE, cipher_suite=1)
     before = snapshot(raw)
     with pytest.raises(ValueError, match="holds data already"):
         seed.seed(database_url, SMALL)

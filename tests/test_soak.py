@@ -104,7 +104,7 @@ async def test_a_soak_of_every_writing_operation_keeps_every_invariant(
 
 async def _new_convo(db: Database) -> UUID:
     convo = await conversations.create_conversation_with_members(
-        db, creator_did=ALICE, cipher_suite=1, member_dids=[BOB, CAROL, DAVE]
+        db, actor_did=ALICE, cipher_suite=1, member_dids=[BOB, CAROL, DAVE]
     )
     await members.remove_member(db, convo.id, BOB, actor_did=ALICE)
     await members.add_member(db, convo.id, BOB, actor_did=ALICE, role="admin")
@@ -240,7 +240,7 @@ async def _publish(db: Database, ledger: Ledger, rng: random.Random) -> None:
     owner = rng.choice(USERS)
     await key_packages.publish_key_packages(
         db,
-        owner_did=owner,
+        actor_did=owner,
         cipher_suite=1,
         key_packages=[fake_key_package() for _ in range(rng.randint(1, 3))],
         is_last_resort=rng.random() < 0.1,
@@ -260,7 +260,7 @@ async def _store_blob(db: Database, ledger: Ledger, rng: random.Random) -> None:
     await blobs.store_blob(
         db,
         os.urandom(rng.randint(50, 400)),
-        uploader_did=rng.choice(USERS),
+        actor_did=rng.choice(USERS),
         mime_type="application/octet-stream",
         convo_id=convo,
     )
@@ -283,7 +283,7 @@ async def _blob_then_send(db: Database, ledger: Ledger, rng: random.Random) -> N
         await blobs.store_blob(
             tx,
             os.urandom(rng.randint(20, 120)),
-            uploader_did=actor,
+            actor_did=actor,
             mime_type="image/png",
             convo_id=convo,
         )

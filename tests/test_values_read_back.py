@@ -72,7 +72,7 @@ async def test_a_send_with_an_unreadable_expiry_is_refused_and_history_stays_rea
     db: Database, raw: psycopg.Connection[Any]
 ) -> None:
     convo = await conversations.create_conversation_with_members(
-        db, creator_did=ALICE, cipher_suite=1, member_dids=[BOB]
+        db, actor_did=ALICE, cipher_suite=1, member_dids=[BOB]
     )
     await messages.create_message(
         db, convo.id, actor_did=ALICE, message_id=uuid4(), epoch=0, ciphertext=b"one"
@@ -94,7 +94,7 @@ async def test_a_send_with_an_unreadable_expiry_is_refused_and_history_stays_rea
 
 
 async def test_the_latest_accepted_expiry_reads_back_everywhere(db: Database) -> None:
-    convo = await conversations.create_conversation(db, creator_did=ALICE, cipher_suite=1)
+    convo = await conversations.create_conversation(db, actor_did=ALICE, cipher_suite=1)
     latest = validate.TIMESTAMP_RANGE[1]
     sent = await messages.create_message(
         db,
@@ -122,7 +122,7 @@ async def test_a_key_package_with_an_unreadable_expiry_is_refused(
     with pytest.raises(InvalidInput):
         await key_packages.publish_key_packages(
             db,
-            owner_did=BOB,
+            actor_did=BOB,
             cipher_suite=1,
             key_packages=[fake_key_package()],
             expires_at=PAST_9999,
@@ -130,7 +130,7 @@ async def test_a_key_package_with_an_unreadable_expiry_is_refused(
     with pytest.raises(InvalidInput):
         await key_packages.store_key_package(
             db,
-            owner_did=BOB,
+            actor_did=BOB,
             cipher_suite=1,
             key_data=fake_key_package(),
             expires_at=datetime(2030, 1, 1, tzinfo=_NoOffset()),
@@ -151,13 +151,13 @@ def test_a_lone_surrogate_in_a_did_is_invalid_input(value: str) -> None:
 async def test_a_lone_surrogate_in_any_text_argument_is_invalid_input(
     db: Database, raw: psycopg.Connection[Any]
 ) -> None:
-    convo = await conversations.create_conversation(db, creator_did=ALICE, cipher_suite=1)
+    convo = await conversations.create_conversation(db, actor_did=ALICE, cipher_suite=1)
     bad = "did:plc:" + SURROGATE
     before = snapshot(raw)
     calls: list[Callable[[], Awaitable[object]]] = [
-        lambda: conversations.create_conversation(db, creator_did=bad, cipher_suite=1),
+        lambda: conversations.create_conversation(db, actor_did=bad, cipher_suite=1),
         lambda: conversations.create_conversation(
-            db, creator_did=ALICE, cipher_suite=1, title="hi " + SURROGATE
+            db, actor_did=ALICE, cipher_suite=1, title="hi " + SURROGATE
         ),
         lambda: conversations.get_conversation(db, convo.id, actor_did=bad),
         lambda: conversations.list_conversations(db, actor_did=bad),
@@ -167,7 +167,7 @@ async def test_a_lone_surrogate_in_any_text_argument_is_invalid_input(
         lambda: messages.list_messages(db, convo.id, actor_did=bad),
         lambda: messages.list_messages(db, convo.id, actor_did=ALICE, cursor=SURROGATE),
         lambda: key_packages.claim_key_package(db, bad, 1, actor_did=ALICE),
-        lambda: key_packages.count_key_packages(db, bad),
+        lambda: key_packages.count_key_packages(db, actor_did=bad),
     ]
     for call in calls:
         with pytest.raises(InvalidInput):

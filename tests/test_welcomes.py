@@ -45,7 +45,7 @@ async def claimed(db: Database, owner: str, *, suite: int = 1, last_resort: bool
     """Publish a package for `owner`, claim it as Alice; returns its bytes."""
     data = fake_key_package(suite)
     await key_packages.store_key_package(
-        db, owner_did=owner, cipher_suite=suite, key_data=data, is_last_resort=last_resort
+        db, actor_did=owner, cipher_suite=suite, key_data=data, is_last_resort=last_resort
     )
     kp = await key_packages.claim_key_package(db, owner, suite, actor_did=ALICE)
     assert kp.key_data == data
@@ -79,7 +79,7 @@ async def add(
 async def group(db: Database, suite: int = 1) -> UUID:
     """A conversation of Alice (admin) and Bob (member), at epoch 0."""
     convo = await conversations.create_conversation_with_members(
-        db, creator_did=ALICE, cipher_suite=suite, member_dids=[BOB]
+        db, actor_did=ALICE, cipher_suite=suite, member_dids=[BOB]
     )
     return convo.id
 
@@ -231,7 +231,7 @@ async def test_a_key_package_that_was_not_claimed_is_refused(
 ) -> None:
     convo = await group(db)
     carol = fake_key_package()
-    await key_packages.store_key_package(db, owner_did=CAROL, cipher_suite=1, key_data=carol)
+    await key_packages.store_key_package(db, actor_did=CAROL, cipher_suite=1, key_data=carol)
     before = snapshot(raw)
     with pytest.raises(InvalidInput):
         await add(db, convo, [joining(CAROL, carol)])
@@ -301,7 +301,7 @@ async def test_a_key_package_claimed_by_someone_else_is_refused(
 ) -> None:
     """Dave, admin of his own group, never claimed Carol's package: Alice did."""
     carol = await claimed(db, CAROL)
-    daves = (await conversations.create_conversation(db, creator_did=DAVE, cipher_suite=1)).id
+    daves = (await conversations.create_conversation(db, actor_did=DAVE, cipher_suite=1)).id
     before = snapshot(raw)
     with pytest.raises(InvalidInput):
         await add(db, daves, [joining(CAROL, carol)], actor=DAVE)

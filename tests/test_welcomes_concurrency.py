@@ -40,7 +40,7 @@ from support import (
 async def new_member(db: Database, did: str, adder: str) -> NewMember:
     """`did` publishes a key package, `adder` claims it and makes its Welcome."""
     data = fake_key_package()
-    await key_packages.store_key_package(db, owner_did=did, cipher_suite=1, key_data=data)
+    await key_packages.store_key_package(db, actor_did=did, cipher_suite=1, key_data=data)
     await key_packages.claim_key_package(db, did, 1, actor_did=adder)
     return NewMember(did, key_package_ref(data), fake_welcome([data]))
 
@@ -65,7 +65,7 @@ async def add_at_epoch_zero(
 async def test_of_two_admins_adding_at_one_epoch_exactly_one_wins(
     db: Database, raw: psycopg.Connection[Any]
 ) -> None:
-    convo = (await conversations.create_conversation(db, creator_did=ALICE, cipher_suite=1)).id
+    convo = (await conversations.create_conversation(db, actor_did=ALICE, cipher_suite=1)).id
     await members.add_member(db, convo, BOB, actor_did=ALICE, role="admin")
     plans = {
         ALICE: (await new_member(db, CAROL, ALICE), uuid4()),
@@ -101,7 +101,7 @@ async def test_of_many_concurrent_adders_one_wins_each_epoch_and_seqs_stay_gaple
     db: Database, raw: psycopg.Connection[Any]
 ) -> None:
     """Eight adders race; each loser retries at the epoch it was told, until all are in."""
-    convo = (await conversations.create_conversation(db, creator_did=ALICE, cipher_suite=1)).id
+    convo = (await conversations.create_conversation(db, actor_did=ALICE, cipher_suite=1)).id
     joiners = [f"did:plc:joiner{i}" for i in range(8)]
     plans = [await new_member(db, did, ALICE) for did in joiners]
 
@@ -138,8 +138,8 @@ async def test_of_two_adds_racing_with_one_key_package_only_the_first_commits(
 ) -> None:
     """The second add read the package unused in its snapshot; it waits on the first
     add's row lock, then finds the package used and writes nothing."""
-    first = (await conversations.create_conversation(db, creator_did=ALICE, cipher_suite=1)).id
-    second = (await conversations.create_conversation(db, creator_did=ALICE, cipher_suite=1)).id
+    first = (await conversations.create_conversation(db, actor_did=ALICE, cipher_suite=1)).id
+    second = (await conversations.create_conversation(db, actor_did=ALICE, cipher_suite=1)).id
     carol = await new_member(db, CAROL, ALICE)
     async with db.transaction() as tx:
         await welcomes.add_members_with_commit(
@@ -170,7 +170,7 @@ async def test_an_admin_removed_while_their_add_waits_is_refused(
     must see it, not its snapshot."""
     convo = (
         await conversations.create_conversation_with_members(
-            db, creator_did=ALICE, cipher_suite=1, member_dids=[MALLORY]
+            db, actor_did=ALICE, cipher_suite=1, member_dids=[MALLORY]
         )
     ).id
     await members.add_member(db, convo, BOB, actor_did=ALICE, role="admin")
@@ -198,7 +198,7 @@ async def test_re_adding_an_active_member_does_not_lock_their_row(
     row too, the two would deadlock. It leaves the row alone, so both commit."""
     convo = (
         await conversations.create_conversation_with_members(
-            db, creator_did=ALICE, cipher_suite=1, member_dids=[BOB]
+            db, actor_did=ALICE, cipher_suite=1, member_dids=[BOB]
         )
     ).id
     bob = await new_member(db, BOB, ALICE)
