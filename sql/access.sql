@@ -2,6 +2,10 @@
 -- Why a read (or delete_message, or a blob write) was refused: does the conversation
 -- exist, is the actor an active member, an admin, and what is the epoch now. Read only
 -- after a guarded statement matched no row.
+-- Returns: always one row: convo_exists, is_member, is_admin and the epoch (NULL when
+-- the conversation does not exist).
+-- Locks: none.
+-- Index: conversations_pkey, members_pkey.
 -- not null: convo_exists, is_member, is_admin (IS NOT NULL and coalesce(..., FALSE))
 SELECT
     c.id IS NOT NULL AS convo_exists,

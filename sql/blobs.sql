@@ -1,20 +1,26 @@
 -- name: store_blob
--- Stores a blob for its uploader, unbound or bound to a conversation the uploader is
--- an active member of, and returns its metadata. Content the uploader already has
--- comes back as stored, charged nothing (and bound, if it was unbound and a
--- conversation is given). The usage row is charged only for a row actually inserted
--- (a concurrent duplicate meets ON CONFLICT and pays nothing), after the insert and
--- under the usage row's lock, where blob_usage_within_quota judges the newest usage and
--- fails the whole statement past the quota. The snapshot's usage only spares writing a
--- blob that is plainly over quota. Locks follow the layer's order: for a conversation,
--- the uploader's members row first (so membership is judged on its newest version: a
--- removal either precedes the store or waits for it), then the conversation row (FOR KEY
--- SHARE, what the foreign key check takes anyway), so a delete_conversation in flight
--- is waited for before the usage row is charged (the delete's cascade gives bytes back
--- to it). No row back: the uploader is not an active member (or the conversation is
--- gone), the blob is bound to another conversation, or it is plainly over quota.
+-- Stores a blob for its uploader, unbound or bound to a conversation the uploader is an
+-- active member of. Content the uploader already has comes back as stored, charged
+-- nothing (and bound, if it was unbound and a conversation is given). The usage row is
+-- charged only for a row actually inserted (a concurrent duplicate meets ON CONFLICT
+-- and pays nothing), after the insert and under the usage row's lock, where
+-- blob_usage_within_quota judges the newest usage and fails the whole statement past
+-- the quota. The snapshot's usage only spares writing a blob that is plainly over
+-- quota.
+-- Returns: the blob's metadata. No row back: the uploader is not an active member (or
+-- the conversation is gone), the blob is bound to another conversation, or it is
+-- plainly over quota.
+-- Locks: in the layer's order: for a conversation, the uploader's members row first,
+-- FOR NO KEY UPDATE (so membership is judged on its newest version: a removal either
+-- precedes the store or waits for it), then the conversation row (FOR KEY SHARE, what
+-- the foreign key check takes anyway), so a delete_conversation in flight is waited for
+-- before the usage row is charged (the delete's cascade gives bytes back to it); then
+-- the blob row it inserts or binds, and the usage row it charges.
+-- Index: conversations_pkey, members_pkey or members_active_by_member (the membership
+-- look-up), blobs_pkey, blob_usage_pkey.
 -- not null: cid, uploader_did, size, mime_type, created_at (UNION of NOT NULL columns)
 WITH uploader AS (
+    -- The uploader's members row, when active, locked.
     SELECT m.member_did
     FROM members AS m
     WHERE
@@ -25,6 +31,7 @@ WITH uploader AS (
 ),
 
 allowed AS (
+    -- Whether the store may go ahead: no conversation, or the uploader's, locked.
     SELECT
         %(convo_id)s::uuid IS NULL
         OR EXISTS (
@@ -36,6 +43,7 @@ allowed AS (
 ),
 
 existing AS (
+    -- The uploader's copy of this content, if stored already.
     SELECT
         b.cid,
         b.uploader_did,
@@ -48,6 +56,7 @@ existing AS (
 ),
 
 inserted AS (
+    -- The new blob, unless stored already or plainly over quota.
     INSERT INTO blobs (cid, uploader_did, convo_id, size, mime_type, data)
     SELECT
         %(cid)s AS cid,
@@ -71,6 +80,7 @@ inserted AS (
 ),
 
 charged AS (
+    -- The uploader's usage, charged for an inserted row only.
     INSERT INTO blob_usage AS u (owner_did, used_bytes, quota_bytes)
     SELECT
         i.uploader_did,
@@ -84,6 +94,7 @@ charged AS (
 ),
 
 bound AS (
+    -- The uploader's unbound copy, bound to the conversation.
     UPDATE blobs AS b
     SET convo_id = %(convo_id)s::uuid
     FROM allowed
@@ -127,11 +138,15 @@ WHERE allowed.ok AND (%(convo_id)s::uuid IS NULL OR e.convo_id = %(convo_id)s::u
 
 -- name: bind_blob
 -- Binds the uploader's unbound blob to a conversation the uploader is an active member
--- of (a blob already bound to it is returned unchanged). Locks follow the layer's
--- order: the uploader's members row (a removal either precedes the bind or waits for
--- it), the conversation row (FOR KEY SHARE), then the blob. No row back: not the
--- uploader's blob, bound to another conversation, or the uploader is not a member.
+-- of (a blob already bound to it is returned unchanged).
+-- Returns: the blob's metadata. No row back: not the uploader's blob, bound to another
+-- conversation, or the uploader is not a member.
+-- Locks: in the layer's order: the uploader's members row, FOR NO KEY UPDATE (a removal
+-- either precedes the bind or waits for it), the conversation row (FOR KEY SHARE), then
+-- the blob.
+-- Index: blobs_pkey; members_pkey or members_active_by_member (the membership look-up).
 WITH uploader AS (
+    -- The uploader's members row, when active, locked.
     SELECT m.member_did
     FROM members AS m
     WHERE
@@ -142,6 +157,7 @@ WITH uploader AS (
 ),
 
 convo AS (
+    -- The conversation row, locked FOR KEY SHARE after the members row.
     SELECT c.id
     FROM conversations AS c
     WHERE c.id = %(convo_id)s AND EXISTS (SELECT 1 FROM uploader)
@@ -161,6 +177,10 @@ RETURNING b.cid, b.uploader_did, b.convo_id, b.size, b.mime_type, b.created_at;
 -- A blob with its bytes, for its uploader or an active member of its conversation.
 -- Several uploaders may hold the same content: the actor's own copy comes first, then
 -- the oldest, so the answer is stable.
+-- Returns: one blob; no row when no copy is the actor's or in a conversation they are
+-- an active member of.
+-- Locks: none.
+-- Index: blobs_pkey; members_pkey or members_active_by_member (the membership look-up).
 SELECT
     b.cid,
     b.uploader_did,
@@ -188,6 +208,9 @@ LIMIT 1;
 
 -- name: get_blob_metadata
 -- What get_blob returns but the bytes, under the same check and order.
+-- Returns: one blob's metadata; no row when get_blob would return none.
+-- Locks: none.
+-- Index: blobs_pkey; members_pkey or members_active_by_member (the membership look-up).
 SELECT
     b.cid,
     b.uploader_did,
@@ -213,8 +236,12 @@ ORDER BY b.uploader_did = %(actor_did)s DESC, b.created_at ASC, b.uploader_did A
 LIMIT 1;
 
 -- name: list_blobs_by_conversation
--- A conversation's blobs in upload order after a keyset position (the first page
--- passes year 1 and empty strings), for an actor who is an active member.
+-- A conversation's blobs in upload order after a keyset position (the first page passes
+-- year 1 and empty strings), for an actor who is an active member.
+-- Returns: up to limit blobs' metadata; none when the actor is not an active member.
+-- Locks: none.
+-- Index: blobs_by_convo; members_pkey or members_active_by_member (the membership
+-- look-up).
 SELECT
     b.cid,
     b.uploader_did,
@@ -240,11 +267,18 @@ LIMIT %(limit)s;
 
 -- name: delete_blob
 -- Deletes the actor's own copy of a blob; the usage trigger gives its bytes back.
+-- Returns: no rows: the row count says whether there was a copy to delete.
+-- Locks: the blob row it deletes, then (the usage trigger, after the statement) the
+-- uploader's usage row.
+-- Index: blobs_pkey.
 DELETE FROM blobs AS b
 WHERE b.cid = %(cid)s AND b.uploader_did = %(actor_did)s;
 
 -- name: get_user_storage_size
--- The bytes a DID's blobs take, as charged against its quota (0 if it has none).
+-- The bytes a DID's blobs take, as charged against its quota.
+-- Returns: always one row, used_bytes: 0 if the DID has no usage row.
+-- Locks: none.
+-- Index: blob_usage_pkey.
 SELECT coalesce(
     (
         SELECT u.used_bytes FROM blob_usage AS u
@@ -253,10 +287,14 @@ SELECT coalesce(
 ) AS used_bytes;
 
 -- name: delete_orphan_blobs
--- One batch: deletes up to batch_size blobs bound to no conversation and older than
--- the cutoff, oldest first. A row a concurrent bind holds is skipped, and one bound
--- since the snapshot fails the re-check under FOR UPDATE, so no bound blob is deleted.
--- The usage trigger gives the bytes back.
+-- One batch: deletes up to batch_size blobs bound to no conversation and older than the
+-- cutoff, oldest first. The usage trigger gives the bytes back.
+-- Returns: no rows: the row count is the batch's.
+-- Locks: up to batch_size orphans, FOR UPDATE SKIP LOCKED: a row a concurrent bind
+-- holds is skipped, and one bound since the snapshot fails the re-check under FOR
+-- UPDATE, so no bound blob is deleted; then (the usage trigger) the uploaders' usage
+-- rows, in DID order.
+-- Index: blobs_orphans_by_age (the batch), blobs_pkey (the delete).
 DELETE FROM blobs AS b
 USING (
     SELECT

@@ -1,19 +1,25 @@
 -- name: create_conversation_with_members
 -- Creates the conversation, its creator as admin and the other members, in one
 -- statement; a DID listed twice (or the creator listed again) joins once.
+-- Returns: the new conversation's row: always one.
+-- Locks: only the rows it inserts: the conversation's, then its members'.
+-- Index: none (plain inserts scan nothing).
 WITH convo AS (
+    -- The new conversation.
     INSERT INTO conversations (id, creator_did, cipher_suite, title)
     VALUES (%(convo_id)s, %(actor_did)s, %(cipher_suite)s, %(title)s)
     RETURNING id, creator_did, cipher_suite, epoch, last_seq, title, created_at, updated_at
 ),
 
 dids AS (
+    -- Every member's DID once, the creator's included.
     SELECT unnest(%(member_dids)s::text[]) AS did
     UNION
     SELECT %(actor_did)s::text AS did
 ),
 
 joined AS (
+    -- The creator as admin, the others as members.
     INSERT INTO members (convo_id, member_did, role)
     SELECT
         convo.id,
@@ -36,6 +42,11 @@ FROM convo;
 
 -- name: get_conversation
 -- A conversation, seen by one of its active members.
+-- Returns: the conversation; no row when it does not exist or the actor is not an
+-- active member of it.
+-- Locks: none.
+-- Index: conversations_pkey; members_pkey or members_active_by_member (the membership
+-- look-up).
 SELECT
     c.id,
     c.creator_did,
@@ -55,9 +66,14 @@ WHERE
     );
 
 -- name: list_conversations
--- The actor's active conversations, newest activity first, after a keyset position
--- (the first page passes 9999-12-31 and the greatest uuid). Unread counts are derived
--- from each read marker: unexpired app messages from others after it.
+-- The actor's active conversations, newest activity first, after a keyset position (the
+-- first page passes 9999-12-31 and the greatest uuid). Unread counts are derived from
+-- each read marker: unexpired app messages from others after it.
+-- Returns: up to limit rows, each a conversation with the actor's role, read marker and
+-- unread_count; none when no active conversation of the actor's lies past the position.
+-- Locks: none.
+-- Index: members_active_by_member (the actor's memberships), conversations_pkey,
+-- messages_pkey (the unread counts).
 -- not null: unread_count (a count)
 SELECT
     c.id,
@@ -90,9 +106,13 @@ ORDER BY c.updated_at DESC, c.id DESC
 LIMIT %(limit)s;
 
 -- name: get_current_epoch
--- Returns one row: the outcome ('ok', 'not_found', 'not_a_member') and, for an active
--- member, the epoch; one snapshot decides both.
--- Index: conversations' and members' primary keys.
+-- The conversation's epoch, for an active member; one snapshot decides the outcome and
+-- the epoch both.
+-- Returns: one row: the outcome ('ok', 'not_found', 'not_a_member') and, for an active
+-- member, the epoch.
+-- Locks: none.
+-- Index: conversations_pkey; members_pkey or members_active_by_member (the membership
+-- look-up).
 -- not null: outcome (a CASE whose every branch is a literal)
 SELECT
     CASE
@@ -108,14 +128,20 @@ LEFT JOIN members AS m
 
 -- name: delete_conversation
 -- Deletes the conversation and, by cascade, its members, messages, welcomes and blobs;
--- only an active admin may. Every members row of the conversation is locked first, in
--- DID order, as the cascade would delete it: the admin check is made on the newest
--- version of the actor's row, and a sender (which holds its own row, then waits for the
--- conversation's) is waited for instead of deadlocked with. The aggregate reads all of
--- the locked rows before the conversation row is touched. Returns one row: the outcome
--- ('deleted', 'not_found', 'not_a_member', 'not_an_admin'), decided on the locked rows.
+-- only an active admin may.
+-- Returns: one row: the outcome ('deleted', 'not_found', 'not_a_member',
+-- 'not_an_admin'), decided on the locked rows.
+-- Locks: every members row of the conversation first, FOR UPDATE in DID order, as the
+-- cascade would delete it: the admin check is made on the newest version of the actor's
+-- row, and a sender (which holds its own row, then waits for the conversation's) is
+-- waited for instead of deadlocked with. The aggregate reads all of the locked rows
+-- before the conversation row is touched; then the conversation row, FOR UPDATE, which
+-- the delete and its cascade follow.
+-- Index: conversations_pkey; members_pkey or members_active_by_member (the membership
+-- look-up).
 -- not null: outcome (a CASE whose every branch is a literal)
 WITH locked AS (
+    -- Every members row of the conversation, locked in DID order.
     SELECT
         l.member_did,
         l.role,
@@ -148,6 +174,7 @@ convo AS (
 ),
 
 deleted AS (
+    -- The conversation, when the actor is an admin; its rows go by cascade.
     DELETE FROM conversations AS c
     USING convo, actor
     WHERE c.id = convo.id AND actor.is_admin

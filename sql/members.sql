@@ -1,19 +1,23 @@
 -- name: add_member
--- Adds a member, or reactivates one who left, on behalf of an active admin. Locks follow
--- the layer's order: the actor's members row and a former target's row first, in DID
--- order (so the admin check and the target's state are read from their newest
--- versions: a removal or re-add either precedes the add or waits for it), then the
--- conversation row, FOR NO KEY UPDATE like a send's. The new member sees only messages
--- sent after the join: joined_seq is last_seq read under that lock, so a send in flight
--- is either before the join or after it. A target already active takes no lock at all
--- (so the add never waits on that member's own send), and a row created by another add
--- since this statement's snapshot is left as it is (ON CONFLICT DO NOTHING: no lock
--- taken after the conversation's). Returns one row: the outcome ('added', 'not_found',
--- 'not_a_member', 'not_an_admin', 'active': the target's active row is returned as it
--- is, or 'raced': another add created the row since the snapshot, and add_member reads
--- it back) and the member's row when there is one.
+-- Adds a member, or reactivates one who left, on behalf of an active admin. The new
+-- member sees only messages sent after the join: joined_seq is last_seq read under the
+-- conversation row's lock, so a send in flight is either before the join or after it.
+-- Returns: one row: the outcome ('added', 'not_found', 'not_a_member', 'not_an_admin',
+-- 'active': the target's active row is returned as it is, or 'raced': another add
+-- created the row since the snapshot, and add_member reads it back) and the member's
+-- row when there is one.
+-- Locks: in the layer's order: the actor's members row and a former target's row first,
+-- FOR NO KEY UPDATE in DID order (so the admin check and the target's state are read
+-- from their newest versions: a removal or re-add either precedes the add or waits for
+-- it), then the conversation row, FOR NO KEY UPDATE like a send's. A target already
+-- active takes no lock at all (so the add never waits on that member's own send), and a
+-- row created by another add since this statement's snapshot is left as it is (ON
+-- CONFLICT DO NOTHING: no lock taken after the conversation's).
+-- Index: conversations_pkey, members_pkey (a membership look-up may take
+-- members_active_by_member).
 -- not null: outcome (a CASE whose every branch is a literal)
 WITH locked AS (
+    -- The actor's row and a former target's, locked in DID order.
     SELECT
         l.member_did,
         l.role,
@@ -99,6 +103,7 @@ rejoined AS (
 ),
 
 inserted AS (
+    -- A member new to the conversation, unless another add created the row since.
     INSERT INTO members AS m (convo_id, member_did, role, joined_seq, last_read_seq)
     SELECT
         convo.id AS convo_id,
@@ -118,6 +123,7 @@ inserted AS (
 ),
 
 added AS (
+    -- The row written, rejoined or inserted.
     SELECT
         rejoined.convo_id,
         rejoined.member_did,
@@ -188,16 +194,20 @@ FROM judged
 LEFT JOIN shown ON TRUE;
 
 -- name: remove_member
--- Soft-deletes a member: an admin removes anyone, a member removes themselves. Returns
--- one row: the outcome ('removed', 'not_found', 'not_a_member', 'not_an_admin',
--- 'not_member' (the target is not active) or 'last_admin') and, when
--- removed, the member's row. The actor's and the target's rows (whatever their state in
--- the statement's snapshot) and the active admins' rows are locked in DID order, and
--- every decision is taken on those locked, newest row versions: two admins removing each
--- other at once cannot leave the conversation without an admin, and a target re-added
--- by a transaction that committed meanwhile is judged as the active member it now is.
+-- Soft-deletes a member: an admin removes anyone, a member removes themselves. Two
+-- admins removing each other at once cannot leave the conversation without an admin,
+-- and a target re-added by a transaction that committed meanwhile is judged as the
+-- active member it now is.
+-- Returns: one row: the outcome ('removed', 'not_found', 'not_a_member',
+-- 'not_an_admin', 'not_member' (the target is not active) or 'last_admin') and, when
+-- removed, the member's row.
+-- Locks: the actor's and the target's rows (whatever their state in the statement's
+-- snapshot) and the active admins' rows, FOR NO KEY UPDATE in DID order; every decision
+-- is taken on those locked, newest row versions.
+-- Index: members_pkey.
 -- not null: outcome (a CASE whose every branch is a literal)
 WITH locked AS (
+    -- The actor's, the target's and the active admins' rows, locked in DID order.
     SELECT
         l.member_did,
         l.role,
@@ -223,6 +233,7 @@ active AS (
 ),
 
 verdict AS (
+    -- The outcome, decided on the locked rows, refusals in their order.
     SELECT
         CASE
             WHEN
@@ -265,6 +276,7 @@ verdict AS (
 ),
 
 removed AS (
+    -- The target's row, left, when the outcome is 'removed'.
     UPDATE members AS m
     -- The clock after the locks are held, not the transaction's start: a send that held
     -- the member's row (and so was waited for) is then always before left_at.
@@ -292,6 +304,9 @@ LEFT JOIN removed ON TRUE;
 
 -- name: is_member
 -- Whether the DID is an active member of the conversation.
+-- Returns: always one row, is_member.
+-- Locks: none.
+-- Index: members_pkey or members_active_by_member (the membership look-up).
 SELECT (
     EXISTS (
         SELECT 1
@@ -303,6 +318,10 @@ SELECT (
 -- name: list_members
 -- A conversation's active members in DID order after a keyset position (the first page
 -- passes ''), for an actor who is an active member.
+-- Returns: up to limit members; none when the actor is not an active member.
+-- Locks: none.
+-- Index: members_pkey (the keyset range; the actor's look-up may take
+-- members_active_by_member).
 SELECT
     m.convo_id,
     m.member_did,
@@ -327,6 +346,9 @@ LIMIT %(limit)s;
 -- name: get_membership
 -- One membership, active or not, with its unread count: unexpired app messages from
 -- others after the read marker (zero once the member has left).
+-- Returns: the membership; no row when the DID never was a member.
+-- Locks: none.
+-- Index: members_pkey, messages_pkey (the count).
 -- not null: unread_count (a count, or 0)
 SELECT
     m.convo_id,
@@ -355,11 +377,13 @@ WHERE m.convo_id = %(convo_id)s AND m.member_did = %(member_did)s;
 
 -- name: mark_read
 -- Moves the actor's read marker forward to a seq (clamped to the conversation's
--- last_seq), never back. Returns one row: the outcome ('marked', 'not_found',
--- 'not_a_member') and, when marked, the membership with its unread count. Locks only the
--- actor's own row (the UPDATE decides on its newest version: a removal committed
--- meanwhile refuses the call).
--- Index: members' and conversations' primary keys; messages_pkey for the count.
+-- last_seq), never back.
+-- Returns: one row: the outcome ('marked', 'not_found', 'not_a_member') and, when
+-- marked, the membership with its unread count.
+-- Locks: only the actor's own row (the UPDATE decides on its newest version: a removal
+-- committed meanwhile refuses the call).
+-- Index: members_pkey or members_active_by_member (the membership look-up),
+-- conversations_pkey, messages_pkey (the count).
 -- not null: outcome (a CASE whose every branch is a literal)
 WITH marked AS (
     -- The actor's row, when active, with the marker moved.

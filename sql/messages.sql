@@ -1,23 +1,25 @@
 -- name: sequence_message
 -- The one statement that gives a conversation its next message: create_message,
--- submit_commit and add_members_with_commit run it. Returns exactly one row: the
--- outcome and, when it is 'sequenced' or 'replayed', the message's seq and times.
--- Locks, in the layer's order: the judged members rows in DID order (the actor's, and for
--- an add the rows of members it re-adds: `rejoining`), read through an aggregate so
--- every one is locked before the conversation row; then the conversation row, by the
--- UPDATE that tests the epoch on the row's newest version (a commit or send in flight is
--- waited for and decided on).
--- Outcomes, in the order they are decided: sequenced (last_seq + 1, and epoch + 1 for a
--- commit, the message stored at its own epoch, the actor's read marker moved to it, the
--- notification queued), else not_found, not_a_member, not_an_admin (when admin_only),
--- replayed (this id was sent before by the actor, with the same type, epoch and
--- ciphertext: the stored message, nothing written), id_taken, and epoch_conflict (the
--- conversation's epoch minus `epoch` is not within 0..epoch_window; commits pass 0):
--- the caller then reads the epoch as it is now (epoch_after_conflict). sent_at is left
--- to its default, the clock at insert: after the lock, so in seq order. No other
--- member's row is touched.
--- Index: members' and conversations' primary keys, messages' unique (convo_id, id).
--- Notifies: `channel`, payload 'convo_id:seq:message_type', delivered only on commit.
+-- submit_commit and add_members_with_commit run it. sent_at is left to its default, the
+-- clock at insert: after the lock, so in seq order. No other member's row is touched.
+-- Returns: exactly one row: the outcome and, when it is 'sequenced' or 'replayed', the
+-- message's seq and times. Outcomes, in the order they are decided: sequenced
+-- (last_seq + 1, and epoch + 1 for a commit, the message stored at its own epoch, the
+-- actor's read marker moved to it, the notification queued), else not_found,
+-- not_a_member, not_an_admin (when admin_only), replayed (this id was sent before by
+-- the actor, with the same type, epoch and ciphertext: the stored message, nothing
+-- written), id_taken, and epoch_conflict (the conversation's epoch minus `epoch` is not
+-- within 0..epoch_window; commits pass 0): the caller then reads the epoch as it is now
+-- (epoch_after_conflict).
+-- Locks: in the layer's order: the judged members rows, FOR NO KEY UPDATE in DID order
+-- (the actor's, and for an add the rows of members it re-adds: `rejoining`), read
+-- through an aggregate so every one is locked before the conversation row; then the
+-- conversation row, by the UPDATE that tests the epoch on the row's newest version (a
+-- commit or send in flight is waited for and decided on). The read marker is moved on
+-- the actor's row, locked already.
+-- Index: members_pkey, messages_convo_id_id_key, conversations_pkey.
+-- Notifies: `channel`, payload 'convo_id:seq:message_type', queued by the insert
+-- itself, once per stored row, and delivered only on commit.
 -- not null: outcome
 WITH locked AS (
     -- The judged members rows, locked in DID order.
@@ -156,16 +158,23 @@ LEFT JOIN earlier ON verdict.outcome = 'replayed';
 
 -- name: epoch_after_conflict
 -- The conversation's epoch as it is now, read by create_message, submit_commit and
--- add_members_with_commit after sequence_message refused on the epoch (its snapshot
--- may predate the commit that moved it); no row if the conversation was deleted since.
--- Index: conversations' primary key.
+-- add_members_with_commit after sequence_message refused on the epoch (its snapshot may
+-- predate the commit that moved it).
+-- Returns: the epoch; no row if the conversation was deleted since.
+-- Locks: none.
+-- Index: conversations_pkey.
 SELECT c.epoch
 FROM conversations AS c
 WHERE c.id = %(convo_id)s;
 
 -- name: get_message
--- One message by its id, for an active member who joined before it was sent; an
--- expired message is gone even before maintenance deletes it.
+-- One message by its id, for an active member who joined before it was sent.
+-- Returns: the message; no row for an unknown id, for an actor who is not an active
+-- member or joined after it was sent, or when it has expired: an expired message is
+-- gone even before maintenance deletes it.
+-- Locks: none.
+-- Index: messages_convo_id_id_key; members_pkey or members_active_by_member (the
+-- membership look-up).
 SELECT
     m.convo_id,
     m.seq,
@@ -190,8 +199,11 @@ WHERE
 
 -- name: list_messages_forward
 -- The messages an active member may read (seq > joined_seq, unexpired) after a seq,
--- oldest first: a keyset range on the primary key. A non-member's bound is NULL, so
--- no row.
+-- oldest first: a keyset range on the primary key.
+-- Returns: up to limit messages; a non-member's bound is NULL, so no row.
+-- Locks: none.
+-- Index: messages_pkey (the keyset range); members_pkey or members_active_by_member
+-- (the membership look-up).
 SELECT
     m.convo_id,
     m.seq,
@@ -220,6 +232,10 @@ LIMIT %(limit)s;
 
 -- name: list_messages_backward
 -- The messages an active member may read before a seq, newest first.
+-- Returns: up to limit messages; none for a non-member.
+-- Locks: none.
+-- Index: messages_pkey (the keyset range); members_pkey or members_active_by_member
+-- (the membership look-up).
 SELECT
     m.convo_id,
     m.seq,
@@ -248,9 +264,14 @@ LIMIT %(limit)s;
 
 -- name: list_messages_since
 -- The messages an active member may read from the first one sent at or after a
--- timestamp, oldest first, paged by seq (after_seq) so messages with equal sent_at
--- are neither lost nor repeated. sent_at never decreases as seq grows, so the first
--- seq at or after the timestamp starts the range: found on messages_by_sent_at.
+-- timestamp, oldest first, paged by seq (after_seq) so messages with equal sent_at are
+-- neither lost nor repeated. sent_at never decreases as seq grows, so the first seq at
+-- or after the timestamp starts the range.
+-- Returns: up to limit messages; none for a non-member, or when nothing was sent at or
+-- after the timestamp.
+-- Locks: none.
+-- Index: messages_by_sent_at (the first seq at or after the timestamp), messages_pkey
+-- (the range); members_pkey or members_active_by_member (the membership look-up).
 SELECT
     m.convo_id,
     m.seq,
@@ -285,7 +306,11 @@ ORDER BY m.seq
 LIMIT %(limit)s;
 
 -- name: get_message_count
--- How many messages an active member may read; no row for anyone else.
+-- How many messages an active member may read.
+-- Returns: one row, message_count, for an active member; no row for anyone else.
+-- Locks: none.
+-- Index: members_pkey or members_active_by_member (the membership look-up);
+-- messages_pkey (the count).
 SELECT (
     SELECT count(*)
     FROM messages AS m
@@ -302,10 +327,15 @@ WHERE
 
 -- name: delete_message
 -- Deletes an application message, by its sender only, while an active member who can
--- still read it. The actor's members row is locked first, as by every guarded write:
--- a removal either precedes the delete (refused) or waits for it. Commits stay: they
--- are the group's history.
+-- still read it. Commits stay: they are the group's history.
+-- Returns: no rows: the row count says whether a message went (access_of says why not).
+-- Locks: the actor's members row first, FOR NO KEY UPDATE, as by every guarded write: a
+-- removal either precedes the delete (refused) or waits for it; then the message row it
+-- deletes.
+-- Index: messages_convo_id_id_key; members_pkey or members_active_by_member (the
+-- membership look-up).
 WITH actor AS (
+    -- The actor's members row, when active, locked.
     SELECT a.joined_seq
     FROM members AS a
     WHERE
@@ -324,10 +354,14 @@ WHERE
     AND m.seq > (SELECT actor.joined_seq FROM actor);
 
 -- name: delete_expired_messages
--- One batch of messages past their expiry (found on messages_expiring). Rows another
--- transaction holds are skipped, not waited for, and each batch is its own short
--- statement, so maintenance never holds many locks for long.
+-- One batch of messages past their expiry. Each batch is its own short statement, so
+-- maintenance never holds many locks for long.
+-- Returns: no rows: the row count is the batch's.
+-- Locks: up to batch_size expired messages, FOR UPDATE SKIP LOCKED: rows another
+-- transaction holds are skipped, not waited for.
+-- Index: messages_expiring (the batch is found on it), messages_pkey (the delete).
 WITH doomed AS (
+    -- One batch of expired messages, soonest expiry first, unless held.
     SELECT
         x.convo_id,
         x.seq
@@ -343,7 +377,10 @@ USING doomed
 WHERE m.convo_id = doomed.convo_id AND m.seq = doomed.seq;
 
 -- name: listen_messages
--- Subscribes a dedicated connection to the notifications every sequenced write
--- queues: payload 'convo_id:seq:message_type'. LISTEN takes no bind parameters, so the
--- channel is fixed here.
+-- Subscribes a dedicated connection to the notifications every sequenced write queues
+-- (sequence_message): payload 'convo_id:seq:message_type'. LISTEN takes no bind
+-- parameters, so the channel is fixed here.
+-- Returns: nothing.
+-- Locks: none.
+-- Index: none (not planned).
 LISTEN catbird_messages;

@@ -1,19 +1,22 @@
 -- name: add_members
 -- The members and welcomes of an add commit, run by add_members_with_commit in the
--- transaction where sequence_message has just stored the commit at `seq` (so the
--- members rows it re-adds and the conversation row are locked already). Returns one row:
--- usable, whether every new member's key package is a package of theirs, of the
--- conversation's cipher suite, and either a regular one the actor claimed and no add has
--- used or an unexpired last-resort one; and members_added.
--- Locks: each regular package (marked used: the UPDATE re-checks use_count = 0 on the
--- newest row version, so of two adds racing for one package only the first finds it
--- unused), then the members rows it creates. When usable is false the caller rolls the
--- transaction back; rows written here are then undone with the commit.
--- Members are added or re-added with joined_seq = the commit's seq (they see nothing
--- earlier, not even this commit); an active member's row is not touched, so a send of
--- theirs in flight cannot deadlock with the add, and a row another add created since
--- the snapshot is left as it is (ON CONFLICT DO NOTHING). One welcome per new member.
--- Index: key_packages' primary key, members' primary key, welcomes_pending_unique.
+-- transaction where sequence_message has just stored the commit at `seq`. Members are
+-- added or re-added with joined_seq = the commit's seq (they see nothing earlier, not
+-- even this commit). One welcome per new member.
+-- Returns: one row: usable, whether every new member's key package is a package of
+-- theirs, of the conversation's cipher suite, and either a regular one the actor
+-- claimed and no add has used or an unexpired last-resort one; and members_added. When
+-- usable is false the caller rolls the transaction back; rows written here are then
+-- undone with the commit.
+-- Locks: the members rows it re-adds and the conversation row are locked already (by
+-- sequence_message); then each regular package (marked used: the UPDATE re-checks
+-- use_count = 0 on the newest row version, so of two adds racing for one package only
+-- the first finds it unused), then the members rows it creates. An active member's row
+-- is not touched, so a send of theirs in flight cannot deadlock with the add, and a row
+-- another add created since the snapshot is left as it is (ON CONFLICT DO NOTHING).
+-- Index: conversations_pkey, key_packages_key_package_ref_key, members_pkey;
+-- welcomes_pending_unique, in no plan, refuses a second pending welcome for a
+-- recipient's package (AlreadyExists).
 -- not null: usable, members_added (a count)
 WITH new_members AS (
     -- The new members, one row each, as the caller listed them.
@@ -120,8 +123,12 @@ SELECT
 FROM verdict;
 
 -- name: list_pending_welcomes
--- The actor's unconsumed welcomes, oldest first, after a keyset position (the first page
--- passes the earliest time and the nil uuids).
+-- The actor's unconsumed welcomes, oldest first, after a keyset position (the first
+-- page passes the earliest time and the nil uuids).
+-- Returns: up to limit welcomes; none when the actor has none pending past the
+-- position.
+-- Locks: none.
+-- Index: welcomes_pending_by_recipient.
 SELECT
     w.convo_id,
     w.id,
@@ -141,6 +148,9 @@ LIMIT %(limit)s;
 
 -- name: consume_welcome
 -- Marks a welcome consumed, for its recipient only and only once.
+-- Returns: no rows: the row count says whether the welcome was consumed now.
+-- Locks: the welcome's row (the UPDATE re-checks consumed_at on its newest version).
+-- Index: welcomes_pending_by_recipient.
 UPDATE welcomes AS w
 SET consumed_at = now()
 WHERE
@@ -151,6 +161,10 @@ WHERE
 
 -- name: delete_consumed_welcomes
 -- Deletes one batch of welcomes consumed longer ago than the retention period.
+-- Returns: no rows: the row count is the batch's.
+-- Locks: up to batch_size welcomes, FOR UPDATE SKIP LOCKED: rows another transaction
+-- holds are left for the next batch.
+-- Index: welcomes_consumed (the batch), welcomes_pkey (the delete).
 DELETE FROM welcomes AS w
 WHERE (w.convo_id, w.id) IN (
     SELECT

@@ -142,10 +142,13 @@ async def test_a_nullable_column_into_a_non_optional_field_is_reported(
     sql_dir = broken_copy(
         tmp_path,
         "conversations.sql",
-        "-- A conversation, seen by one of its active members.\nSELECT\n    c.id,\n"
-        "    c.creator_did,",
-        "-- A conversation, seen by one of its active members.\nSELECT\n    c.id,\n"
-        "    c.title AS creator_did,",
+        # get_conversation's select list: only it reads the conversation guarded by EXISTS.
+        "    c.id,\n    c.creator_did,\n    c.cipher_suite,\n    c.epoch,\n    c.last_seq,\n"
+        "    c.title,\n    c.created_at,\n    c.updated_at\nFROM conversations AS c\nWHERE\n"
+        "    c.id = %(convo_id)s\n    AND EXISTS (",
+        "    c.id,\n    c.title AS creator_did,\n    c.cipher_suite,\n    c.epoch,\n"
+        "    c.last_seq,\n    c.title,\n    c.created_at,\n    c.updated_at\n"
+        "FROM conversations AS c\nWHERE\n    c.id = %(convo_id)s\n    AND EXISTS (",
     )
     line = only(await check(database_url, sql_dir=sql_dir))
     assert "get_conversation: column creator_did (text) -> Conversation.creator_did" in line
