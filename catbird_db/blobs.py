@@ -9,7 +9,8 @@ exist. docs/blobs.md explains the model, the quota and the size limit.
 from __future__ import annotations
 
 import asyncio
-from datetime import timedelta
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from uuid import UUID
 
 from . import _access, validate
@@ -35,8 +36,6 @@ __all__ = [
 # Hashing runs at about 1 GB/s: larger inputs are hashed off the event loop.
 _HASH_INLINE_BYTES = 1024 * 1024
 
-_STORE = query("store_blob", BlobInfo)
-_BIND = query("bind_blob", BlobInfo)
 _GET = query("get_blob", Blob)
 _GET_METADATA = query("get_blob_metadata", BlobInfo)
 _LIST = query("list_blobs_by_conversation", BlobInfo)
@@ -67,7 +66,9 @@ async def store_blob(
     stored (bound to `convo_id` if it was unbound). Raises BlobIntegrityError if `cid`
     is given and is not the CID of `data`, QuotaExceeded past the actor's quota,
     AlreadyExists if the actor has this content bound to another conversation,
-    NotFound or NotAMember for a conversation the actor is not an active member of.
+    NotFound or NotAMember for a conversation the actor is not an active member of,
+    RetryableError (nothing written) if concurrent stores or deletes of this content
+    changed it twice while the call ran.
     """
     actor = validate.did(actor_did, "actor_did")
     mime = validate.mime_type(mime_type)
@@ -92,26 +93,19 @@ async def store_blob(
     # A second run only follows a race that the first run's snapshot could not see
     # (a duplicate committed or the blob deleted meanwhile); it sees the outcome.
     for _ in range(2):
-        stored = await conn.fetch_one(_STORE, params)
-        if stored is not None:
-            return stored
-        await _explain_refused_store(conn, computed, actor, convo, view.nbytes, quota)
+        row = await conn.fetch_one(_STORE, params)
+        assert row is not None  # the statement always returns its verdict
+        if row.outcome == "stored":
+            return row.info()
+        if convo is not None:
+            _access.refuse(row.outcome, convo, actor)
+        if row.outcome == "bound_elsewhere":
+            raise AlreadyExists(f"blob {computed} is bound to another conversation")
+        if row.outcome == "over_quota":
+            raise QuotaExceeded(
+                f"{view.nbytes} more bytes would take {actor} past the quota of {quota}"
+            )
     raise RetryableError(f"blob {computed} changed concurrently; store it again")
-
-
-async def _explain_refused_store(
-    conn: Executor, cid: str, uploader: str, convo: UUID | None, size: int, quota: int
-) -> None:
-    """Raise why store_blob's statement matched no row; return if a retry may succeed."""
-    if convo is not None:
-        await _access.check(conn, convo, uploader)
-    own = await _own_metadata(conn, cid, uploader)
-    if own is not None:
-        if convo is not None and own.convo_id not in (None, convo):
-            raise AlreadyExists(f"blob {cid} is bound to another conversation")
-        return
-    if await get_user_storage_size(conn, actor_did=uploader) + size > quota:
-        raise QuotaExceeded(f"{size} more bytes would take {uploader} past the quota of {quota}")
 
 
 async def bind_blob(conn: Executor, cid: str, convo_id: UUID, *, actor_did: str) -> BlobInfo:
@@ -120,21 +114,23 @@ async def bind_blob(conn: Executor, cid: str, convo_id: UUID, *, actor_did: str)
 
     NotFound if the actor uploaded no such blob or the conversation does not exist,
     NotAMember if the actor is not an active member, AlreadyExists if the blob is bound
-    to another conversation.
+    to another conversation, RetryableError (nothing written) if concurrent binds or
+    deletes changed the blob twice while the call ran.
     """
     blob, actor = validate.cid(cid), validate.did(actor_did, "actor_did")
     convo = validate.uuid(convo_id, "convo_id")
     params = {"cid": blob, "convo_id": convo, "actor_did": actor}
-    bound = await conn.fetch_one(_BIND, params)
-    if bound is not None:
-        return bound
-    await _access.check(conn, convo, actor)
-    own = await _own_metadata(conn, blob, actor)
-    if own is None:
-        raise NotFound(f"no blob {blob}")
-    if own.convo_id not in (None, convo):
-        raise AlreadyExists(f"blob {blob} is bound to another conversation")
-    raise RetryableError(f"blob {blob} or the membership changed concurrently; bind it again")
+    for _ in range(2):  # a second run follows a race, as in store_blob
+        row = await conn.fetch_one(_BIND, params)
+        assert row is not None  # the statement always returns its verdict
+        if row.outcome == "bound":
+            return row.info()
+        _access.refuse(row.outcome, convo, actor)
+        if row.outcome == "no_blob":
+            raise NotFound(f"no blob {blob}")
+        if row.outcome == "bound_elsewhere":
+            raise AlreadyExists(f"blob {blob} is bound to another conversation")
+    raise RetryableError(f"blob {blob} changed concurrently; bind it again")
 
 
 async def get_blob(conn: Executor, cid: str, *, actor_did: str) -> Blob | None:
@@ -148,12 +144,6 @@ async def get_blob_metadata(conn: Executor, cid: str, *, actor_did: str) -> Blob
     """What get_blob returns but the bytes, under the same check (None otherwise)."""
     blob, actor = validate.cid(cid), validate.did(actor_did, "actor_did")
     return await conn.fetch_one(_GET_METADATA, {"cid": blob, "actor_did": actor})
-
-
-async def _own_metadata(conn: Executor, cid: str, uploader: str) -> BlobInfo | None:
-    """The uploader's own copy of the blob, if any (the failure paths ask this)."""
-    found = await get_blob_metadata(conn, cid, actor_did=uploader)
-    return found if found is not None and found.uploader_did == uploader else None
 
 
 async def list_blobs_by_conversation(
@@ -206,3 +196,30 @@ async def delete_orphan_blobs(
     size = validate.batch_size(batch_size, conn.config.max_batch_size)
     params = {"older_than": age, "batch_size": size}
     return await conn.execute_in_batches(_DELETE_ORPHANS, params, size)
+
+
+@dataclass(frozen=True, slots=True)
+class _Verdict:
+    """store_blob's and bind_blob's outcome, and the blob's columns when it succeeded."""
+
+    outcome: str
+    cid: str | None
+    uploader_did: str | None
+    convo_id: UUID | None
+    size: int | None
+    mime_type: str | None
+    created_at: datetime | None
+
+    def info(self) -> BlobInfo:
+        assert self.cid is not None  # set whenever the call succeeded
+        assert self.uploader_did is not None
+        assert self.size is not None
+        assert self.mime_type is not None
+        assert self.created_at is not None
+        return BlobInfo(
+            self.cid, self.uploader_did, self.convo_id, self.size, self.mime_type, self.created_at
+        )
+
+
+_STORE = query("store_blob", _Verdict)  # bound below the dataclass they fill
+_BIND = query("bind_blob", _Verdict)

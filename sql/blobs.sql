@@ -7,9 +7,12 @@
 -- blob_usage_within_quota judges the newest usage and fails the whole statement past
 -- the quota. The snapshot's usage only spares writing a blob that is plainly over
 -- quota.
--- Returns: the blob's metadata. No row back: the uploader is not an active member (or
--- the conversation is gone), the blob is bound to another conversation, or it is
--- plainly over quota.
+-- Returns: one row, the outcome and, when it is 'stored', the blob's metadata; else
+-- 'not_found' (no such conversation), 'not_a_member' (the uploader is not an active
+-- member, or the conversation went meanwhile), 'bound_elsewhere' (the uploader's copy is
+-- bound to another conversation), 'over_quota' (plainly, by this snapshot's usage) or
+-- 'raced' (a concurrent store or delete of this content changed what the snapshot
+-- showed: running again sees it).
 -- Locks: in the layer's order: for a conversation, the uploader's members row first,
 -- FOR NO KEY UPDATE (so membership is judged on its newest version: a removal either
 -- precedes the store or waits for it), then the conversation row (FOR KEY SHARE, what
@@ -18,7 +21,7 @@
 -- the blob row it inserts or binds, and the usage row it charges.
 -- Index: conversations_pkey, members_pkey or members_active_by_member (the membership
 -- look-up), blobs_pkey, blob_usage_pkey.
--- not null: cid, uploader_did, size, mime_type, created_at (UNION of NOT NULL columns)
+-- not null: outcome (a CASE whose every branch is a literal)
 WITH uploader AS (
     -- The uploader's members row, when active, locked.
     SELECT m.member_did
@@ -30,16 +33,27 @@ WITH uploader AS (
     FOR NO KEY UPDATE
 ),
 
+judged AS (
+    -- An aggregate over the locked members row: read in full before the conversation
+    -- row is locked, so the lock order holds.
+    SELECT count(*) AS n FROM uploader
+),
+
+convo AS (
+    -- The conversation row, locked FOR KEY SHARE after the members row: gone if a
+    -- delete in flight committed first.
+    SELECT c.id
+    FROM conversations AS c
+    CROSS JOIN judged
+    WHERE c.id = %(convo_id)s::uuid
+    FOR KEY SHARE OF c
+),
+
 allowed AS (
-    -- Whether the store may go ahead: no conversation, or the uploader's, locked.
+    -- Whether the store may go ahead: no conversation, or one the uploader is in.
     SELECT
         %(convo_id)s::uuid IS NULL
-        OR EXISTS (
-            SELECT 1
-            FROM conversations AS c
-            WHERE c.id = %(convo_id)s::uuid AND EXISTS (SELECT 1 FROM uploader)
-            FOR KEY SHARE OF c
-        ) AS ok
+        OR (EXISTS (SELECT 1 FROM convo) AND EXISTS (SELECT 1 FROM uploader)) AS ok
 ),
 
 existing AS (
@@ -53,6 +67,18 @@ existing AS (
         b.created_at
     FROM blobs AS b
     WHERE b.cid = %(cid)s AND b.uploader_did = %(actor_did)s
+),
+
+used AS (
+    -- The uploader's usage in this snapshot: it only spares writing a blob plainly over
+    -- quota (the charge below judges the newest usage).
+    SELECT
+        coalesce(
+            (
+                SELECT u.used_bytes FROM blob_usage AS u
+                WHERE u.owner_did = %(actor_did)s
+            ), 0
+        ) AS bytes
 ),
 
 inserted AS (
@@ -69,12 +95,7 @@ inserted AS (
     WHERE
         allowed.ok
         AND NOT EXISTS (SELECT 1 FROM existing)
-        AND coalesce(
-            (
-                SELECT u.used_bytes FROM blob_usage AS u
-                WHERE u.owner_did = %(actor_did)s
-            ), 0
-        ) + %(size)s::bigint <= %(quota)s::bigint
+        AND (SELECT used.bytes FROM used) + %(size)s::bigint <= %(quota)s::bigint
     ON CONFLICT (cid, uploader_did) DO NOTHING
     RETURNING cid, uploader_did, convo_id, size, mime_type, created_at
 ),
@@ -105,46 +126,79 @@ bound AS (
         AND %(convo_id)s::uuid IS NOT NULL
         AND allowed.ok
     RETURNING b.cid, b.uploader_did, b.convo_id, b.size, b.mime_type, b.created_at
+),
+
+shown AS (
+    -- The blob as the call returns it: inserted, just bound, or stored already.
+    SELECT
+        i.cid,
+        i.uploader_did,
+        i.convo_id,
+        i.size,
+        i.mime_type,
+        i.created_at
+    FROM inserted AS i
+    UNION ALL
+    SELECT
+        bd.cid,
+        bd.uploader_did,
+        bd.convo_id,
+        bd.size,
+        bd.mime_type,
+        bd.created_at
+    FROM bound AS bd
+    UNION ALL
+    SELECT
+        e.cid,
+        e.uploader_did,
+        e.convo_id,
+        e.size,
+        e.mime_type,
+        e.created_at
+    FROM existing AS e
+    CROSS JOIN allowed
+    WHERE allowed.ok AND (%(convo_id)s::uuid IS NULL OR e.convo_id = %(convo_id)s::uuid)
 )
 
 SELECT
-    i.cid,
-    i.uploader_did,
-    i.convo_id,
-    i.size,
-    i.mime_type,
-    i.created_at
-FROM inserted AS i
-UNION ALL
-SELECT
-    bd.cid,
-    bd.uploader_did,
-    bd.convo_id,
-    bd.size,
-    bd.mime_type,
-    bd.created_at
-FROM bound AS bd
-UNION ALL
-SELECT
-    e.cid,
-    e.uploader_did,
-    e.convo_id,
-    e.size,
-    e.mime_type,
-    e.created_at
-FROM existing AS e
-CROSS JOIN allowed
-WHERE allowed.ok AND (%(convo_id)s::uuid IS NULL OR e.convo_id = %(convo_id)s::uuid);
+    CASE
+        WHEN shown.cid IS NOT NULL THEN 'stored'
+        WHEN %(convo_id)s::uuid IS NOT NULL AND NOT EXISTS (SELECT 1 FROM convo)
+            THEN 'not_found'
+        WHEN NOT allowed.ok THEN 'not_a_member'
+        WHEN
+            EXISTS (
+                SELECT 1 FROM existing AS e
+                WHERE e.convo_id <> %(convo_id)s::uuid
+            )
+            THEN 'bound_elsewhere'
+        WHEN
+            NOT EXISTS (SELECT 1 FROM existing)
+            AND (SELECT used.bytes FROM used) + %(size)s::bigint > %(quota)s::bigint
+            THEN 'over_quota'
+        ELSE 'raced'
+    END AS outcome,
+    shown.cid,
+    shown.uploader_did,
+    shown.convo_id,
+    shown.size,
+    shown.mime_type,
+    shown.created_at
+FROM allowed
+LEFT JOIN shown ON TRUE;
 
 -- name: bind_blob
 -- Binds the uploader's unbound blob to a conversation the uploader is an active member
 -- of (a blob already bound to it is returned unchanged).
--- Returns: the blob's metadata. No row back: not the uploader's blob, bound to another
--- conversation, or the uploader is not a member.
+-- Returns: one row, the outcome and, when it is 'bound', the blob's metadata; else
+-- 'not_found' (no such conversation), 'not_a_member', 'no_blob' (the uploader has no
+-- such blob), 'bound_elsewhere', or 'raced' (the blob was bound or deleted since this
+-- snapshot: running again sees it).
 -- Locks: in the layer's order: the uploader's members row, FOR NO KEY UPDATE (a removal
 -- either precedes the bind or waits for it), the conversation row (FOR KEY SHARE), then
 -- the blob.
 -- Index: blobs_pkey; members_pkey or members_active_by_member (the membership look-up).
+-- not null: outcome (a CASE whose every branch is a literal)
 WITH uploader AS (
     -- The uploader's members row, when active, locked.
     SELECT m.member_did
@@ -156,22 +210,62 @@ WITH uploader AS (
     FOR NO KEY UPDATE
 ),
 
+judged AS (
+    -- An aggregate over the locked members row: read in full before the conversation
+    -- row is locked, so the lock order holds.
+    SELECT count(*) AS n FROM uploader
+),
+
 convo AS (
-    -- The conversation row, locked FOR KEY SHARE after the members row.
+    -- The conversation row, locked FOR KEY SHARE after the members row: gone if a
+    -- delete in flight committed first.
     SELECT c.id
     FROM conversations AS c
-    WHERE c.id = %(convo_id)s AND EXISTS (SELECT 1 FROM uploader)
-    FOR KEY SHARE
+    CROSS JOIN judged
+    WHERE c.id = %(convo_id)s
+    FOR KEY SHARE OF c
+),
+
+bound AS (
+    -- The uploader's copy, bound (or already bound) to the conversation.
+    UPDATE blobs AS b
+    SET convo_id = convo.id
+    FROM convo
+    WHERE
+        b.cid = %(cid)s
+        AND b.uploader_did = %(actor_did)s
+        AND (b.convo_id IS NULL OR b.convo_id = convo.id)
+        AND EXISTS (SELECT 1 FROM uploader)
+    RETURNING b.cid, b.uploader_did, b.convo_id, b.size, b.mime_type, b.created_at
+),
+
+own AS (
+    -- The uploader's copy in this snapshot, to name a refusal.
+    SELECT b.convo_id
+    FROM blobs AS b
+    WHERE b.cid = %(cid)s AND b.uploader_did = %(actor_did)s
 )
 
-UPDATE blobs AS b
-SET convo_id = convo.id
-FROM convo
-WHERE
-    b.cid = %(cid)s
-    AND b.uploader_did = %(actor_did)s
-    AND (b.convo_id IS NULL OR b.convo_id = convo.id)
-RETURNING b.cid, b.uploader_did, b.convo_id, b.size, b.mime_type, b.created_at;
+SELECT
+    CASE
+        WHEN bound.cid IS NOT NULL THEN 'bound'
+        WHEN NOT EXISTS (SELECT 1 FROM convo) THEN 'not_found'
+        WHEN NOT EXISTS (SELECT 1 FROM uploader) THEN 'not_a_member'
+        WHEN NOT EXISTS (SELECT 1 FROM own) THEN 'no_blob'
+        WHEN EXISTS (
+            SELECT 1 FROM own
+            WHERE own.convo_id <> %(convo_id)s
+        ) THEN 'bound_elsewhere'
+        ELSE 'raced'
+    END AS outcome,
+    bound.cid,
+    bound.uploader_did,
+    bound.convo_id,
+    bound.size,
+    bound.mime_type,
+    bound.created_at
+FROM (SELECT %(convo_id)s::uuid AS id) AS wanted
+LEFT JOIN bound ON wanted.id = bound.convo_id;
 
 -- name: get_blob
 -- A blob with its bytes, for its uploader or an active member of its conversation.

@@ -19,6 +19,7 @@ from catbird_db import (
     DbConfig,
     NotAMember,
     NotAnAdmin,
+    blobs,
     conversations,
     members,
     messages,
@@ -138,3 +139,34 @@ async def test_an_add_refused_to_a_member_stays_not_an_admin(
             await members.add_member(traced, convo, dave, actor_did=BOB)
     assert tracer.done
     assert not await members.is_member(db, convo, dave)
+
+
+async def test_a_blob_store_refused_for_a_removed_member_stays_not_a_member(
+    db: Database, config: DbConfig, database_url: str
+) -> None:
+    convo = await group(db)
+    await members.remove_member(db, convo, BOB, actor_did=ALICE)
+    tracer = ChangeAfter(database_url, "store_blob", REJOIN, BOB)
+    async with Database.connect(config, tracer=tracer) as traced:
+        with pytest.raises(NotAMember):
+            await blobs.store_blob(
+                traced, b"attachment", actor_did=BOB, mime_type="image/png", convo_id=convo
+            )
+    assert tracer.done
+    assert await blobs.get_user_storage_size(db, actor_did=BOB) == 0
+
+
+async def test_a_blob_bind_refused_for_a_removed_member_stays_not_a_member(
+    db: Database, config: DbConfig, database_url: str
+) -> None:
+    convo = await group(db)
+    info = await blobs.store_blob(db, b"attachment", actor_did=BOB, mime_type="image/png")
+    await members.remove_member(db, convo, BOB, actor_did=ALICE)
+    tracer = ChangeAfter(database_url, "bind_blob", REJOIN, BOB)
+    async with Database.connect(config, tracer=tracer) as traced:
+        with pytest.raises(NotAMember):
+            await blobs.bind_blob(traced, info.cid, convo, actor_did=BOB)
+    assert tracer.done
+    stored = await blobs.get_blob_metadata(db, info.cid, actor_did=BOB)
+    assert stored is not None
+    assert stored.convo_id is None
