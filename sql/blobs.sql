@@ -22,7 +22,7 @@
 -- Index: conversations_pkey, members_pkey or members_active_by_member (the membership
 -- look-up), blobs_pkey, blob_usage_pkey.
 -- not null: outcome (a CASE whose every branch is a literal)
-WITH uploader AS (
+WITH locked AS (
     -- The uploader's members row, when active, locked.
     SELECT m.member_did
     FROM members AS m
@@ -36,7 +36,7 @@ WITH uploader AS (
 judged AS (
     -- An aggregate over the locked members row: read in full before the conversation
     -- row is locked, so the lock order holds.
-    SELECT count(*) AS n FROM uploader
+    SELECT count(*) AS n FROM locked
 ),
 
 convo AS (
@@ -53,7 +53,7 @@ allowed AS (
     -- Whether the store may go ahead: no conversation, or one the uploader is in.
     SELECT
         %(convo_id)s::uuid IS NULL
-        OR (EXISTS (SELECT 1 FROM convo) AND EXISTS (SELECT 1 FROM uploader)) AS ok
+        OR (EXISTS (SELECT 1 FROM convo) AND EXISTS (SELECT 1 FROM locked)) AS ok
 ),
 
 existing AS (
@@ -199,7 +199,7 @@ LEFT JOIN shown ON TRUE;
 -- the blob.
 -- Index: blobs_pkey; members_pkey or members_active_by_member (the membership look-up).
 -- not null: outcome (a CASE whose every branch is a literal)
-WITH uploader AS (
+WITH locked AS (
     -- The uploader's members row, when active, locked.
     SELECT m.member_did
     FROM members AS m
@@ -213,7 +213,7 @@ WITH uploader AS (
 judged AS (
     -- An aggregate over the locked members row: read in full before the conversation
     -- row is locked, so the lock order holds.
-    SELECT count(*) AS n FROM uploader
+    SELECT count(*) AS n FROM locked
 ),
 
 convo AS (
@@ -235,7 +235,7 @@ bound AS (
         b.cid = %(cid)s
         AND b.uploader_did = %(actor_did)s
         AND (b.convo_id IS NULL OR b.convo_id = convo.id)
-        AND EXISTS (SELECT 1 FROM uploader)
+        AND EXISTS (SELECT 1 FROM locked)
     RETURNING b.cid, b.uploader_did, b.convo_id, b.size, b.mime_type, b.created_at
 ),
 
@@ -250,7 +250,7 @@ SELECT
     CASE
         WHEN bound.cid IS NOT NULL THEN 'bound'
         WHEN NOT EXISTS (SELECT 1 FROM convo) THEN 'not_found'
-        WHEN NOT EXISTS (SELECT 1 FROM uploader) THEN 'not_a_member'
+        WHEN NOT EXISTS (SELECT 1 FROM locked) THEN 'not_a_member'
         WHEN NOT EXISTS (SELECT 1 FROM own) THEN 'no_blob'
         WHEN EXISTS (
             SELECT 1 FROM own

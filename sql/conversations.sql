@@ -152,7 +152,7 @@ WITH locked AS (
     FOR UPDATE
 ),
 
-actor AS (
+judged AS (
     -- The actor's rights on the locked rows.
     SELECT
         coalesce(bool_or(l.member_did = %(actor_did)s AND l.left_at IS NULL), FALSE)
@@ -168,7 +168,7 @@ convo AS (
     -- The conversation row, locked after the members rows: gone if a delete in flight
     -- committed first.
     SELECT c.id
-    FROM conversations AS c CROSS JOIN actor
+    FROM conversations AS c CROSS JOIN judged
     WHERE c.id = %(convo_id)s
     FOR UPDATE OF c
 ),
@@ -176,8 +176,8 @@ convo AS (
 deleted AS (
     -- The conversation, when the actor is an admin; its rows go by cascade.
     DELETE FROM conversations AS c
-    USING convo, actor
-    WHERE c.id = convo.id AND actor.is_admin
+    USING convo, judged
+    WHERE c.id = convo.id AND judged.is_admin
     RETURNING c.id
 )
 
@@ -185,9 +185,9 @@ SELECT
     CASE
         WHEN deleted.id IS NOT NULL THEN 'deleted'
         WHEN convo.id IS NULL THEN 'not_found'
-        WHEN NOT actor.is_member THEN 'not_a_member'
+        WHEN NOT judged.is_member THEN 'not_a_member'
         ELSE 'not_an_admin'
     END AS outcome
-FROM actor
+FROM judged
 LEFT JOIN convo ON TRUE
 LEFT JOIN deleted ON TRUE;

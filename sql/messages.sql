@@ -38,7 +38,7 @@ WITH locked AS (
     FOR NO KEY UPDATE
 ),
 
-actor AS (
+judged AS (
     -- The actor's rights: an aggregate reads every locked row, so all are locked before
     -- the conversation row is (an EXISTS could stop at the first).
     SELECT
@@ -76,11 +76,11 @@ bump AS (
         last_seq = c.last_seq + 1,
         epoch = c.epoch + (%(message_type)s::text = 'commit')::int,
         updated_at = now()
-    FROM actor
+    FROM judged
     WHERE
         c.id = %(convo_id)s
-        AND actor.is_member
-        AND (actor.is_admin OR NOT %(admin_only)s::boolean)
+        AND judged.is_member
+        AND (judged.is_admin OR NOT %(admin_only)s::boolean)
         AND NOT EXISTS (SELECT 1 FROM earlier)
         AND c.epoch - %(epoch)s BETWEEN 0 AND %(epoch_window)s
     RETURNING c.id, c.last_seq
@@ -94,8 +94,8 @@ verdict AS (
         CASE
             WHEN EXISTS (SELECT 1 FROM bump) THEN 'sequenced'
             WHEN convo.id IS NULL THEN 'not_found'
-            WHEN NOT actor.is_member THEN 'not_a_member'
-            WHEN %(admin_only)s::boolean AND NOT actor.is_admin THEN 'not_an_admin'
+            WHEN NOT judged.is_member THEN 'not_a_member'
+            WHEN %(admin_only)s::boolean AND NOT judged.is_admin THEN 'not_an_admin'
             WHEN
                 earlier.sender_did = %(actor_did)s
                 AND earlier.message_type = %(message_type)s::text
@@ -105,7 +105,7 @@ verdict AS (
             WHEN earlier.id IS NOT NULL THEN 'id_taken'
             ELSE 'epoch_conflict'
         END AS outcome
-    FROM actor
+    FROM judged
     LEFT JOIN conversations AS convo ON convo.id = %(convo_id)s
     LEFT JOIN earlier ON TRUE
 ),
@@ -334,7 +334,7 @@ WHERE
 -- deletes.
 -- Index: messages_convo_id_id_key; members_pkey or members_active_by_member (the
 -- membership look-up).
-WITH actor AS (
+WITH locked AS (
     -- The actor's members row, when active, locked.
     SELECT a.joined_seq
     FROM members AS a
@@ -351,7 +351,7 @@ WHERE
     AND m.id = %(id)s
     AND m.sender_did = %(actor_did)s
     AND m.message_type = 'app'
-    AND m.seq > (SELECT actor.joined_seq FROM actor);
+    AND m.seq > (SELECT locked.joined_seq FROM locked);
 
 -- name: delete_expired_messages
 -- One batch of messages past their expiry. Each batch is its own short statement, so
