@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import datetime
 from uuid import UUID
 
@@ -53,24 +53,8 @@ async def add_member(
         existing = await get_membership(conn, convo, member)
         if existing is None or existing.left_at is not None:
             raise NotFound(f"{member} could not be added to {convo}")  # removed meanwhile
-        return Member(
-            existing.convo_id,
-            existing.member_did,
-            existing.role,
-            existing.joined_at,
-            existing.left_at,
-            existing.joined_seq,
-            existing.last_read_seq,
-        )
-    return Member(
-        convo,
-        member,
-        row.role,  # type: ignore[arg-type]  # set whenever added or active
-        row.joined_at,  # type: ignore[arg-type]
-        row.left_at,
-        row.joined_seq,  # type: ignore[arg-type]
-        row.last_read_seq,  # type: ignore[arg-type]
-    )
+        return Member(*(getattr(existing, f.name) for f in fields(Member)))  # not its count
+    return row.member()
 
 
 async def remove_member(
@@ -86,15 +70,7 @@ async def remove_member(
     result = await conn.fetch_one(_REMOVE, params)
     assert result is not None  # the statement always returns its verdict
     if result.outcome == "removed":
-        return Member(
-            convo,
-            member,
-            result.role,  # type: ignore[arg-type]  # set whenever the member was removed
-            result.joined_at,  # type: ignore[arg-type]
-            result.left_at,
-            result.joined_seq,  # type: ignore[arg-type]
-            result.last_read_seq,  # type: ignore[arg-type]
-        )
+        return result.member()
     if result.outcome == "last_admin":
         raise LastAdmin(f"{member_did} is the last admin of {convo_id}")
     _access.refuse(result.outcome, convo, actor)
@@ -145,16 +121,7 @@ async def mark_read(conn: Executor, convo_id: UUID, *, actor_did: str, seq: int)
     row = await conn.fetch_one(_MARK_READ, params)
     assert row is not None  # the statement always returns its verdict
     _access.refuse(row.outcome, convo, actor)
-    return Membership(
-        convo,
-        actor,
-        row.role,  # type: ignore[arg-type]  # set whenever the marker moved
-        row.joined_at,  # type: ignore[arg-type]
-        row.left_at,
-        row.joined_seq,  # type: ignore[arg-type]
-        row.last_read_seq,  # type: ignore[arg-type]
-        row.unread_count,  # type: ignore[arg-type]
-    )
+    return row.membership()
 
 
 async def reset_unread_count(conn: Executor, convo_id: UUID, *, actor_did: str) -> Membership:
@@ -167,8 +134,9 @@ async def reset_unread_count(conn: Executor, convo_id: UUID, *, actor_did: str) 
 
 
 @dataclass(frozen=True, slots=True)
-class _Added:
-    """add_member's verdict, and the member's columns when there is a row to show."""
+class _Verdict:
+    """add_member's and remove_member's outcome, and the member's columns when there is a
+    row to return."""
 
     outcome: str
     convo_id: UUID | None
@@ -178,37 +146,48 @@ class _Added:
     left_at: datetime | None
     joined_seq: int | None
     last_read_seq: int | None
+
+    def member(self) -> Member:
+        """The row as a Member; only for an outcome that returns one."""
+        assert self.convo_id is not None
+        assert self.member_did is not None
+        assert self.role is not None
+        assert self.joined_at is not None
+        assert self.joined_seq is not None
+        assert self.last_read_seq is not None
+        return Member(
+            self.convo_id,
+            self.member_did,
+            self.role,
+            self.joined_at,
+            self.left_at,
+            self.joined_seq,
+            self.last_read_seq,
+        )
 
 
 @dataclass(frozen=True, slots=True)
-class _Marked:
-    """mark_read's verdict, and the membership's columns when it marked."""
+class _Marked(_Verdict):
+    """mark_read's outcome, and the membership with its unread count when it marked."""
 
-    outcome: str
-    convo_id: UUID | None
-    member_did: str | None
-    role: Role | None
-    joined_at: datetime | None
-    left_at: datetime | None
-    joined_seq: int | None
-    last_read_seq: int | None
     unread_count: int | None
 
+    def membership(self) -> Membership:
+        """The row as a Membership; only when the marker moved."""
+        assert self.unread_count is not None
+        m = self.member()
+        return Membership(
+            m.convo_id,
+            m.member_did,
+            m.role,
+            m.joined_at,
+            m.left_at,
+            m.joined_seq,
+            m.last_read_seq,
+            self.unread_count,
+        )
 
-@dataclass(frozen=True, slots=True)
-class _Removal:
-    """remove_member's verdict, and the removed row's columns when it removed."""
 
-    outcome: str
-    convo_id: UUID | None
-    member_did: str | None
-    role: str | None
-    joined_at: datetime | None
-    left_at: datetime | None
-    joined_seq: int | None
-    last_read_seq: int | None
-
-
-_ADD = query("add_member", _Added)  # bound below the dataclasses they fill
+_ADD = query("add_member", _Verdict)  # bound below the dataclasses they fill
 _MARK_READ = query("mark_read", _Marked)
-_REMOVE = query("remove_member", _Removal)
+_REMOVE = query("remove_member", _Verdict)
