@@ -28,6 +28,7 @@ class _Sequenced:
     seq: int | None
     sent_at: datetime | None
     expires_at: datetime | None
+    rejoining: list[str]
 
 
 _SEQUENCE = query("sequence_message", _Sequenced)
@@ -48,9 +49,10 @@ async def sequence(
     admin_only: bool = False,
     rejoining: Sequence[str] = (),
     replay: bool = True,
-) -> Message:
+) -> tuple[Message, list[str]]:
     """Store the message at the conversation's next seq (a commit also advances the epoch),
-    or return the same send stored before (when `replay`).
+    or return the same send stored before (when `replay`). Returns it with the DIDs of
+    the `rejoining` members whose (left) rows the statement locked.
 
     Raises NotFound, NotAMember, NotAnAdmin (with `admin_only`), AlreadyExists (the id is
     taken, or a replay when `replay` is False), EpochConflict with the current epoch
@@ -90,7 +92,7 @@ async def sequence(
     if outcome in ("sequenced", "replayed"):
         assert row.seq is not None
         assert row.sent_at is not None
-        return Message(
+        message = Message(
             convo_id,
             row.seq,
             message_id,
@@ -101,6 +103,7 @@ async def sequence(
             row.sent_at,
             row.expires_at,
         )
+        return message, row.rejoining
     _access.refuse(outcome, convo_id, actor_did)
     if outcome == "id_taken":
         raise AlreadyExists(f"message id {message_id} is taken in conversation {convo_id}")

@@ -55,7 +55,7 @@ async def create_message(
     """
     convo, actor = validate.uuid(convo_id, "convo_id"), validate.did(actor_did, "actor_did")
     msg_id = validate.uuid(message_id, "message_id")
-    return await sequence(
+    message, _ = await sequence(
         conn,
         convo,
         actor,
@@ -66,6 +66,7 @@ async def create_message(
         epoch_window=conn.config.epoch_window,
         expires_at=validate.expiry(expires_at),
     )
+    return message
 
 
 async def submit_commit(
@@ -85,7 +86,7 @@ async def submit_commit(
     """
     convo, actor = validate.uuid(convo_id, "convo_id"), validate.did(actor_did, "actor_did")
     msg_id = validate.uuid(message_id, "message_id")
-    return await sequence(
+    message, _ = await sequence(
         conn,
         convo,
         actor,
@@ -94,6 +95,7 @@ async def submit_commit(
         epoch=validate.non_negative(epoch, "epoch"),
         ciphertext=validate.bytes_(ciphertext, "ciphertext", conn.config.max_message_bytes),
     )
+    return message
 
 
 async def get_message(

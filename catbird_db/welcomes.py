@@ -63,7 +63,7 @@ async def add_members_with_commit(
     # One transaction (a savepoint in the caller's): a refusal of the members' part
     # rolls the sequenced commit back with it.
     async with conn.transaction() as tx:
-        stored = await sequence(
+        stored, rejoining = await sequence(
             tx,
             convo,
             actor,
@@ -80,6 +80,7 @@ async def add_members_with_commit(
             "actor_did": actor,
             "seq": stored.seq,
             "member_dids": dids,
+            "rejoining": rejoining,
             "key_package_refs": [m.key_package_ref for m in members],
             "welcome_data": [m.welcome_data for m in members],
         }

@@ -3,6 +3,9 @@
 -- transaction where sequence_message has just stored the commit at `seq`. Members are
 -- added or re-added with joined_seq = the commit's seq (they see nothing earlier, not
 -- even this commit). One welcome per new member.
+-- It re-adds only the former members in `rejoining`, the rows sequence_message locked
+-- (a member removed between the two statements is not locked now, after the
+-- conversation row, out of the lock order).
 -- Returns: one row: usable, whether every new member's key package is a package of
 -- theirs, of the conversation's cipher suite, and either a regular one the actor
 -- claimed and no add has used or an unexpired last-resort one; and members_added. When
@@ -80,6 +83,7 @@ rejoined AS (
         verdict.usable
         AND m.convo_id = %(convo_id)s
         AND m.member_did = n.member_did
+        AND m.member_did = any(%(rejoining)s::text[])
         AND m.left_at IS NOT NULL
     RETURNING m.member_did
 ),

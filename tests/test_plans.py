@@ -235,6 +235,7 @@ def values(p: seed.Picks) -> dict[str, dict[str, Any]]:
             "convo_id": convo,
             "actor_did": admin,
             "seq": p.message_seq,
+            "rejoining": [],
             "member_dids": [p.owner_did],
             "key_package_refs": [p.key_package_ref],
             "welcome_data": [bytes(1500)],

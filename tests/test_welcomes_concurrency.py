@@ -4,6 +4,7 @@ nothing behind."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from typing import Any
 from uuid import UUID, uuid4
 
@@ -12,6 +13,7 @@ import pytest
 
 from catbird_db import (
     Database,
+    DbConfig,
     EpochConflict,
     InvalidInput,
     MembersAdded,
@@ -24,6 +26,7 @@ from catbird_db import (
     welcomes,
 )
 from catbird_db.mls import key_package_ref
+from catbird_db.sql import Statement
 
 from support import (
     ALICE,
@@ -216,3 +219,41 @@ async def test_re_adding_an_active_member_does_not_lock_their_row(
         )
         await sender.commit()
     assert isinstance(await adding, MembersAdded)
+
+
+async def test_an_add_locks_no_members_row_after_the_conversation_row(
+    db: Database, config: DbConfig, database_url: str
+) -> None:
+    """Re-adding Carol (a new device) while she is active: the commit's statement does not
+    lock her row. Right after it, she is removed and her row held by another session;
+    the add's second statement must leave that row alone (it re-adds only rows the first
+    one locked), or it would wait on it while holding the conversation row, out of the
+    lock order (the soak met that deadlock with a concurrent removal and a send)."""
+    convo = (
+        await conversations.create_conversation_with_members(
+            db, actor_did=ALICE, cipher_suite=1, member_dids=[CAROL]
+        )
+    ).id
+    carol = await new_member(db, CAROL, ALICE)
+    holder = psycopg.connect(database_url)
+    done: list[bool] = []
+
+    def tracer(stmt: Statement, _params: Any, _elapsed: float) -> None:
+        if stmt.name == "sequence_message" and not done:
+            done.append(True)
+            with psycopg.connect(database_url, autocommit=True) as side:
+                side.execute("UPDATE members SET left_at = now() WHERE member_did = %s", (CAROL,))
+            holder.execute(
+                "SELECT 1 FROM members WHERE member_did = %s FOR NO KEY UPDATE", (CAROL,)
+            )
+
+    try:
+        impatient = dataclasses.replace(config, lock_timeout_ms=2_000)
+        async with Database.connect(impatient, tracer=tracer) as traced:
+            added = await add_at_epoch_zero(traced, convo, ALICE, carol, uuid4())
+    finally:
+        holder.rollback()
+        holder.close()
+    assert done
+    assert isinstance(added, MembersAdded)
+    assert added.members_added == 0  # she was active when the commit was sequenced
