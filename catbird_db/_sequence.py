@@ -85,10 +85,12 @@ async def sequence(
             row = await conn.fetch_one(_SEQUENCE, params)
     assert row is not None  # the statement always returns its verdict
     outcome = row.outcome
+    current: int | None = None  # the epoch as it is now, read once if needed
     if not replay and outcome in ("replayed", "id_taken"):
         # Without replays the epoch is judged before the id: a commit retried after it
         # was stored finds the epoch moved on, as any stale commit does.
-        outcome = "id_taken" if await _epoch_now(conn, convo_id) == epoch else "epoch_conflict"
+        current = await _epoch_now(conn, convo_id)
+        outcome = "id_taken" if current == epoch else "epoch_conflict"
     if outcome in ("sequenced", "replayed"):
         assert row.seq is not None
         assert row.sent_at is not None
@@ -109,7 +111,7 @@ async def sequence(
         raise AlreadyExists(f"message id {message_id} is taken in conversation {convo_id}")
     # epoch_conflict: the epoch moved (or the conversation went) since the statement's
     # snapshot was taken, or the caller's epoch is out of the window: say where it is now.
-    raise EpochConflict(await _epoch_now(conn, convo_id))
+    raise EpochConflict(current if current is not None else await _epoch_now(conn, convo_id))
 
 
 async def _epoch_now(conn: Executor, convo_id: UUID) -> int:

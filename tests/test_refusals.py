@@ -8,6 +8,8 @@ The statement decided on the rows it locked, so the call raises what was true th
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 from uuid import UUID, uuid4
 
@@ -54,119 +56,151 @@ async def group(db: Database) -> UUID:
 
 REJOIN = "UPDATE members SET left_at = NULL WHERE member_did = %s"
 PROMOTE = "UPDATE members SET role = 'admin' WHERE member_did = %s"
+DAVE = "did:plc:dave2dave2dave2dave2dave"
+
+Call = Callable[[Database, UUID, Any], Awaitable[Any]]
+After = Callable[[Database, UUID, Any], Awaitable[None]]
 
 
-async def test_a_send_refused_for_a_removed_member_stays_not_a_member(
-    db: Database, config: DbConfig, database_url: str
-) -> None:
-    convo = await group(db)
+async def removed_bob(db: Database, convo: UUID) -> Any:
     await members.remove_member(db, convo, BOB, actor_did=ALICE)
-    tracer = ChangeAfter(database_url, "sequence_message", REJOIN, BOB)
-    async with Database.connect(config, tracer=tracer) as traced:
-        with pytest.raises(NotAMember):
-            await messages.create_message(
-                traced, convo, actor_did=BOB, message_id=uuid4(), epoch=0, ciphertext=b"x"
-            )
 
 
-async def test_a_commit_refused_for_a_removed_member_stays_not_a_member(
-    db: Database, config: DbConfig, database_url: str
-) -> None:
-    convo = await group(db)
+async def bobs_unbound_blob_then_removed(db: Database, convo: UUID) -> Any:
+    info = await blobs.store_blob(db, b"attachment", actor_did=BOB, mime_type="image/png")
     await members.remove_member(db, convo, BOB, actor_did=ALICE)
-    tracer = ChangeAfter(database_url, "sequence_message", REJOIN, BOB)
-    async with Database.connect(config, tracer=tracer) as traced:
-        with pytest.raises(NotAMember):
-            await messages.submit_commit(
-                traced, convo, actor_did=BOB, message_id=uuid4(), epoch=0, ciphertext=b"c"
-            )
+    return info
 
 
-async def test_mark_read_refused_for_a_removed_member_stays_not_a_member(
-    db: Database, config: DbConfig, database_url: str
-) -> None:
-    convo = await group(db)
-    await members.remove_member(db, convo, BOB, actor_did=ALICE)
-    tracer = ChangeAfter(database_url, "mark_read", REJOIN, BOB)
-    async with Database.connect(config, tracer=tracer) as traced:
-        with pytest.raises(NotAMember):
-            await members.mark_read(traced, convo, actor_did=BOB, seq=0)
+async def nothing(db: Database, convo: UUID) -> Any:
+    return None
 
 
-async def test_the_epoch_refused_to_a_removed_member_stays_not_a_member(
-    db: Database, config: DbConfig, database_url: str
-) -> None:
-    convo = await group(db)
-    await members.remove_member(db, convo, BOB, actor_did=ALICE)
-    tracer = ChangeAfter(database_url, "get_current_epoch", REJOIN, BOB)
-    async with Database.connect(config, tracer=tracer) as traced:
-        with pytest.raises(NotAMember):
-            await conversations.get_current_epoch(traced, convo, actor_did=BOB)
+async def unchecked(db: Database, convo: UUID, prepared: Any) -> None:
+    return None
 
 
-async def test_a_delete_refused_to_a_member_stays_not_an_admin(
-    db: Database, config: DbConfig, database_url: str
-) -> None:
-    convo = await group(db)
-    tracer = ChangeAfter(database_url, "delete_conversation", PROMOTE, BOB)
-    async with Database.connect(config, tracer=tracer) as traced:
-        with pytest.raises(NotAnAdmin):
-            await conversations.delete_conversation(traced, convo, actor_did=BOB)
-    assert tracer.done
+async def still_there(db: Database, convo: UUID, prepared: Any) -> None:
     assert await conversations.get_conversation(db, convo, actor_did=ALICE) is not None
 
 
-async def test_a_removal_refused_to_a_member_stays_not_an_admin(
-    db: Database, config: DbConfig, database_url: str
-) -> None:
-    convo = await group(db)
-    tracer = ChangeAfter(database_url, "remove_member", PROMOTE, BOB)
-    async with Database.connect(config, tracer=tracer) as traced:
-        with pytest.raises(NotAnAdmin):
-            await members.remove_member(traced, convo, CAROL, actor_did=BOB)
-    assert tracer.done
+async def carol_still_in(db: Database, convo: UUID, prepared: Any) -> None:
     assert await members.is_member(db, convo, CAROL)
 
 
-async def test_an_add_refused_to_a_member_stays_not_an_admin(
-    db: Database, config: DbConfig, database_url: str
-) -> None:
-    convo = await group(db)
-    dave = "did:plc:dave2dave2dave2dave2dave"
-    tracer = ChangeAfter(database_url, "add_member", PROMOTE, BOB)
-    async with Database.connect(config, tracer=tracer) as traced:
-        with pytest.raises(NotAnAdmin):
-            await members.add_member(traced, convo, dave, actor_did=BOB)
-    assert tracer.done
-    assert not await members.is_member(db, convo, dave)
+async def dave_not_added(db: Database, convo: UUID, prepared: Any) -> None:
+    assert not await members.is_member(db, convo, DAVE)
 
 
-async def test_a_blob_store_refused_for_a_removed_member_stays_not_a_member(
-    db: Database, config: DbConfig, database_url: str
-) -> None:
-    convo = await group(db)
-    await members.remove_member(db, convo, BOB, actor_did=ALICE)
-    tracer = ChangeAfter(database_url, "store_blob", REJOIN, BOB)
-    async with Database.connect(config, tracer=tracer) as traced:
-        with pytest.raises(NotAMember):
-            await blobs.store_blob(
-                traced, b"attachment", actor_did=BOB, mime_type="image/png", convo_id=convo
-            )
-    assert tracer.done
+async def nothing_charged(db: Database, convo: UUID, prepared: Any) -> None:
     assert await blobs.get_user_storage_size(db, actor_did=BOB) == 0
 
 
-async def test_a_blob_bind_refused_for_a_removed_member_stays_not_a_member(
-    db: Database, config: DbConfig, database_url: str
-) -> None:
-    convo = await group(db)
-    info = await blobs.store_blob(db, b"attachment", actor_did=BOB, mime_type="image/png")
-    await members.remove_member(db, convo, BOB, actor_did=ALICE)
-    tracer = ChangeAfter(database_url, "bind_blob", REJOIN, BOB)
-    async with Database.connect(config, tracer=tracer) as traced:
-        with pytest.raises(NotAMember):
-            await blobs.bind_blob(traced, info.cid, convo, actor_did=BOB)
-    assert tracer.done
-    stored = await blobs.get_blob_metadata(db, info.cid, actor_did=BOB)
+async def still_unbound(db: Database, convo: UUID, prepared: Any) -> None:
+    stored = await blobs.get_blob_metadata(db, prepared.cid, actor_did=BOB)
     assert stored is not None
     assert stored.convo_id is None
+
+
+@dataclass(frozen=True)
+class Case:
+    """Bob's call, refused; `change` (on Bob's row) runs right after `statement`."""
+
+    statement: str
+    change: str
+    prepare: Callable[[Database, UUID], Awaitable[Any]]
+    call: Call
+    refusal: type[Exception]
+    after: After = unchecked
+
+
+CASES = {
+    "a send by a removed member": Case(
+        "sequence_message",
+        REJOIN,
+        removed_bob,
+        lambda db, convo, _: messages.create_message(
+            db, convo, actor_did=BOB, message_id=uuid4(), epoch=0, ciphertext=b"x"
+        ),
+        NotAMember,
+    ),
+    "a commit by a removed member": Case(
+        "sequence_message",
+        REJOIN,
+        removed_bob,
+        lambda db, convo, _: messages.submit_commit(
+            db, convo, actor_did=BOB, message_id=uuid4(), epoch=0, ciphertext=b"c"
+        ),
+        NotAMember,
+    ),
+    "mark_read by a removed member": Case(
+        "mark_read",
+        REJOIN,
+        removed_bob,
+        lambda db, convo, _: members.mark_read(db, convo, actor_did=BOB, seq=0),
+        NotAMember,
+    ),
+    "the epoch to a removed member": Case(
+        "get_current_epoch",
+        REJOIN,
+        removed_bob,
+        lambda db, convo, _: conversations.get_current_epoch(db, convo, actor_did=BOB),
+        NotAMember,
+    ),
+    "a delete by a member": Case(
+        "delete_conversation",
+        PROMOTE,
+        nothing,
+        lambda db, convo, _: conversations.delete_conversation(db, convo, actor_did=BOB),
+        NotAnAdmin,
+        still_there,
+    ),
+    "a removal by a member": Case(
+        "remove_member",
+        PROMOTE,
+        nothing,
+        lambda db, convo, _: members.remove_member(db, convo, CAROL, actor_did=BOB),
+        NotAnAdmin,
+        carol_still_in,
+    ),
+    "an add by a member": Case(
+        "add_member",
+        PROMOTE,
+        nothing,
+        lambda db, convo, _: members.add_member(db, convo, DAVE, actor_did=BOB),
+        NotAnAdmin,
+        dave_not_added,
+    ),
+    "a blob store by a removed member": Case(
+        "store_blob",
+        REJOIN,
+        removed_bob,
+        lambda db, convo, _: blobs.store_blob(
+            db, b"attachment", actor_did=BOB, mime_type="image/png", convo_id=convo
+        ),
+        NotAMember,
+        nothing_charged,
+    ),
+    "a blob bind by a removed member": Case(
+        "bind_blob",
+        REJOIN,
+        bobs_unbound_blob_then_removed,
+        lambda db, convo, info: blobs.bind_blob(db, info.cid, convo, actor_did=BOB),
+        NotAMember,
+        still_unbound,
+    ),
+}
+
+
+@pytest.mark.parametrize("case", CASES.values(), ids=CASES.keys())
+async def test_a_refusal_names_what_its_statement_saw(
+    case: Case, db: Database, config: DbConfig, database_url: str
+) -> None:
+    convo = await group(db)
+    prepared = await case.prepare(db, convo)
+    tracer = ChangeAfter(database_url, case.statement, case.change, BOB)
+    async with Database.connect(config, tracer=tracer) as traced:
+        with pytest.raises(case.refusal):
+            await case.call(traced, convo, prepared)
+    assert tracer.done  # the membership did change right after the statement
+    await case.after(db, convo, prepared)
