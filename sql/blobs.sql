@@ -268,13 +268,14 @@ FROM (SELECT %(convo_id)s::uuid AS id) AS wanted
 LEFT JOIN bound ON wanted.id = bound.convo_id;
 
 -- name: get_blob
--- A blob with its bytes, for its uploader or an active member of its conversation.
--- Several uploaders may hold the same content: the actor's own copy comes first, then
--- the oldest, so the answer is stable.
+-- A blob with its bytes, when the actor may read it (readable_blob: its uploader, or an
+-- active member of its conversation; the actor's own copy first, then the oldest).
 -- Returns: one blob; no row when no copy is the actor's or in a conversation they are
 -- an active member of.
 -- Locks: none.
 -- Index: blobs_pkey; members_pkey or members_active_by_member (the membership look-up).
+-- not null: cid, uploader_did, size, mime_type, created_at (NOT NULL columns of blobs)
+-- not null: data (NOT NULL, read through readable_blob)
 SELECT
     b.cid,
     b.uploader_did,
@@ -283,28 +284,15 @@ SELECT
     b.mime_type,
     b.created_at,
     b.data
-FROM blobs AS b
-WHERE
-    b.cid = %(cid)s
-    AND (
-        b.uploader_did = %(actor_did)s
-        OR EXISTS (
-            SELECT 1
-            FROM members AS m
-            WHERE
-                m.convo_id = b.convo_id
-                AND m.member_did = %(actor_did)s
-                AND m.left_at IS NULL
-        )
-    )
-ORDER BY b.uploader_did = %(actor_did)s DESC, b.created_at ASC, b.uploader_did ASC
-LIMIT 1;
+FROM readable_blob(%(cid)s, %(actor_did)s) AS b;
 
 -- name: get_blob_metadata
--- What get_blob returns but the bytes, under the same check and order.
+-- What get_blob returns but the bytes, from the same readable_blob (the bytes are never
+-- read: the planner drops a column no one uses).
 -- Returns: one blob's metadata; no row when get_blob would return none.
 -- Locks: none.
 -- Index: blobs_pkey; members_pkey or members_active_by_member (the membership look-up).
+-- not null: cid, uploader_did, size, mime_type, created_at (NOT NULL columns of blobs)
 SELECT
     b.cid,
     b.uploader_did,
@@ -312,22 +300,7 @@ SELECT
     b.size,
     b.mime_type,
     b.created_at
-FROM blobs AS b
-WHERE
-    b.cid = %(cid)s
-    AND (
-        b.uploader_did = %(actor_did)s
-        OR EXISTS (
-            SELECT 1
-            FROM members AS m
-            WHERE
-                m.convo_id = b.convo_id
-                AND m.member_did = %(actor_did)s
-                AND m.left_at IS NULL
-        )
-    )
-ORDER BY b.uploader_did = %(actor_did)s DESC, b.created_at ASC, b.uploader_did ASC
-LIMIT 1;
+FROM readable_blob(%(cid)s, %(actor_did)s) AS b;
 
 -- name: list_blobs_by_conversation
 -- A conversation's blobs in upload order after a keyset position (the first page passes

@@ -68,13 +68,14 @@ WHERE
 -- name: list_conversations
 -- The actor's active conversations, newest activity first, after a keyset position (the
 -- first page passes 9999-12-31 and the greatest uuid). Unread counts are derived from
--- each read marker: unexpired app messages from others after it.
+-- each read marker (unread_messages: readable app messages from others after it), for
+-- the rows of the page only (a scalar subquery is evaluated after the LIMIT).
 -- Returns: up to limit rows, each a conversation with the actor's role, read marker and
 -- unread_count; none when no active conversation of the actor's lies past the position.
 -- Locks: none.
 -- Index: members_active_by_member (the actor's memberships), conversations_pkey,
 -- messages_pkey (the unread counts).
--- not null: unread_count (a count)
+-- not null: unread_count (a count, always one row)
 SELECT
     c.id,
     c.creator_did,
@@ -87,14 +88,8 @@ SELECT
     m.role,
     m.last_read_seq,
     (
-        SELECT count(*)
-        FROM messages AS msg
-        WHERE
-            msg.convo_id = c.id
-            AND msg.seq > m.last_read_seq
-            AND msg.message_type = 'app'
-            AND msg.sender_did <> m.member_did
-            AND (msg.expires_at IS NULL OR msg.expires_at > now())
+        SELECT u.unread_count
+        FROM unread_messages(m.convo_id, m.member_did, m.last_read_seq) AS u
     ) AS unread_count
 FROM members AS m
 INNER JOIN conversations AS c ON m.convo_id = c.id

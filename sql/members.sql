@@ -344,12 +344,12 @@ ORDER BY m.member_did
 LIMIT %(limit)s;
 
 -- name: get_membership
--- One membership, active or not, with its unread count: unexpired app messages from
--- others after the read marker (zero once the member has left).
+-- One membership, active or not, with its unread count (unread_messages: readable app
+-- messages from others after the read marker; zero once the member has left).
 -- Returns: the membership; no row when the DID never was a member.
 -- Locks: none.
 -- Index: members_pkey, messages_pkey (the count).
--- not null: unread_count (a count, or 0)
+-- not null: unread_count (a count, always one row)
 SELECT
     m.convo_id,
     m.member_did,
@@ -358,20 +358,10 @@ SELECT
     m.left_at,
     m.joined_seq,
     m.last_read_seq,
-    CASE
-        WHEN m.left_at IS NULL
-            THEN (
-                SELECT count(*)
-                FROM messages AS msg
-                WHERE
-                    msg.convo_id = m.convo_id
-                    AND msg.seq > m.last_read_seq
-                    AND msg.message_type = 'app'
-                    AND msg.sender_did <> m.member_did
-                    AND (msg.expires_at IS NULL OR msg.expires_at > now())
-            )
-        ELSE 0
-    END AS unread_count
+    (
+        SELECT u.unread_count
+        FROM unread_messages(m.convo_id, m.member_did, m.last_read_seq) AS u
+    ) AS unread_count
 FROM members AS m
 WHERE m.convo_id = %(convo_id)s AND m.member_did = %(member_did)s;
 
@@ -379,7 +369,8 @@ WHERE m.convo_id = %(convo_id)s AND m.member_did = %(member_did)s;
 -- Moves the actor's read marker forward to a seq (clamped to the conversation's
 -- last_seq), never back.
 -- Returns: one row: the outcome ('marked', 'not_found', 'not_a_member') and, when
--- marked, the membership with its unread count.
+-- marked, the membership with its unread count (unread_messages, after the moved
+-- marker).
 -- Locks: only the actor's own row (the UPDATE decides on its newest version: a removal
 -- committed meanwhile refuses the call).
 -- Index: members_pkey or members_active_by_member (the membership look-up),
@@ -404,14 +395,8 @@ WITH marked AS (
         m.joined_seq,
         m.last_read_seq,
         (
-            SELECT count(*)
-            FROM messages AS msg
-            WHERE
-                msg.convo_id = m.convo_id
-                AND msg.seq > m.last_read_seq
-                AND msg.message_type = 'app'
-                AND msg.sender_did <> m.member_did
-                AND (msg.expires_at IS NULL OR msg.expires_at > now())
+            SELECT u.unread_count
+            FROM unread_messages(m.convo_id, m.member_did, m.last_read_seq) AS u
         ) AS unread_count
 )
 

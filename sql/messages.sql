@@ -175,13 +175,16 @@ FROM conversations AS c
 WHERE c.id = %(convo_id)s;
 
 -- name: get_message
--- One message by its id, for an active member who joined before it was sent.
+-- One message by its id, when the actor may read it (readable_messages: an active
+-- member who joined before it was sent).
 -- Returns: the message; no row for an unknown id, for an actor who is not an active
 -- member or joined after it was sent, or when it has expired: an expired message is
 -- gone even before maintenance deletes it.
 -- Locks: none.
 -- Index: messages_convo_id_id_key; members_pkey or members_active_by_member (the
 -- membership look-up).
+-- not null: convo_id, seq, id, sender_did, message_type, epoch, ciphertext, sent_at
+-- (NOT NULL columns of messages, read through readable_messages)
 SELECT
     m.convo_id,
     m.seq,
@@ -192,25 +195,18 @@ SELECT
     m.ciphertext,
     m.sent_at,
     m.expires_at
-FROM messages AS m
-INNER JOIN members AS a
-    ON
-        m.convo_id = a.convo_id
-        AND a.member_did = %(actor_did)s
-        AND a.left_at IS NULL
-        AND m.seq > a.joined_seq
-WHERE
-    m.convo_id = %(convo_id)s
-    AND m.id = %(id)s
-    AND (m.expires_at IS NULL OR m.expires_at > now());
+FROM readable_messages(%(convo_id)s, %(actor_did)s) AS m
+WHERE m.id = %(id)s;
 
 -- name: list_messages_forward
--- The messages an active member may read (seq > joined_seq, unexpired) after a seq,
--- oldest first: a keyset range on the primary key.
--- Returns: up to limit messages; a non-member's bound is NULL, so no row.
+-- The messages the actor may read (readable_messages: an active member, seq >
+-- joined_seq, unexpired) after a seq, oldest first: a keyset range on the primary key.
+-- Returns: up to limit messages; none for a non-member (its bound is NULL).
 -- Locks: none.
 -- Index: messages_pkey (the keyset range); members_pkey or members_active_by_member
 -- (the membership look-up).
+-- not null: convo_id, seq, id, sender_did, message_type, epoch, ciphertext, sent_at
+-- (NOT NULL columns of messages, read through readable_messages)
 SELECT
     m.convo_id,
     m.seq,
@@ -221,19 +217,8 @@ SELECT
     m.ciphertext,
     m.sent_at,
     m.expires_at
-FROM messages AS m
-WHERE
-    m.convo_id = %(convo_id)s
-    AND m.seq > %(after_seq)s
-    AND m.seq > (
-        SELECT a.joined_seq
-        FROM members AS a
-        WHERE
-            a.convo_id = %(convo_id)s
-            AND a.member_did = %(actor_did)s
-            AND a.left_at IS NULL
-    )
-    AND (m.expires_at IS NULL OR m.expires_at > now())
+FROM readable_messages(%(convo_id)s, %(actor_did)s) AS m
+WHERE m.seq > %(after_seq)s
 ORDER BY m.seq
 LIMIT %(limit)s;
 
@@ -243,6 +228,8 @@ LIMIT %(limit)s;
 -- Locks: none.
 -- Index: messages_pkey (the keyset range); members_pkey or members_active_by_member
 -- (the membership look-up).
+-- not null: convo_id, seq, id, sender_did, message_type, epoch, ciphertext, sent_at
+-- (NOT NULL columns of messages, read through readable_messages)
 SELECT
     m.convo_id,
     m.seq,
@@ -253,19 +240,8 @@ SELECT
     m.ciphertext,
     m.sent_at,
     m.expires_at
-FROM messages AS m
-WHERE
-    m.convo_id = %(convo_id)s
-    AND m.seq < %(before_seq)s
-    AND m.seq > (
-        SELECT a.joined_seq
-        FROM members AS a
-        WHERE
-            a.convo_id = %(convo_id)s
-            AND a.member_did = %(actor_did)s
-            AND a.left_at IS NULL
-    )
-    AND (m.expires_at IS NULL OR m.expires_at > now())
+FROM readable_messages(%(convo_id)s, %(actor_did)s) AS m
+WHERE m.seq < %(before_seq)s
 ORDER BY m.seq DESC
 LIMIT %(limit)s;
 
@@ -279,6 +255,8 @@ LIMIT %(limit)s;
 -- Locks: none.
 -- Index: messages_by_sent_at (the first seq at or after the timestamp), messages_pkey
 -- (the range); members_pkey or members_active_by_member (the membership look-up).
+-- not null: convo_id, seq, id, sender_did, message_type, epoch, ciphertext, sent_at
+-- (NOT NULL columns of messages, read through readable_messages)
 SELECT
     m.convo_id,
     m.seq,
@@ -289,10 +267,9 @@ SELECT
     m.ciphertext,
     m.sent_at,
     m.expires_at
-FROM messages AS m
+FROM readable_messages(%(convo_id)s, %(actor_did)s) AS m
 WHERE
-    m.convo_id = %(convo_id)s
-    AND m.seq > %(after_seq)s
+    m.seq > %(after_seq)s
     AND m.seq >= (
         SELECT s.seq
         FROM messages AS s
@@ -300,31 +277,18 @@ WHERE
         ORDER BY s.sent_at, s.seq
         LIMIT 1
     )
-    AND m.seq > (
-        SELECT a.joined_seq
-        FROM members AS a
-        WHERE
-            a.convo_id = %(convo_id)s
-            AND a.member_did = %(actor_did)s
-            AND a.left_at IS NULL
-    )
-    AND (m.expires_at IS NULL OR m.expires_at > now())
 ORDER BY m.seq
 LIMIT %(limit)s;
 
 -- name: get_message_count
--- How many messages an active member may read.
+-- How many messages an active member may read (readable_messages).
 -- Returns: one row, message_count, for an active member; no row for anyone else.
 -- Locks: none.
 -- Index: members_pkey or members_active_by_member (the membership look-up);
 -- messages_pkey (the count).
 SELECT (
     SELECT count(*)
-    FROM messages AS m
-    WHERE
-        m.convo_id = a.convo_id
-        AND m.seq > a.joined_seq
-        AND (m.expires_at IS NULL OR m.expires_at > now())
+    FROM readable_messages(a.convo_id, a.member_did)
 ) AS message_count
 FROM members AS a
 WHERE

@@ -125,8 +125,8 @@ async def test_a_column_of_the_wrong_type_is_reported(database_url: str, tmp_pat
     sql_dir = broken_copy(
         tmp_path,
         "members.sql",
-        "    m.joined_seq,\n    m.last_read_seq,\n    CASE",
-        "    m.member_did AS joined_seq,\n    m.last_read_seq,\n    CASE",
+        "    m.joined_seq,\n    m.last_read_seq,\n    (\n",
+        "    m.member_did AS joined_seq,\n    m.last_read_seq,\n    (\n",
     )
     line = only(await check(database_url, sql_dir=sql_dir))
     assert "catbird_db/members.py:" in line

@@ -276,6 +276,24 @@ def test_every_granted_right_is_needed_by_a_runtime_statement(
             assert why == {f"permission denied for {kind} {table}"}, (table, privilege)
 
 
+async def test_a_database_that_revokes_execute_from_public_needs_the_function_grant(
+    granted: str, role: str, raw: psycopg.Connection[Any]
+) -> None:
+    raw.execute(
+        "REVOKE EXECUTE ON FUNCTION readable_messages(uuid, text),"
+        " unread_messages(uuid, text, bigint), readable_blob(text, text) FROM PUBLIC"
+    )
+    assert refused(granted) == {}  # the grant gave the role EXECUTE of its own
+    revoke = sql.SQL("REVOKE EXECUTE ON FUNCTION readable_messages(uuid, text) FROM {}")
+    raw.execute(revoke.format(_ident(role)))
+    why = refused(granted)
+    assert set(why.values()) == {"permission denied for function readable_messages"}
+    assert {"get_membership", "list_conversations", "mark_read"} <= set(why)
+    async with Database.connect(DbConfig(database_url=granted, min_size=1, max_size=2)) as db:
+        with pytest.raises(PermissionDenied, match="function readable_messages"):
+            await messages.list_messages(db, uuid4(), actor_did=ALICE)
+
+
 async def test_a_refused_privilege_is_permission_denied(
     granted: str, role: str, raw: psycopg.Connection[Any]
 ) -> None:

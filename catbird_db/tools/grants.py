@@ -66,6 +66,7 @@ _GRANT_KEY_PACKAGE_ROWS = statement("grant_key_package_rows")
 _GRANT_WELCOMES = statement("grant_welcomes")
 _GRANT_BLOBS = statement("grant_blobs")
 _GRANT_BLOB_USAGE = statement("grant_blob_usage")
+_GRANT_READ_FUNCTIONS = statement("grant_read_functions")
 _GRANT_MIGRATION_TABLE = statement("grant_migration_table")
 _LIST_TABLE_RIGHTS = query("list_table_rights", TableRights)
 
@@ -138,6 +139,7 @@ async def _grant_layout(
         await conn.execute(_GRANT_WELCOMES.compose(grantee=role))
         await conn.execute(_GRANT_BLOBS.compose(grantee=role))
         await conn.execute(_GRANT_BLOB_USAGE.compose(grantee=role))
+        await conn.execute(_GRANT_READ_FUNCTIONS.compose(grantee=role))
         await conn.execute(_GRANT_MIGRATION_TABLE.compose(grantee=role))
 
 

@@ -5,9 +5,10 @@
 -- filled with psycopg.sql.Identifier: no parameter can stand for a role or a schema.
 -- Row locks (FOR UPDATE, FOR NO KEY UPDATE, FOR KEY SHARE) need UPDATE on their table.
 -- No sequence needs USAGE (key_packages.id is an identity column, drawn without a
--- privilege check) and no function needs EXECUTE: the statements call built-in
--- functions only, and a trigger function is checked when its trigger is created, not
--- when it fires.
+-- privilege check). Of the layer's functions, the statements call readable_messages,
+-- unread_messages and readable_blob (EXECUTE, granted below: PUBLIC holds it by
+-- default, a hardened database revokes it); a trigger function is checked when its
+-- trigger is created, not when it fires.
 
 -- name: describe_grantee
 -- The role, and what would make a grant pointless or leave the role more than the
@@ -92,6 +93,15 @@ GRANT SELECT, INSERT, UPDATE, DELETE ON TABLE blobs TO {grantee};
 -- that gives bytes back runs with the rights of whoever deletes a blob, so it needs
 -- SELECT and UPDATE too. Rows are never deleted.
 GRANT SELECT, INSERT, UPDATE ON TABLE blob_usage TO {grantee};
+
+-- name: grant_read_functions
+-- What a member may read (migrations/0008_read_rules.sql): the reads of messages and
+-- blobs, the unread counts of the memberships and of the conversation list.
+GRANT EXECUTE ON FUNCTION
+readable_messages(uuid, text),
+unread_messages(uuid, text, bigint),
+readable_blob(text, text)
+TO {grantee};
 
 -- name: grant_migration_table
 -- The start-up check (Database.connect) reads which migrations are applied; yoyo's
