@@ -2,16 +2,19 @@
 
 Writes decide and name their refusals in their own statement, from the rows they lock
 (`refuse` turns such a verdict into its error). The reads, delete_message and the blob
-writes still name theirs with a second read, `check`, only on the failure path.
+writes still name theirs with a second read, `check`, only on the failure path; `page`
+is that path for a conversation's lists.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from uuid import UUID
 
 from .database import Executor
 from .errors import NotAMember, NotAnAdmin, NotFound
 from .models import Access
+from .pages import K, Page, R, _Keyset
 from .sql import query
 
 _ACCESS_OF = query("access_of", Access)
@@ -39,3 +42,20 @@ def refuse(outcome: str, convo_id: UUID, actor_did: str) -> None:
         raise NotAMember(f"{actor_did} is not an active member of conversation {convo_id}")
     if outcome == "not_an_admin":
         raise NotAnAdmin(f"{actor_did} is not an admin of conversation {convo_id}")
+
+
+async def page(
+    conn: Executor,
+    keyset: _Keyset[R, K],
+    rows: Sequence[R],
+    size: int,
+    scope: str,
+    convo_id: UUID,
+    actor_did: str,
+) -> Page[R]:
+    """The page of `size` in `rows` of a conversation's list (fetched one past it); the
+    list reads nothing where the actor may not, so an empty one is checked: NotFound,
+    NotAMember."""
+    if not rows:
+        await check(conn, convo_id, actor_did)
+    return keyset.page(conn.cursors, rows, size, scope)

@@ -164,9 +164,7 @@ async def list_blobs_by_conversation(
         "limit": _BLOBS.limit(size),
     }
     rows = await conn.fetch_all(_LIST, params)
-    if not rows:
-        await _access.check(conn, convo, actor)
-    return _BLOBS.page(conn.cursors, rows, size, scope)
+    return await _access.page(conn, _BLOBS, rows, size, scope, convo, actor)
 
 
 async def delete_blob(conn: Executor, cid: str, *, actor_did: str) -> None:

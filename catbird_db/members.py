@@ -99,9 +99,7 @@ async def list_members(
         "limit": _MEMBERS.limit(size),
     }
     rows = await conn.fetch_all(_LIST, params)
-    if not rows:
-        await _access.check(conn, convo, actor)
-    return _MEMBERS.page(conn.cursors, rows, size, scope)
+    return await _access.page(conn, _MEMBERS, rows, size, scope, convo, actor)
 
 
 async def get_membership(conn: Executor, convo_id: UUID, member_did: str) -> Membership | None:

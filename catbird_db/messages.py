@@ -10,8 +10,8 @@ from . import _access, validate
 from ._sequence import sequence
 from .database import Executor
 from .errors import InvalidInput, NotFound, NotTheSender
-from .models import Message
-from .pages import _MESSAGES_BACKWARD, _MESSAGES_FORWARD, _MESSAGES_SINCE, Page, _Keyset
+from .models import Message, MessageType
+from .pages import _MESSAGES_BACKWARD, _MESSAGES_FORWARD, _MESSAGES_SINCE, Page
 from .sql import command, query, scalar
 
 __all__ = [
@@ -53,20 +53,7 @@ async def create_message(
     the id is taken otherwise, EpochConflict (with the current epoch) if `epoch` is not
     within `epoch_window` of it, NotFound or NotAMember.
     """
-    convo, actor = validate.uuid(convo_id, "convo_id"), validate.did(actor_did, "actor_did")
-    msg_id = validate.uuid(message_id, "message_id")
-    message, _ = await sequence(
-        conn,
-        convo,
-        actor,
-        message_id=msg_id,
-        message_type="app",
-        epoch=validate.non_negative(epoch, "epoch"),
-        ciphertext=validate.bytes_(ciphertext, "ciphertext", conn.config.max_message_bytes),
-        epoch_window=conn.config.epoch_window,
-        expires_at=validate.expiry(expires_at),
-    )
-    return message
+    return await _send(conn, convo_id, actor_did, "app", message_id, epoch, ciphertext, expires_at)
 
 
 async def submit_commit(
@@ -84,16 +71,33 @@ async def submit_commit(
     others get EpochConflict with the current epoch. Idempotent by `message_id` like
     create_message (AlreadyExists if the id is taken otherwise); NotFound, NotAMember.
     """
+    return await _send(conn, convo_id, actor_did, "commit", message_id, epoch, ciphertext)
+
+
+async def _send(
+    conn: Executor,
+    convo_id: UUID,
+    actor_did: str,
+    message_type: MessageType,
+    message_id: UUID,
+    epoch: int,
+    ciphertext: bytes,
+    expires_at: datetime | None = None,
+) -> Message:
+    """create_message and submit_commit: the arguments checked in the order they take
+    them, then the message sequenced."""
     convo, actor = validate.uuid(convo_id, "convo_id"), validate.did(actor_did, "actor_did")
-    msg_id = validate.uuid(message_id, "message_id")
     message, _ = await sequence(
         conn,
         convo,
         actor,
-        message_id=msg_id,
-        message_type="commit",
+        message_id=validate.uuid(message_id, "message_id"),
+        message_type=message_type,
         epoch=validate.non_negative(epoch, "epoch"),
         ciphertext=validate.bytes_(ciphertext, "ciphertext", conn.config.max_message_bytes),
+        # A commit moves the group from one epoch exactly; a message may trail it a little.
+        epoch_window=0 if message_type == "commit" else conn.config.epoch_window,
+        expires_at=validate.expiry(expires_at),
     )
     return message
 
@@ -145,23 +149,14 @@ async def list_messages(
     keyset = _MESSAGES_FORWARD if direction == "forward" else _MESSAGES_BACKWARD
     scope = f"{convo}:{actor}"
     (seq,) = keyset.decode(conn.cursors, cursor, scope) if bound is None else (bound,)
+    fetch = keyset.limit(size)
     if direction == "forward":
-        forward = {
-            "convo_id": convo,
-            "actor_did": actor,
-            "after_seq": seq,
-            "limit": keyset.limit(size),
-        }
+        forward = {"convo_id": convo, "actor_did": actor, "after_seq": seq, "limit": fetch}
         rows = await conn.fetch_all(_LIST_FORWARD, forward)
     else:
-        backward = {
-            "convo_id": convo,
-            "actor_did": actor,
-            "before_seq": seq,
-            "limit": keyset.limit(size),
-        }
+        backward = {"convo_id": convo, "actor_did": actor, "before_seq": seq, "limit": fetch}
         rows = await conn.fetch_all(_LIST_BACKWARD, backward)
-    return await _page(conn, keyset, rows, size, scope, convo, actor)
+    return await _access.page(conn, keyset, rows, size, scope, convo, actor)
 
 
 async def list_messages_since(
@@ -192,22 +187,7 @@ async def list_messages_since(
         "limit": _MESSAGES_SINCE.limit(size),
     }
     rows = await conn.fetch_all(_LIST_SINCE, params)
-    return await _page(conn, _MESSAGES_SINCE, rows, size, scope, convo, actor)
-
-
-async def _page(
-    conn: Executor,
-    keyset: _Keyset[Message, tuple[int]],
-    rows: list[Message],
-    size: int,
-    scope: str,
-    convo: UUID,
-    actor: str,
-) -> Page[Message]:
-    """The page of `size` in `rows` (fetched one past it); an empty one may be a refusal."""
-    if not rows:
-        await _access.check(conn, convo, actor)
-    return keyset.page(conn.cursors, rows, size, scope)
+    return await _access.page(conn, _MESSAGES_SINCE, rows, size, scope, convo, actor)
 
 
 async def get_message_count(conn: Executor, convo_id: UUID, *, actor_did: str) -> int:

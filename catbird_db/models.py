@@ -30,17 +30,9 @@ class Conversation:
 
 
 @dataclass(frozen=True, slots=True)
-class ConversationSummary:
+class ConversationSummary(Conversation):
     """A row of a member's conversation list: the conversation and the member's view of it."""
 
-    id: UUID
-    creator_did: str
-    cipher_suite: int
-    epoch: int
-    last_seq: int
-    title: str | None
-    created_at: datetime
-    updated_at: datetime
     role: Role
     last_read_seq: int
     unread_count: int

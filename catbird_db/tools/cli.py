@@ -14,7 +14,7 @@ import argparse
 import asyncio
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import NoReturn
 
@@ -191,31 +191,36 @@ def build_parser() -> argparse.ArgumentParser:
     url.add_argument("--database-url", help="PostgreSQL URL (default: $DATABASE_URL)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("migrate", parents=[url], help="apply every pending migration")
-    p.set_defaults(func=_cmd_migrate)
+    def command(
+        name: str, run: Callable[[argparse.Namespace], int], about: str, *parents: _Parser
+    ) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, parents=list(parents), help=about)
+        p.set_defaults(func=run)
+        return p
 
-    p = sub.add_parser("rollback", parents=[url], help="roll back applied migrations")
+    command("migrate", _cmd_migrate, "apply every pending migration", url)
+
+    p = command("rollback", _cmd_rollback, "roll back applied migrations", url)
     group = p.add_mutually_exclusive_group()
     group.add_argument("--all", action="store_true", help="roll back every migration")
     group.add_argument("--count", type=_positive, default=1, help="how many (default 1)")
-    p.set_defaults(func=_cmd_rollback)
 
-    p = sub.add_parser(
+    p = command(
         "grant",
-        parents=[url],
-        help="grant an existing role the application's rights, and only those "
+        _cmd_grant,
+        "grant an existing role the application's rights, and only those "
         "(run as the owner after every migrate)",
+        url,
     )
     p.add_argument("role", help="the application's role, as named in the server")
-    p.set_defaults(func=_cmd_grant)
 
-    p = sub.add_parser("status", parents=[url], help="list migrations, applied or pending")
-    p.set_defaults(func=_cmd_status)
+    command("status", _cmd_status, "list migrations, applied or pending", url)
 
-    p = sub.add_parser(
+    p = command(
         "check",
-        parents=[url],
-        help="prove every named statement against the schema, without running it",
+        _cmd_check,
+        "prove every named statement against the schema, without running it",
+        url,
     )
     p.add_argument(
         "--sql-dir",
@@ -232,12 +237,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="a module that runs statements; repeat it (default: every such library module, "
         "and the tools' modules for the tools/ folder)",
     )
-    p.set_defaults(func=_cmd_check)
 
-    p = sub.add_parser(
+    p = command(
         "explain",
-        parents=[url],
-        help="EXPLAIN (ANALYZE, BUFFERS) a named statement, in a transaction rolled back",
+        _cmd_explain,
+        "EXPLAIN (ANALYZE, BUFFERS) a named statement, in a transaction rolled back",
+        url,
     )
     p.add_argument(
         "name", help="the statement's name, as in `-- name:` (a runtime one, else a tool's)"
@@ -252,12 +257,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--null", action="append", default=[], metavar="KEY", help="a parameter that is NULL"
     )
-    p.set_defaults(func=_cmd_explain)
 
-    p = sub.add_parser(
+    p = command(
         "seed",
-        parents=[url],
-        help="fill an empty, migrated database with realistic data (COPY), then ANALYZE",
+        _cmd_seed,
+        "fill an empty, migrated database with realistic data (COPY), then ANALYZE",
+        url,
     )
     p.add_argument(
         "--scale",
@@ -270,11 +275,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--seed", type=int, default=0, help="random seed: the same one gives the same rows"
     )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.set_defaults(func=_cmd_seed)
 
-    p = sub.add_parser("new", help="create the next migration and its rollback")
+    p = command("new", _cmd_new, "create the next migration and its rollback")
     p.add_argument("name", help="snake_case name")
-    p.set_defaults(func=_cmd_new)
     return parser
 
 

@@ -36,6 +36,7 @@ import time
 from bisect import bisect_left
 from collections import Counter
 from collections.abc import Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from operator import itemgetter
@@ -43,7 +44,7 @@ from typing import Any, TextIO
 from uuid import UUID
 
 import psycopg
-from psycopg import Copy, Cursor
+from psycopg import Copy
 
 from .. import cid, migrate, mls, validate
 from ..config import DbConfig
@@ -87,6 +88,22 @@ _TITLE_WORDS = (
 )  # fmt: skip
 _POOL_BYTES = 1 << 20
 TABLES = ("conversations", "members", "messages", "key_packages", "welcomes", "blobs", "blob_usage")
+# Binary COPY sends each value in its type's binary form: these are each table's column
+# types, in its statement's column order (a domain such as did goes as its base type, text).
+_COPY_TYPES = {
+    "conversations": ["uuid", "text", "int2", "int8", "int8", "text", "timestamptz", "timestamptz"],
+    "members": ["uuid", "text", "text", "timestamptz", "timestamptz", "int8", "int8"],
+    "messages": [
+        "uuid", "int8", "uuid", "text", "text", "int8", "bytea", "timestamptz", "timestamptz",
+    ],
+    "key_packages": [
+        "text", "int2", "bytea", "bytea", "bool", "timestamptz", "timestamptz", "timestamptz",
+        "text", "timestamptz", "uuid", "int2",
+    ],
+    "welcomes": ["uuid", "uuid", "text", "bytea", "bytea", "timestamptz", "timestamptz"],
+    "blobs": ["text", "text", "uuid", "int8", "text", "timestamptz", "bytea"],
+    "blob_usage": ["text", "int8", "int8"],
+}  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,13 +169,13 @@ def seed(
         bar.total = sum(len(rows) for rows in data.tables.values())
         # One transaction: a load that fails leaves the database empty.
         with conn.transaction(), conn.cursor() as cur:
-            _copy_conversations(cur, data.tables["conversations"], bar)
-            _copy_members(cur, data.tables["members"], bar)
-            _copy_messages(cur, data.tables["messages"], bar)
-            _copy_key_packages(cur, data.tables["key_packages"], bar)
-            _copy_welcomes(cur, data.tables["welcomes"], bar)
-            _copy_blobs(cur, data.tables["blobs"], bar)
-            _copy_blob_usage(cur, data.tables["blob_usage"], bar)
+            _copy(cur.copy(_COPY_CONVERSATIONS.text), data, "conversations", bar)
+            _copy(cur.copy(_COPY_MEMBERS.text), data, "members", bar)
+            _copy(cur.copy(_COPY_MESSAGES.text), data, "messages", bar)
+            _copy(cur.copy(_COPY_KEY_PACKAGES.text), data, "key_packages", bar)
+            _copy(cur.copy(_COPY_WELCOMES.text), data, "welcomes", bar)
+            _copy(cur.copy(_COPY_BLOBS.text), data, "blobs", bar)
+            _copy(cur.copy(_COPY_BLOB_USAGE.text), data, "blob_usage", bar)
         bar.say("vacuum analyze")
         _vacuum_analyze(conn)
     bar.close()
@@ -193,75 +210,16 @@ def _vacuum_analyze(conn: psycopg.Connection[Any]) -> None:
     conn.execute(_VACUUM_ANALYZE.text)
 
 
-# Binary COPY sends each value in its type's binary form: these are the column types,
-# in the statement's column order (a domain such as did goes as its base type, text).
-def _copy_conversations(cur: Cursor[Any], rows: Sequence[tuple[Any, ...]], bar: _Progress) -> None:
-    with cur.copy(_COPY_CONVERSATIONS.text) as copy:
-        copy.set_types(
-            ["uuid", "text", "int2", "int8", "int8", "text", "timestamptz", "timestamptz"]
-        )
-        _write(copy, rows, bar, "conversations")
-
-
-def _copy_members(cur: Cursor[Any], rows: Sequence[tuple[Any, ...]], bar: _Progress) -> None:
-    with cur.copy(_COPY_MEMBERS.text) as copy:
-        copy.set_types(["uuid", "text", "text", "timestamptz", "timestamptz", "int8", "int8"])
-        _write(copy, rows, bar, "members")
-
-
-def _copy_messages(cur: Cursor[Any], rows: Sequence[tuple[Any, ...]], bar: _Progress) -> None:
-    with cur.copy(_COPY_MESSAGES.text) as copy:
-        copy.set_types(
-            ["uuid", "int8", "uuid", "text", "text", "int8", "bytea", "timestamptz", "timestamptz"]
-        )
-        _write(copy, rows, bar, "messages")
-
-
-def _copy_key_packages(cur: Cursor[Any], rows: Sequence[tuple[Any, ...]], bar: _Progress) -> None:
-    with cur.copy(_COPY_KEY_PACKAGES.text) as copy:
-        copy.set_types(
-            [
-                "text",
-                "int2",
-                "bytea",
-                "bytea",
-                "bool",
-                "timestamptz",
-                "timestamptz",
-                "timestamptz",
-                "text",
-                "timestamptz",
-                "uuid",
-                "int2",
-            ]
-        )
-        _write(copy, rows, bar, "key_packages")
-
-
-def _copy_welcomes(cur: Cursor[Any], rows: Sequence[tuple[Any, ...]], bar: _Progress) -> None:
-    with cur.copy(_COPY_WELCOMES.text) as copy:
-        copy.set_types(["uuid", "uuid", "text", "bytea", "bytea", "timestamptz", "timestamptz"])
-        _write(copy, rows, bar, "welcomes")
-
-
-def _copy_blobs(cur: Cursor[Any], rows: Sequence[tuple[Any, ...]], bar: _Progress) -> None:
-    with cur.copy(_COPY_BLOBS.text) as copy:
-        copy.set_types(["text", "text", "uuid", "int8", "text", "timestamptz", "bytea"])
-        _write(copy, rows, bar, "blobs")
-
-
-def _copy_blob_usage(cur: Cursor[Any], rows: Sequence[tuple[Any, ...]], bar: _Progress) -> None:
-    with cur.copy(_COPY_BLOB_USAGE.text) as copy:
-        copy.set_types(["text", "int8", "int8"])
-        _write(copy, rows, bar, "blob_usage")
-
-
-def _write(copy: Copy, rows: Sequence[tuple[Any, ...]], bar: _Progress, table: str) -> None:
-    step = 2000
-    for start in range(0, len(rows), step):
-        for row in rows[start : start + step]:
-            copy.write_row(row)
-        bar.advance(table, min(step, len(rows) - start))
+def _copy(into: AbstractContextManager[Copy], data: SeedData, table: str, bar: _Progress) -> None:
+    """The rows of `table` by the binary COPY `into`, in batches the progress bar counts."""
+    rows = data.tables[table]
+    with into as copy:
+        copy.set_types(_COPY_TYPES[table])
+        step = 2000
+        for start in range(0, len(rows), step):
+            for row in rows[start : start + step]:
+                copy.write_row(row)
+            bar.advance(table, min(step, len(rows) - start))
 
 
 class _Progress:
