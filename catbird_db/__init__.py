@@ -6,7 +6,7 @@ async with Database.connect(DbConfig.from_env()) as db:
     )
 """
 
-from . import blobs, conversations, key_packages, members, messages, welcomes
+from . import blobs, conversations, devices, key_packages, members, messages, welcomes
 from .config import DbConfig
 from .database import Database, Executor, IsolationLevel, Transaction
 from .errors import (
@@ -16,6 +16,7 @@ from .errors import (
     ConfigurationError,
     ConnectionLost,
     DatabaseUnavailable,
+    DeviceRevoked,
     EpochConflict,
     InvalidCursor,
     InvalidInput,
@@ -43,6 +44,7 @@ from .models import (
     BlobInfo,
     Conversation,
     ConversationSummary,
+    Device,
     HealthReport,
     KeyPackage,
     KeyPackageCount,
@@ -69,6 +71,8 @@ __all__ = [
     "Database",
     "DatabaseUnavailable",
     "DbConfig",
+    "Device",
+    "DeviceRevoked",
     "EpochConflict",
     "Executor",
     "HealthReport",
@@ -106,6 +110,7 @@ __all__ = [
     "Welcome",
     "blobs",
     "conversations",
+    "devices",
     "key_packages",
     "members",
     "messages",

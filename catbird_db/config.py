@@ -82,6 +82,8 @@ class DbConfig:
     user_quota_bytes: int = 1024 * 1024 * 1024
     # delete_orphan_blobs removes blobs bound to no conversation after this many seconds.
     orphan_blob_retention_s: int = 24 * 3600
+    # register_device: the active (not revoked) devices one user may have.
+    max_devices_per_user: int = 20
 
     def __repr__(self) -> str:
         """Every setting but the cursor secret, with the password of a URL hidden."""
@@ -195,6 +197,7 @@ _RANGES: tuple[tuple[str, float, float], ...] = (
     ("key_package_retention_s", 0, _CENTURY_S),
     ("welcome_retention_s", 0, _CENTURY_S),
     ("orphan_blob_retention_s", 0, _CENTURY_S),
+    ("max_devices_per_user", 1, _INT4),
 )
 
 

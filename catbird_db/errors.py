@@ -12,6 +12,7 @@ __all__ = [
     "ConfigurationError",
     "ConnectionLost",
     "DatabaseUnavailable",
+    "DeviceRevoked",
     "EpochConflict",
     "InvalidCursor",
     "InvalidInput",
@@ -89,7 +90,13 @@ class BlobIntegrityError(CatbirdDbError):
 
 
 class QuotaExceeded(CatbirdDbError):
-    """The write would take the user past their storage quota."""
+    """The write would take the user past a per-user cap: their storage quota, or their
+    number of active devices."""
+
+
+class DeviceRevoked(CatbirdDbError):
+    """The device was revoked by its owner: it registers, publishes, claims and receives
+    nothing more."""
 
 
 class RetryableError(CatbirdDbError):

@@ -80,6 +80,17 @@ class HealthReport:
     requests_waiting: int
 
 
+@dataclass(frozen=True, slots=True)
+class Device:
+    """One device of a user: its own MLS client. `revoked_at` is set once it is revoked."""
+
+    owner_did: str
+    id: UUID
+    signature_key: bytes | None
+    registered_at: datetime
+    revoked_at: datetime | None
+
+
 # -- messages ---------------------------------------------------------------------------
 
 

@@ -37,6 +37,7 @@ _TABLES = (
     "welcomes",
     "blobs",
     "blob_usage",
+    "devices",
 )
 
 

@@ -101,6 +101,12 @@ INTENDED: dict[str, tuple[Need, ...]] = {
     "delete_blob": ("blobs_pkey",),
     "get_user_storage_size": ("blob_usage_pkey",),
     "delete_orphan_blobs": ("blobs_orphans_by_age", "blobs_pkey"),
+    # devices
+    "lock_devices_of": (),
+    "register_device": ("devices_id_key", "devices_pkey"),
+    "list_devices": ("devices_pkey",),
+    # The id is unique on its own: either index finds the one row.
+    "revoke_device": (frozenset({"devices_pkey", "devices_id_key"}),),
 }
 
 # Runtime statements with no plan worth testing: they configure a session, read the
@@ -286,6 +292,15 @@ def values(p: seed.Picks) -> dict[str, dict[str, Any]]:
             "older_than": timedelta(seconds=config.orphan_blob_retention_s),
             "batch_size": 1000,
         },
+        "lock_devices_of": {"owner_did": p.device_owner_did},
+        "register_device": {
+            "owner_did": p.device_owner_did,
+            "device_id": uuid4(),
+            "signature_key": bytes(32),
+            "max_devices": config.max_devices_per_user,
+        },
+        "list_devices": {"actor_did": p.device_owner_did},
+        "revoke_device": {"actor_did": p.device_owner_did, "device_id": p.device_id},
     }
 
 

@@ -47,6 +47,7 @@ _LAYOUT = {
     "blob_usage": ["SELECT", "INSERT", "UPDATE"],
     "blobs": ["SELECT", "INSERT", "UPDATE", "DELETE"],
     "conversations": ["SELECT", "INSERT", "UPDATE", "DELETE"],
+    "devices": ["SELECT", "INSERT", "UPDATE"],
     "key_package_rows": ["SELECT", "INSERT", "UPDATE"],
     "key_packages": ["SELECT", "INSERT", "UPDATE", "DELETE"],
     "members": ["SELECT", "INSERT", "UPDATE"],

@@ -61,6 +61,7 @@ _COPY_KEY_PACKAGES = statement("copy_key_packages")
 _COPY_WELCOMES = statement("copy_welcomes")
 _COPY_BLOBS = statement("copy_blobs")
 _COPY_BLOB_USAGE = statement("copy_blob_usage")
+_COPY_DEVICES = statement("copy_devices")
 _VACUUM_ANALYZE = statement("vacuum_analyze_seeded")
 
 # Per unit of scale.
@@ -87,7 +88,10 @@ _TITLE_WORDS = (
     "garden", "band", "trip", "team", "study", "night", "coffee", "chess", "news",
 )  # fmt: skip
 _POOL_BYTES = 1 << 20
-TABLES = ("conversations", "members", "messages", "key_packages", "welcomes", "blobs", "blob_usage")
+TABLES = (
+    "conversations", "members", "messages", "key_packages", "welcomes", "blobs", "blob_usage",
+    "devices",
+)  # fmt: skip
 # Binary COPY sends each value in its type's binary form: these are each table's column
 # types, in its statement's column order (a domain such as did goes as its base type, text).
 _COPY_TYPES = {
@@ -103,7 +107,11 @@ _COPY_TYPES = {
     "welcomes": ["uuid", "uuid", "text", "bytea", "bytea", "timestamptz", "timestamptz"],
     "blobs": ["text", "text", "uuid", "int8", "text", "timestamptz", "bytea"],
     "blob_usage": ["text", "int8", "int8"],
+    "devices": ["text", "uuid", "bytea", "timestamptz", "timestamptz"],
 }  # fmt: skip
+# Devices per user (a phone, then a laptop, a tablet...), and the share of devices revoked.
+_DEVICES = ((1, 0.4), (2, 0.35), (3, 0.15), (5, 0.1))
+_REVOKED = 0.1
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,6 +133,8 @@ class Picks:
     blob_cid: str  # a blob bound to a conversation
     blob_uploader_did: str
     blob_convo_id: UUID
+    device_owner_did: str  # a user with the most active devices
+    device_id: UUID  # one of them
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,6 +186,7 @@ def seed(
             _copy(cur.copy(_COPY_WELCOMES.text), data, "welcomes", bar)
             _copy(cur.copy(_COPY_BLOBS.text), data, "blobs", bar)
             _copy(cur.copy(_COPY_BLOB_USAGE.text), data, "blob_usage", bar)
+            _copy(cur.copy(_COPY_DEVICES.text), data, "devices", bar)
         bar.say("vacuum analyze")
         _vacuum_analyze(conn)
     bar.close()
@@ -306,6 +317,7 @@ class _Generator:
         assert big is not None
         self._key_packages()
         self._usage()
+        self._devices()
         # Rows go in the order a live server would have written them.
         for table, key in (
             ("conversations", 6),  # created_at
@@ -315,6 +327,7 @@ class _Generator:
             ("welcomes", 5),  # created_at
             ("blobs", 5),  # created_at
             ("blob_usage", 0),  # owner_did
+            ("devices", 3),  # registered_at
         ):
             self.tables[table].sort(key=itemgetter(key))
         return SeedData(self.tables, self._picks(*big))
@@ -543,6 +556,17 @@ class _Generator:
         quota = self.config.user_quota_bytes
         self.tables["blob_usage"] = [(did, n, max(quota, n)) for did, n in used.items()]
 
+    def _devices(self) -> None:
+        for did in self.users:
+            for _ in range(self._weighted(_DEVICES)):
+                registered = self.now - self.rng.uniform(0, 365 * _DAY)
+                revoked = None
+                if self.rng.random() < _REVOKED:
+                    revoked = self._at(self.rng.uniform(registered, self.now))
+                key = bytes(self._bytes(32))  # an Ed25519 public key's size
+                row = (did, self._uuid(), key, self._at(registered), revoked)
+                self.tables["devices"].append(row)
+
     # -- sample values -----------------------------------------------------------------
 
     def _picks(self, convo: UUID, members: list[_Member], messages: list[tuple[Any, ...]]) -> Picks:
@@ -561,6 +585,9 @@ class _Generator:
         pending = [w for w in self.tables["welcomes"] if w[6] is None]
         welcome = pending[-1] if pending else self._pending_welcome()
         bound = next(b for b in self.tables["blobs"] if b[2] is not None)
+        active = Counter(d[0] for d in self.tables["devices"] if d[4] is None)
+        device_owner = active.most_common(1)[0][0]
+        device = next(d for d in self.tables["devices"] if d[0] == device_owner and d[4] is None)
         return Picks(
             convo_id=convo,
             admin_did=members[0].did,
@@ -577,6 +604,8 @@ class _Generator:
             blob_cid=bound[0],
             blob_uploader_did=bound[1],
             blob_convo_id=bound[2],
+            device_owner_did=device_owner,
+            device_id=device[1],
         )
 
     def _pending_welcome(self) -> tuple[Any, ...]:

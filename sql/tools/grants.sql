@@ -42,6 +42,7 @@ key_package_rows,
 welcomes,
 blobs,
 blob_usage,
+devices,
 _yoyo_migration
 FROM {grantee};
 
@@ -93,6 +94,11 @@ GRANT SELECT, INSERT, UPDATE, DELETE ON TABLE blobs TO {grantee};
 -- that gives bytes back runs with the rights of whoever deletes a blob, so it needs
 -- SELECT and UPDATE too. Rows are never deleted.
 GRANT SELECT, INSERT, UPDATE ON TABLE blob_usage TO {grantee};
+
+-- name: grant_devices
+-- Registered, revoked (UPDATE), listed. Rows are never deleted: a revoked device stays,
+-- so its id can never be registered again.
+GRANT SELECT, INSERT, UPDATE ON TABLE devices TO {grantee};
 
 -- name: grant_read_functions
 -- What a member may read (migrations/0008_read_rules.sql): the reads of messages and

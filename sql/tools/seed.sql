@@ -10,6 +10,7 @@ SELECT (
     OR EXISTS (SELECT 1 FROM key_packages)
     OR EXISTS (SELECT 1 FROM blobs)
     OR EXISTS (SELECT 1 FROM blob_usage)
+    OR EXISTS (SELECT 1 FROM devices)
 ) AS has_rows;
 
 -- name: copy_conversations
@@ -62,7 +63,12 @@ FROM STDIN WITH BINARY;
 -- Loads what each seeded uploader's blobs take.
 COPY blob_usage (owner_did, used_bytes, quota_bytes) FROM STDIN WITH BINARY;
 
+-- name: copy_devices
+-- Loads the seeded users' devices.
+COPY devices (owner_did, id, signature_key, registered_at, revoked_at) FROM STDIN WITH BINARY;
+
 -- name: vacuum_analyze_seeded
 -- After a seed: statistics for the planner, and the visibility map that autovacuum
 -- would have set on a production table (index-only scans are costed by it).
-VACUUM (ANALYZE) conversations, members, messages, key_packages, welcomes, blobs, blob_usage;
+VACUUM (ANALYZE)
+conversations, members, messages, key_packages, welcomes, blobs, blob_usage, devices;

@@ -1,0 +1,113 @@
+"""Devices: each device of a user is its own MLS client, registered by its owner.
+
+A device's id is a UUID its client chooses (so it can name the device in its MLS
+credential before it first talks to the server). Registering is idempotent; a user has
+at most `DbConfig.max_devices_per_user` active devices; a revoked device stays revoked.
+docs/devices.md explains the model.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from uuid import UUID
+
+from . import validate
+from .database import Executor
+from .errors import AlreadyExists, DeviceRevoked, NotFound, QuotaExceeded, RetryableError
+from .models import Device
+from .sql import command, query
+
+__all__ = ["list_devices", "register_device", "revoke_device"]
+
+# An Ed25519 key is 32 bytes, an ML-DSA-87 one 2,592: the schema's CHECK allows 4 KiB.
+_MAX_SIGNATURE_KEY_BYTES = 4096
+
+
+@dataclass(frozen=True, slots=True)
+class _Registered:
+    outcome: str
+    owner_did: str | None
+    id: UUID | None
+    signature_key: bytes | None
+    registered_at: datetime | None
+    revoked_at: datetime | None
+
+    def device(self) -> Device:
+        assert self.owner_did is not None  # set whenever the outcome is 'registered'
+        assert self.id is not None
+        assert self.registered_at is not None
+        return Device(self.owner_did, self.id, self.signature_key, self.registered_at, None)
+
+
+_LOCK = command("lock_devices_of")
+_REGISTER = query("register_device", _Registered)
+_LIST = query("list_devices", Device)
+_REVOKE = query("revoke_device", Device)
+
+
+async def register_device(
+    conn: Executor, device_id: UUID, *, actor_did: str, signature_key: bytes | None = None
+) -> Device:
+    """Register the device `device_id` for the actor, its owner; returns it.
+
+    Registering a device the actor registered before, with the same `signature_key`
+    (None included), returns it as stored and writes nothing: a retry is safe. Raises
+    AlreadyExists if the id is another user's device, or the actor's with another
+    signature key (nothing of the other device is revealed); DeviceRevoked if the actor
+    revoked this device; QuotaExceeded if the actor already has
+    `DbConfig.max_devices_per_user` active devices; InvalidInput on a bad argument;
+    RetryableError (nothing written) if another user registered the same id while the
+    call ran twice. Registrations of one user are serialised (a transaction-scoped
+    lock on the owner; a savepoint inside a caller's transaction), so the cap holds
+    under any concurrency.
+    """
+    params = {
+        "owner_did": validate.did(actor_did, "actor_did"),
+        "device_id": validate.uuid(device_id, "device_id"),
+        "signature_key": None
+        if signature_key is None
+        else validate.bytes_(signature_key, "signature_key", _MAX_SIGNATURE_KEY_BYTES),
+        "max_devices": conn.config.max_devices_per_user,
+    }
+    async with conn.transaction() as tx:
+        await tx.execute(_LOCK, {"owner_did": params["owner_did"]})
+        # A second run only follows another user's registration of this id, committed
+        # after the first run's snapshot; it sees that device.
+        for _ in range(2):
+            row = await tx.fetch_one(_REGISTER, params)
+            assert row is not None  # the statement always returns its verdict
+            if row.outcome == "registered":
+                return row.device()
+            if row.outcome == "revoked":
+                raise DeviceRevoked(f"device {device_id} was revoked")
+            if row.outcome == "taken":
+                raise AlreadyExists(f"device {device_id} is registered already")
+            if row.outcome == "over_cap":
+                most = conn.config.max_devices_per_user
+                raise QuotaExceeded(f"{actor_did} has {most} active devices, the most allowed")
+    raise RetryableError(f"device {device_id} was registered concurrently; register it again")
+
+
+async def list_devices(conn: Executor, *, actor_did: str) -> list[Device]:
+    """The actor's active devices, oldest registration first (revoked ones are not
+    listed). InvalidInput on a bad DID."""
+    return await conn.fetch_all(_LIST, {"actor_did": validate.did(actor_did, "actor_did")})
+
+
+async def revoke_device(conn: Executor, device_id: UUID, *, actor_did: str) -> Device:
+    """Revoke one of the actor's own devices; returns it, revoked. Revoking it again
+    returns it unchanged (with its first revocation time). A revoked device can never be
+    registered again.
+
+    NotFound if the actor owns no device of that id (another user's device included:
+    nothing of it is revealed); InvalidInput on a bad argument.
+    """
+    params = {
+        "actor_did": validate.did(actor_did, "actor_did"),
+        "device_id": validate.uuid(device_id, "device_id"),
+    }
+    device = await conn.fetch_one(_REVOKE, params)
+    if device is None:
+        raise NotFound(f"{actor_did} has no device {device_id}")
+    return device
