@@ -24,7 +24,7 @@ test: $(STAMP)
 # transaction pooling mode (transaction_pooler set, LISTEN direct): about 60 s. Needs the
 # pgbouncer binary; the tests start and stop their own (see docs/pgbouncer.md).
 PGBOUNCER_TESTS = tests/test_messages*.py tests/test_members.py tests/test_conversations.py \
-	tests/test_key_packages*.py tests/test_welcomes*.py tests/test_blobs*.py
+	tests/test_key_packages*.py tests/test_welcomes*.py tests/test_blobs*.py tests/test_devices.py
 test-pgbouncer: $(STAMP)
 	CATBIRD_TEST_PGBOUNCER=1 $(BIN)/pytest -q $(PGBOUNCER_TESTS)
 

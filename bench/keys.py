@@ -5,13 +5,16 @@ from __future__ import annotations
 import asyncio
 import os
 import time
+from uuid import UUID
 
-from catbird_db import Database, DbConfig, NoKeyPackageAvailable, key_packages
+from catbird_db import Database, DbConfig, NoKeyPackageAvailable, devices, key_packages
 
 from .harness import Result, table
 
 OWNER = "did:plc:owner0owner0owner0owner0"
 CLAIMERS = 8
+BULK = "did:plc:bulk0bulk0bulk0bulk0bulk0"
+SINGLE = "did:plc:one0one0one0one0one0one0a"
 
 
 def _key_package() -> bytes:
@@ -19,13 +22,26 @@ def _key_package() -> bytes:
     return b"\x00\x01\x00\x05\x00\x01\x00\x01" + os.urandom(300)
 
 
+async def _device(db: Database, did: str) -> UUID:
+    """The one device `did` publishes from (its legacy device, registered)."""
+    device = devices.legacy_device_id(did)
+    await devices.register_device(db, device, actor_did=did)
+    return device
+
+
 async def claims(url: str, packages: int) -> tuple[str, int]:
     """8 claimers on separate connections drain `packages` packages; double claims counted."""
-    config = DbConfig(database_url=url, min_size=CLAIMERS, max_size=CLAIMERS)
+    config = DbConfig(
+        database_url=url,
+        min_size=CLAIMERS,
+        max_size=CLAIMERS,
+        max_key_packages_per_device=packages,
+    )
     async with Database.connect(config) as db:
         await key_packages.publish_key_packages(
             db,
             actor_did=OWNER,
+            device_id=await _device(db, OWNER),
             cipher_suite=1,
             key_packages=[_key_package() for _ in range(packages)],
         )
@@ -55,13 +71,17 @@ async def claims(url: str, packages: int) -> tuple[str, int]:
 
 async def publishing(url: str, rows: int) -> str:
     """publish_key_packages (one statement) against store_key_package row at a time."""
-    config = DbConfig(database_url=url, min_size=1, max_size=2)
+    config = DbConfig(database_url=url, min_size=1, max_size=2, max_key_packages_per_device=rows)
     results = []
     async with Database.connect(config) as db:
         batch = [_key_package() for _ in range(rows)]
         started = time.perf_counter()
         await key_packages.publish_key_packages(
-            db, actor_did="did:plc:bulk0bulk0bulk0bulk0bulk0", cipher_suite=1, key_packages=batch
+            db,
+            actor_did=BULK,
+            device_id=await _device(db, BULK),
+            cipher_suite=1,
+            key_packages=batch,
         )
         results.append(
             Result(
@@ -70,10 +90,11 @@ async def publishing(url: str, rows: int) -> str:
             )
         )
         singles = [_key_package() for _ in range(rows // 10)]
+        single = await _device(db, SINGLE)
         started = time.perf_counter()
         for kp in singles:
             await key_packages.store_key_package(
-                db, actor_did="did:plc:one0one0one0one0one0one0a", cipher_suite=1, key_data=kp
+                db, actor_did=SINGLE, device_id=single, cipher_suite=1, key_data=kp
             )
         results.append(
             Result(

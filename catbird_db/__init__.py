@@ -42,6 +42,7 @@ from .events import Listener
 from .models import (
     Blob,
     BlobInfo,
+    ClaimedKeyPackages,
     Conversation,
     ConversationSummary,
     Device,
@@ -64,6 +65,7 @@ __all__ = [
     "BlobInfo",
     "BlobIntegrityError",
     "CatbirdDbError",
+    "ClaimedKeyPackages",
     "ConfigurationError",
     "ConnectionLost",
     "Conversation",

@@ -84,6 +84,8 @@ class DbConfig:
     orphan_blob_retention_s: int = 24 * 3600
     # register_device: the active (not revoked) devices one user may have.
     max_devices_per_user: int = 20
+    # Publishing: the live (unconsumed, unexpired) key packages one device may have.
+    max_key_packages_per_device: int = 1000
 
     def __repr__(self) -> str:
         """Every setting but the cursor secret, with the password of a URL hidden."""
@@ -198,6 +200,7 @@ _RANGES: tuple[tuple[str, float, float], ...] = (
     ("welcome_retention_s", 0, _CENTURY_S),
     ("orphan_blob_retention_s", 0, _CENTURY_S),
     ("max_devices_per_user", 1, _INT4),
+    ("max_key_packages_per_device", 1, _INT4),
 )
 
 

@@ -8,6 +8,7 @@ docs/devices.md explains the model.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from datetime import datetime
 from uuid import UUID
@@ -18,7 +19,7 @@ from .errors import AlreadyExists, DeviceRevoked, NotFound, QuotaExceeded, Retry
 from .models import Device
 from .sql import command, query
 
-__all__ = ["list_devices", "register_device", "revoke_device"]
+__all__ = ["legacy_device_id", "list_devices", "register_device", "revoke_device"]
 
 # An Ed25519 key is 32 bytes, an ML-DSA-87 one 2,592: the schema's CHECK allows 4 KiB.
 _MAX_SIGNATURE_KEY_BYTES = 4096
@@ -44,6 +45,18 @@ _LOCK = command("lock_devices_of")
 _REGISTER = query("register_device", _Registered)
 _LIST = query("list_devices", Device)
 _REVOKE = query("revoke_device", Device)
+_DELETE_KEY_PACKAGES = command("delete_device_key_packages")
+# The prefix the schema's legacy_device_id() hashes with the DID (migration 0010).
+_LEGACY_PREFIX = b"catbird-db legacy device "
+
+
+def legacy_device_id(did: str) -> UUID:
+    """The id of the device a DID's data from before devices was carried over to: the
+    first 16 bytes of SHA-256 over a fixed prefix and the DID, as the schema's
+    `legacy_device_id()` computes it. A client that has not registered a device of its
+    own may go on as this one. InvalidInput on a bad DID."""
+    owner = validate.did(did, "did")
+    return UUID(bytes=hashlib.sha256(_LEGACY_PREFIX + owner.encode()).digest()[:16])
 
 
 async def register_device(
@@ -96,18 +109,25 @@ async def list_devices(conn: Executor, *, actor_did: str) -> list[Device]:
 
 
 async def revoke_device(conn: Executor, device_id: UUID, *, actor_did: str) -> Device:
-    """Revoke one of the actor's own devices; returns it, revoked. Revoking it again
-    returns it unchanged (with its first revocation time). A revoked device can never be
-    registered again.
+    """Revoke one of the actor's own devices; returns it, revoked, with its unconsumed
+    key packages (last-resort ones included) deleted. Revoking it again returns it
+    unchanged (with its first revocation time). A revoked device can never be registered
+    again, and publishes nothing more.
 
     NotFound if the actor owns no device of that id (another user's device included:
-    nothing of it is revealed); InvalidInput on a bad argument.
+    nothing of it is revealed); InvalidInput on a bad argument. One transaction (a
+    savepoint inside a caller's): a publish of the device in flight is waited for, and
+    what it published is deleted with the rest.
     """
     params = {
         "actor_did": validate.did(actor_did, "actor_did"),
         "device_id": validate.uuid(device_id, "device_id"),
     }
-    device = await conn.fetch_one(_REVOKE, params)
-    if device is None:
-        raise NotFound(f"{actor_did} has no device {device_id}")
+    async with conn.transaction() as tx:
+        device = await tx.fetch_one(_REVOKE, params)
+        if device is None:
+            raise NotFound(f"{actor_did} has no device {device_id}")
+        # A second statement, so its snapshot sees a publish the revocation waited for.
+        keys = {"owner_did": device.owner_did, "device_id": device.id}
+        await tx.execute(_DELETE_KEY_PACKAGES, keys)
     return device

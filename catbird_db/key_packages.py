@@ -1,22 +1,34 @@
-"""Key packages: publishing, the atomic single-use claim, last resort, expiry, cleanup.
+"""Key packages: publishing by device, the atomic single-use claim (for one device, or
+one per device of a user), last resort, expiry, cleanup.
 
 `key_data` holds a KeyPackage as clients publish it: an MLSMessage of wire format
 `mls_key_package`. Its KeyPackageRef is computed here from those bytes (see mls.py).
+Each package belongs to the device that published it (docs/devices.md).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import datetime, timedelta
+from uuid import UUID
 
 from . import mls, validate
 from .database import Executor
-from .errors import AlreadyExists, InvalidInput, NoKeyPackageAvailable, NotFound
-from .models import KeyPackage, KeyPackageCount
+from .errors import (
+    AlreadyExists,
+    DeviceRevoked,
+    InvalidInput,
+    NoKeyPackageAvailable,
+    NotFound,
+    QuotaExceeded,
+)
+from .models import ClaimedKeyPackages, KeyPackage, KeyPackageCount
 from .sql import command, query
 
 __all__ = [
     "claim_key_package",
+    "claim_key_packages",
     "consume_key_package",
     "count_key_packages",
     "delete_expired_key_packages",
@@ -25,11 +37,60 @@ __all__ = [
     "store_key_package",
 ]
 
+
+@dataclass(frozen=True, slots=True)
+class _Device:
+    revoked_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class _Published:
+    published: int
+    within_cap: bool
+
+
+@dataclass(frozen=True, slots=True)
+class _Handed:
+    """A row of claim_key_packages: a device, and the package it gave (all None if none)."""
+
+    for_device: UUID
+    id: int | None
+    owner_did: str | None
+    cipher_suite: int | None
+    key_data: bytes | None
+    key_package_ref: bytes | None
+    is_last_resort: bool | None
+    created_at: datetime | None
+    expires_at: datetime | None
+    consumed_at: datetime | None
+    consumed_by_did: str | None
+    device_id: UUID | None
+
+    def package(self) -> KeyPackage | None:
+        if self.id is None:
+            return None
+        assert self.owner_did is not None  # the package's NOT NULL columns, when it is one
+        assert self.cipher_suite is not None
+        assert self.key_data is not None
+        assert self.key_package_ref is not None
+        assert self.is_last_resort is not None
+        assert self.created_at is not None
+        assert self.expires_at is not None
+        assert self.device_id is not None
+        return KeyPackage(
+            self.id, self.owner_did, self.cipher_suite, self.key_data, self.key_package_ref,
+            self.is_last_resort, self.created_at, self.expires_at, self.consumed_at,
+            self.consumed_by_did, self.device_id,
+        )  # fmt: skip
+
+
+_LOCK_DEVICE = query("lock_publishing_device", _Device)
 _STORE = query("store_key_package", KeyPackage)
 _BY_REF = query("get_key_package_by_ref", KeyPackage)
-_PUBLISH = command("publish_key_packages")
+_PUBLISH = query("publish_key_packages", _Published)
 _GET = query("get_key_package", KeyPackage)
 _CLAIM = query("claim_key_package", KeyPackage)
+_CLAIM_PER_DEVICE = query("claim_key_packages", _Handed)
 _CONSUME = query("consume_key_package", KeyPackage)
 _COUNT = query("count_key_packages", KeyPackageCount)
 _DELETE_EXPIRED = command("delete_expired_key_packages")
@@ -39,35 +100,48 @@ async def store_key_package(
     conn: Executor,
     *,
     actor_did: str,
+    device_id: UUID,
     cipher_suite: int,
     key_data: bytes,
     key_package_ref: bytes | None = None,
     is_last_resort: bool = False,
     expires_at: datetime | None = None,
 ) -> KeyPackage:
-    """Publish one of the actor's own key packages; returns it. Storing the same package
-    again returns the stored row unchanged.
+    """Publish one key package of one of the actor's own devices; returns it. Storing the
+    same package again for the same device returns the stored row unchanged.
 
     The ref is computed from `key_data`; a given `key_package_ref` that differs is
-    InvalidInput. AlreadyExists if another owner published the same package.
+    InvalidInput. AlreadyExists if another owner or another device published the same
+    package; NotFound if the actor has no device `device_id`; DeviceRevoked if the actor
+    revoked it; QuotaExceeded if the device has `DbConfig.max_key_packages_per_device`
+    live (unconsumed, unexpired) packages. One transaction (a savepoint inside a
+    caller's) holding the device's lock: publishes of one device never pass the cap
+    together, and a revocation either precedes the publish or waits for it.
     """
     actor, suite = validate.did(actor_did, "actor_did"), validate.cipher_suite(cipher_suite)
+    device = validate.uuid(device_id, "device_id")
     data, ref = _key_package(conn, key_data, suite)
     if key_package_ref is not None and validate.key_package_ref(key_package_ref) != ref:
         raise InvalidInput("key_package_ref does not match the KeyPackageRef of key_data")
     params = {
         "actor_did": actor,
+        "device_id": device,
         "cipher_suite": suite,
         "key_data": data,
         "key_package_ref": ref,
         "is_last_resort": validate.boolean(is_last_resort, "is_last_resort"),
         "expires_at": validate.expiry(expires_at),
         "lifetime_s": conn.config.key_package_lifetime_s,
+        "max_live": conn.config.max_key_packages_per_device,
     }
-    stored = await conn.fetch_one(_STORE, params)
-    if stored is None:  # a concurrent store of the same ref committed after we began
-        stored = await _by_ref(conn, ref)
-    if stored is None or stored.owner_did != actor:
+    async with conn.transaction() as tx:
+        await _lock_publishing_device(tx, actor, device)
+        stored = await tx.fetch_one(_STORE, params)
+        if stored is None:  # a concurrent store of the same ref committed after we began
+            stored = await _by_ref(tx, ref)
+            if stored is None:
+                raise QuotaExceeded(_full(conn, device))
+    if stored.owner_did != actor or stored.device_id != device:
         raise AlreadyExists("that key package is published already")
     return stored
 
@@ -76,18 +150,24 @@ async def publish_key_packages(
     conn: Executor,
     *,
     actor_did: str,
+    device_id: UUID,
     cipher_suite: int,
     key_packages: Iterable[bytes],
     is_last_resort: bool = False,
     expires_at: datetime | None = None,
 ) -> int:
-    """Publish a batch of the actor's own key packages in one round trip; returns how many
-    were new. Packages published already (by ref) are skipped, so a retry adds nothing.
+    """Publish a batch of key packages of one of the actor's own devices in one round trip
+    of work; returns how many were new. Packages published already (by ref) are skipped,
+    so a retry adds nothing.
 
     The first package given is the oldest, claimed first. At most
-    DbConfig.max_publish_batch.
+    DbConfig.max_publish_batch. NotFound if the actor has no device `device_id`;
+    DeviceRevoked if the actor revoked it; QuotaExceeded (nothing written) if the new
+    packages would take the device past `DbConfig.max_key_packages_per_device` live
+    (unconsumed, unexpired) packages. Under the device's lock, as store_key_package.
     """
     actor, suite = validate.did(actor_did, "actor_did"), validate.cipher_suite(cipher_suite)
+    device = validate.uuid(device_id, "device_id")
     most = conn.config.max_publish_batch
     batch: dict[bytes, bytes] = {}
     for data in validate.collection(key_packages, "key_packages"):
@@ -99,40 +179,61 @@ async def publish_key_packages(
         raise InvalidInput("key_packages is empty")
     params = {
         "actor_did": actor,
+        "device_id": device,
         "cipher_suite": suite,
         "key_data": list(batch.values()),
         "key_package_refs": list(batch),
         "is_last_resort": validate.boolean(is_last_resort, "is_last_resort"),
         "expires_at": validate.expiry(expires_at),
         "lifetime_s": conn.config.key_package_lifetime_s,
+        "max_live": conn.config.max_key_packages_per_device,
     }
-    return await conn.execute(_PUBLISH, params)
+    async with conn.transaction() as tx:
+        await _lock_publishing_device(tx, actor, device)
+        outcome = await tx.fetch_one(_PUBLISH, params)
+    assert outcome is not None  # the statement always returns its one row
+    if not outcome.within_cap:
+        raise QuotaExceeded(_full(conn, device))
+    return outcome.published
 
 
-async def get_key_package(conn: Executor, owner_did: str, cipher_suite: int) -> KeyPackage | None:
-    """The package a claim would hand out now, without claiming it; None if none is left.
+async def get_key_package(
+    conn: Executor, owner_did: str, cipher_suite: int, *, device_id: UUID | None = None
+) -> KeyPackage | None:
+    """The package claim_key_package would hand out now (for `device_id`, or for any
+    active device of the owner), without claiming it; None if none is left.
 
     Advisory only: a concurrent claim may take it. Use claim_key_package to take one.
     """
     params = {
         "owner_did": validate.did(owner_did, "owner_did"),
         "cipher_suite": validate.cipher_suite(cipher_suite),
+        "device_id": None if device_id is None else validate.uuid(device_id, "device_id"),
     }
     return await conn.fetch_one(_GET, params)
 
 
 async def claim_key_package(
-    conn: Executor, owner_did: str, cipher_suite: int, *, actor_did: str
+    conn: Executor,
+    owner_did: str,
+    cipher_suite: int,
+    *,
+    actor_did: str,
+    device_id: UUID | None = None,
 ) -> KeyPackage:
-    """Atomically take the owner's oldest unexpired regular package of that suite for the
-    actor; else the newest last-resort one, which stays available.
+    """Atomically take, for the actor, one package of the owner's device `device_id` (or,
+    without it, of whichever active device has the oldest): the oldest unexpired regular
+    package of that suite, else the newest last-resort one, which stays available. For
+    adding one device; claim_key_packages claims for all of a user's devices.
 
-    No package is ever handed out twice. NoKeyPackageAvailable if the owner has neither.
+    No package is ever handed out twice. NoKeyPackageAvailable if no active device (or
+    not `device_id`, revoked or unknown alike) has either.
     """
     params = {
         "owner_did": validate.did(owner_did, "owner_did"),
         "cipher_suite": validate.cipher_suite(cipher_suite),
         "actor_did": validate.did(actor_did, "actor_did"),
+        "device_id": None if device_id is None else validate.uuid(device_id, "device_id"),
     }
     claimed = await conn.fetch_one(_CLAIM, params)
     if claimed is None:
@@ -140,6 +241,33 @@ async def claim_key_package(
             f"{owner_did} has no key package left for cipher suite {cipher_suite}"
         )
     return claimed
+
+
+async def claim_key_packages(
+    conn: Executor, owner_did: str, cipher_suite: int, *, actor_did: str
+) -> ClaimedKeyPackages:
+    """Atomically take, for the actor, one package for each active device of the owner, in
+    one statement: each device's oldest unexpired regular package of that suite, else its
+    newest last-resort one (which stays available). Returns the packages, in device id
+    order, and the active devices that had neither (left out).
+
+    No package is ever handed out twice. NoKeyPackageAvailable (nothing taken) if no
+    active device of the owner has a package of that suite.
+    """
+    owner = validate.did(owner_did, "owner_did")
+    params = {
+        "owner_did": owner,
+        "cipher_suite": validate.cipher_suite(cipher_suite),
+        "actor_did": validate.did(actor_did, "actor_did"),
+    }
+    rows = await conn.fetch_all(_CLAIM_PER_DEVICE, params)
+    packages = tuple(p for p in (row.package() for row in rows) if p is not None)
+    if not packages:
+        raise NoKeyPackageAvailable(
+            f"no device of {owner_did} has a key package left for cipher suite {cipher_suite}"
+        )
+    without = tuple(row.for_device for row in rows if row.id is None)
+    return ClaimedKeyPackages(owner, packages, without)
 
 
 async def consume_key_package(
@@ -193,3 +321,17 @@ def _key_package(conn: Executor, key_data: object, suite: int) -> tuple[bytes, b
 
 async def _by_ref(conn: Executor, ref: bytes) -> KeyPackage | None:
     return await conn.fetch_one(_BY_REF, {"key_package_ref": ref})
+
+
+async def _lock_publishing_device(conn: Executor, actor: str, device: UUID) -> None:
+    """Lock the actor's device for a publish; NotFound or DeviceRevoked if it may not."""
+    found = await conn.fetch_one(_LOCK_DEVICE, {"actor_did": actor, "device_id": device})
+    if found is None:
+        raise NotFound(f"{actor} has no device {device}")
+    if found.revoked_at is not None:
+        raise DeviceRevoked(f"device {device} was revoked")
+
+
+def _full(conn: Executor, device: UUID) -> str:
+    most = conn.config.max_key_packages_per_device
+    return f"device {device} would have more than {most} live key packages"

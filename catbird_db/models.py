@@ -148,7 +148,8 @@ class Blob(BlobInfo):
 
 @dataclass(frozen=True, slots=True)
 class KeyPackage:
-    """A published MLS KeyPackage; `consumed_at` is set once a claim hands it out."""
+    """A published MLS KeyPackage of one device of its owner; `consumed_at` is set once a
+    claim hands it out."""
 
     id: int
     owner_did: str
@@ -160,6 +161,17 @@ class KeyPackage:
     expires_at: datetime
     consumed_at: datetime | None
     consumed_by_did: str | None
+    device_id: UUID
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimedKeyPackages:
+    """The outcome of claim_key_packages: one package for each active device of the owner
+    that had one, and the active devices that had none."""
+
+    owner_did: str
+    key_packages: tuple[KeyPackage, ...]
+    devices_without: tuple[UUID, ...]
 
 
 @dataclass(frozen=True, slots=True)

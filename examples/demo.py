@@ -22,6 +22,7 @@ from psycopg import sql as pgsql
 from catbird_db import (
     blobs,
     conversations,
+    devices,
     key_packages,
     members,
     messages,
@@ -192,15 +193,22 @@ def stand_in_welcome(key_package: bytes) -> bytes:
 async def key_packages_and_welcomes(db: Database, convo: Conversation) -> None:
     """Dave joins through a claimed key package, a commit and a welcome."""
     print("\n== key packages and welcomes")
+    phone = await devices.register_device(db, uuid4(), actor_did=DAVE)
+    say(f"dave registered his phone, device {phone.id}")
     published = [stand_in_key_package() for _ in range(3)]
     added = await key_packages.publish_key_packages(
-        db, actor_did=DAVE, cipher_suite=1, key_packages=published
+        db, actor_did=DAVE, device_id=phone.id, cipher_suite=1, key_packages=published
     )
     await key_packages.store_key_package(
-        db, actor_did=DAVE, cipher_suite=1, key_data=stand_in_key_package(), is_last_resort=True
+        db,
+        actor_did=DAVE,
+        device_id=phone.id,
+        cipher_suite=1,
+        key_data=stand_in_key_package(),
+        is_last_resort=True,
     )
     again = await key_packages.publish_key_packages(
-        db, actor_did=DAVE, cipher_suite=1, key_packages=published
+        db, actor_did=DAVE, device_id=phone.id, cipher_suite=1, key_packages=published
     )
     say(f"dave published {added} key packages and a last-resort one (publishing again: +{again})")
     (count,) = await key_packages.count_key_packages(db, actor_did=DAVE)

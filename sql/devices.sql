@@ -115,7 +115,9 @@ ORDER BY d.registered_at, d.id;
 -- Revokes one of the actor's devices; a device revoked before keeps its first
 -- revocation time.
 -- Returns: the device, revoked; no row when the actor owns no device of that id.
--- Locks: the device row.
+-- Locks: the device row, until the transaction ends (a publish of the device holds it
+-- FOR NO KEY UPDATE, lock_publishing_device: this waits for it; delete_device_key_packages
+-- then runs in the same transaction).
 -- Index: devices_id_key or devices_pkey (either finds the one row).
 UPDATE devices AS d
 SET revoked_at = coalesce(d.revoked_at, now())

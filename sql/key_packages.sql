@@ -1,26 +1,58 @@
+-- name: lock_publishing_device
+-- The actor's device a publish names, locked FOR NO KEY UPDATE until the transaction
+-- ends: the publishes of one device are serialised (so the statement after this one
+-- counts the device's live packages on a snapshot that sees every publish before it),
+-- and a revocation either precedes the publish (seen here, on the row's newest version)
+-- or waits for it (and then deletes what it published).
+-- Returns: the device's revoked_at; no row when the actor has no device of that id.
+-- Locks: the device row.
+-- Index: devices_pkey or devices_id_key (either finds the one row).
+SELECT d.revoked_at
+FROM devices AS d
+WHERE d.owner_did = %(actor_did)s AND d.id = %(device_id)s
+FOR NO KEY UPDATE;
+
 -- name: store_key_package
--- Publishes one key package. The expiry is the caller's, else now() plus the default
--- lifetime.
+-- Publishes one key package of a device, under the device's lock
+-- (lock_publishing_device), unless the device has max_live live (unconsumed, unexpired)
+-- packages already. The expiry is the caller's, else now() plus the default lifetime.
 -- Returns: the row, or the stored one when the ref exists already (whoever owns it: the
--- function refuses another owner's); always one row.
+-- function refuses another owner's or another device's); no row when the device is at
+-- its cap and the ref is new.
 -- Locks: only the row it inserts; a taken ref's row is read, not locked (ON CONFLICT DO
 -- NOTHING).
--- Index: key_packages_key_package_ref_key (the conflict and the look-up).
+-- Index: key_packages_available (the device's live packages, counted),
+-- key_packages_key_package_ref_key (the conflict and the look-up).
 -- not null: id, owner_did, cipher_suite, key_data, key_package_ref, is_last_resort
--- not null: created_at, expires_at (NOT NULL columns, read through a view and UNION ALL)
-WITH inserted AS (
-    -- The new row, unless the ref is taken.
+-- not null: created_at, expires_at, device_id (NOT NULL, through a view and UNION ALL)
+WITH live AS (
+    -- The device's live packages, every suite.
+    SELECT count(*) AS n
+    FROM key_packages AS k
+    WHERE
+        k.owner_did = %(actor_did)s
+        AND k.device_id = %(device_id)s
+        AND k.consumed_at IS NULL
+        AND k.expires_at > now()
+),
+
+inserted AS (
+    -- The new row, unless the ref is taken or the device is at its cap.
     INSERT INTO key_package_rows (
-        owner_did, cipher_suite, key_data, key_package_ref, is_last_resort, expires_at
+        owner_did, device_id, cipher_suite, key_data, key_package_ref, is_last_resort,
+        expires_at
     )
-    VALUES (
-        %(actor_did)s,
-        %(cipher_suite)s,
-        %(key_data)s,
-        %(key_package_ref)s,
-        %(is_last_resort)s,
+    SELECT
+        %(actor_did)s AS owner_did,
+        %(device_id)s AS device_id,
+        %(cipher_suite)s AS cipher_suite,
+        %(key_data)s AS key_data,
+        %(key_package_ref)s AS key_package_ref,
+        %(is_last_resort)s AS is_last_resort,
         coalesce(%(expires_at)s::timestamptz, now() + %(lifetime_s)s * interval '1 second')
-    )
+            AS expires_at
+    FROM live
+    WHERE live.n < %(max_live)s
     ON CONFLICT (key_package_ref) DO NOTHING
     RETURNING *
 )
@@ -38,54 +70,117 @@ WHERE k.key_package_ref = %(key_package_ref)s AND NOT EXISTS (SELECT 1 FROM inse
 -- Locks: none.
 -- Index: key_packages_key_package_ref_key.
 -- not null: id, owner_did, cipher_suite, key_data, key_package_ref, is_last_resort
--- not null: created_at, expires_at (NOT NULL columns, read through a view)
+-- not null: created_at, expires_at, device_id (NOT NULL columns, read through a view)
 SELECT k.*
 FROM key_package_rows AS k
 WHERE k.key_package_ref = %(key_package_ref)s;
 
 -- name: publish_key_packages
--- Publishes a batch of one owner's key packages in one statement, in the order given
--- (the first is the oldest, claimed first).
--- Returns: no rows. Refs that exist already are skipped, so publishing the same batch
--- again inserts nothing.
+-- Publishes a batch of one device's key packages in one statement, in the order given
+-- (the first is the oldest, claimed first), under the device's lock
+-- (lock_publishing_device): all of the new ones, or none when they would take the
+-- device past max_live live (unconsumed, unexpired) packages.
+-- Returns: one row: how many were inserted, and whether the batch was within the cap.
+-- Refs that exist already are skipped, so publishing the same batch again inserts
+-- nothing (and counts nothing against the cap).
 -- Locks: only the rows it inserts (ON CONFLICT DO NOTHING locks no existing row).
--- Index: key_packages_key_package_ref_key (the conflict).
-INSERT INTO key_packages (
-    owner_did, cipher_suite, key_data, key_package_ref, is_last_resort, expires_at
+-- Index: key_packages_available (the device's live packages, counted),
+-- key_packages_key_package_ref_key (the new refs, and the conflict).
+-- not null: published, within_cap (a count, and a comparison of two counts)
+WITH batch AS (
+    -- The packages given, in their order.
+    SELECT
+        p.key_data,
+        p.key_package_ref,
+        p.n
+    FROM
+        unnest(%(key_data)s::bytea[], %(key_package_refs)s::bytea[])
+        WITH ORDINALITY AS p (key_data, key_package_ref, n)
+),
+
+judged AS (
+    -- Whether the batch's new packages fit beside the device's live ones.
+    SELECT
+        (
+            SELECT count(*)
+            FROM key_packages AS k
+            WHERE
+                k.owner_did = %(actor_did)s
+                AND k.device_id = %(device_id)s
+                AND k.consumed_at IS NULL
+                AND k.expires_at > now()
+        )
+        + (
+            SELECT count(*)
+            FROM batch AS b
+            WHERE NOT EXISTS (
+                SELECT 1 FROM key_packages AS k
+                WHERE k.key_package_ref = b.key_package_ref
+            )
+        ) <= %(max_live)s AS within_cap
+),
+
+inserted AS (
+    -- The new packages, when they fit.
+    INSERT INTO key_packages (
+        owner_did, device_id, cipher_suite, key_data, key_package_ref, is_last_resort,
+        expires_at
+    )
+    SELECT
+        %(actor_did)s AS owner_did,
+        %(device_id)s AS device_id,
+        %(cipher_suite)s AS cipher_suite,
+        b.key_data,
+        b.key_package_ref,
+        %(is_last_resort)s AS is_last_resort,
+        coalesce(
+            %(expires_at)s::timestamptz, now() + %(lifetime_s)s * interval '1 second'
+        ) AS expires_at
+    FROM batch AS b
+    CROSS JOIN judged
+    WHERE judged.within_cap
+    ORDER BY b.n
+    ON CONFLICT (key_package_ref) DO NOTHING
+    RETURNING 1 AS one
 )
+
 SELECT
-    %(actor_did)s AS owner_did,
-    %(cipher_suite)s AS cipher_suite,
-    p.key_data,
-    p.key_package_ref,
-    %(is_last_resort)s AS is_last_resort,
-    coalesce(
-        %(expires_at)s::timestamptz, now() + %(lifetime_s)s * interval '1 second'
-    ) AS expires_at
-FROM
-    unnest(%(key_data)s::bytea[], %(key_package_refs)s::bytea[])
-    WITH ORDINALITY AS p (key_data, key_package_ref, n)
-ORDER BY p.n
-ON CONFLICT (key_package_ref) DO NOTHING;
+    (SELECT count(*) FROM inserted) AS published,
+    judged.within_cap
+FROM judged;
 
 -- name: get_key_package
--- Peeks at the package a claim would hand out now (the oldest unexpired regular one,
--- else the newest last-resort one) without claiming it.
+-- Peeks at the package a claim would hand out now, for one device or for any active
+-- device of the owner (the oldest unexpired regular package, else the newest
+-- last-resort one), without claiming it.
 -- Returns: that package; no row when there is none.
 -- Locks: none.
--- Index: key_packages_available.
+-- Index: devices_pkey (the owner's devices), key_packages_available (each device's
+-- packages).
 -- not null: id, owner_did, cipher_suite, key_data, key_package_ref, is_last_resort
--- not null: created_at, expires_at (NOT NULL columns, read through a view)
+-- not null: created_at, expires_at, device_id (NOT NULL columns, read through a view)
 (
-    -- The oldest unexpired regular package.
+    -- The oldest unexpired regular package of an active device.
     SELECT k.*
-    FROM key_package_rows AS k
+    FROM devices AS d
+    CROSS JOIN
+        LATERAL (
+            SELECT r.*
+            FROM key_package_rows AS r
+            WHERE
+                r.owner_did = d.owner_did
+                AND r.device_id = d.id
+                AND r.cipher_suite = %(cipher_suite)s
+                AND NOT r.is_last_resort
+                AND r.consumed_at IS NULL
+                AND r.expires_at > now()
+            ORDER BY r.created_at, r.id
+            LIMIT 1
+        ) AS k
     WHERE
-        k.owner_did = %(owner_did)s
-        AND k.cipher_suite = %(cipher_suite)s
-        AND NOT k.is_last_resort
-        AND k.consumed_at IS NULL
-        AND k.expires_at > now()
+        d.owner_did = %(owner_did)s
+        AND d.revoked_at IS NULL
+        AND (%(device_id)s::uuid IS NULL OR d.id = %(device_id)s::uuid)
     ORDER BY k.created_at, k.id
     LIMIT 1
 )
@@ -93,40 +188,70 @@ UNION ALL
 (
     -- Else the newest unexpired last-resort one.
     SELECT k.*
-    FROM key_package_rows AS k
+    FROM devices AS d
+    CROSS JOIN
+        LATERAL (
+            SELECT r.*
+            FROM key_package_rows AS r
+            WHERE
+                r.owner_did = d.owner_did
+                AND r.device_id = d.id
+                AND r.cipher_suite = %(cipher_suite)s
+                AND r.is_last_resort
+                AND r.consumed_at IS NULL
+                AND r.expires_at > now()
+            ORDER BY r.created_at DESC, r.id DESC
+            LIMIT 1
+        ) AS k
     WHERE
-        k.owner_did = %(owner_did)s
-        AND k.cipher_suite = %(cipher_suite)s
-        AND k.is_last_resort
-        AND k.consumed_at IS NULL
-        AND k.expires_at > now()
+        d.owner_did = %(owner_did)s
+        AND d.revoked_at IS NULL
+        AND (%(device_id)s::uuid IS NULL OR d.id = %(device_id)s::uuid)
     ORDER BY k.created_at DESC, k.id DESC
     LIMIT 1
 )
 LIMIT 1;
 
 -- name: claim_key_package
--- Hands out the owner's oldest unexpired, unconsumed regular package of that suite and
--- marks it consumed by the claimer; when none is left, the newest unexpired last-resort
+-- Hands out one package for one device of the owner, or for whichever active device
+-- has the oldest: the oldest unexpired, unconsumed regular package of that suite,
+-- marked consumed by the claimer; when none is left, the newest unexpired last-resort
 -- package, which stays available.
--- Returns: the package handed out; no row when the owner has neither.
--- Locks: the regular package, FOR UPDATE SKIP LOCKED: concurrent claimers pass over a
--- row another is taking instead of queueing on it, and the lock with the UPDATE's
--- re-check of the locked row guarantees no row is handed out twice. A last-resort
--- package is read, not locked.
--- Index: key_packages_available, then key_packages_pkey.
+-- Returns: the package handed out; no row when no active device (or not the one asked
+-- for) has either.
+-- Locks: each candidate device's oldest regular package, FOR UPDATE SKIP LOCKED:
+-- concurrent claimers pass over a row another is taking instead of queueing on it, and
+-- the lock with the UPDATE's re-check of the locked row guarantees no row is handed out
+-- twice. The other devices' candidates stay locked until the statement (or the caller's
+-- transaction) ends; claimers meanwhile take the next ones. A last-resort package is
+-- read, not locked.
+-- Index: devices_pkey or devices_id_key (the owner's devices, or the one named),
+-- key_packages_available (each device's packages), key_packages_pkey (the update).
 -- not null: id, owner_did, cipher_suite, key_data, key_package_ref, is_last_resort
--- not null: created_at, expires_at (NOT NULL columns, read through a view)
-WITH claimed AS (
-    -- The oldest regular package nobody else is taking, marked consumed.
-    UPDATE key_package_rows AS k
-    SET consumed_at = now(), consumed_by_did = %(actor_did)s
+-- not null: created_at, expires_at, device_id (NOT NULL columns, read through a view)
+WITH candidates AS (
+    -- The owner's active devices (or the one asked for).
+    SELECT d.id
+    FROM devices AS d
     WHERE
-        k.id = (
-            SELECT a.id
+        d.owner_did = %(owner_did)s
+        AND d.revoked_at IS NULL
+        AND (%(device_id)s::uuid IS NULL OR d.id = %(device_id)s::uuid)
+),
+
+oldest AS (
+    -- Of each device's oldest regular package nobody else is taking, the oldest.
+    SELECT p.id
+    FROM candidates AS d
+    CROSS JOIN
+        LATERAL (
+            SELECT
+                a.id,
+                a.created_at
             FROM key_packages AS a
             WHERE
                 a.owner_did = %(owner_did)s
+                AND a.device_id = d.id
                 AND a.cipher_suite = %(cipher_suite)s
                 AND NOT a.is_last_resort
                 AND a.consumed_at IS NULL
@@ -134,26 +259,141 @@ WITH claimed AS (
             ORDER BY a.created_at, a.id
             LIMIT 1
             FOR UPDATE SKIP LOCKED
-        )
-    RETURNING *
+        ) AS p
+    ORDER BY p.created_at, p.id
+    LIMIT 1
+),
+
+claimed AS (
+    -- That package, marked consumed.
+    UPDATE key_package_rows AS k
+    SET consumed_at = now(), consumed_by_did = %(actor_did)s
+    FROM oldest
+    WHERE k.id = oldest.id
+    RETURNING k.*
 )
 
 SELECT * FROM claimed
 UNION ALL
 (
-    -- Else the newest last-resort package, unchanged.
+    -- Else the newest last-resort package of a device, unchanged.
     SELECT k.*
-    FROM key_package_rows AS k
-    WHERE
-        k.owner_did = %(owner_did)s
-        AND k.cipher_suite = %(cipher_suite)s
-        AND k.is_last_resort
-        AND k.consumed_at IS NULL
-        AND k.expires_at > now()
-        AND NOT EXISTS (SELECT 1 FROM claimed)
+    FROM candidates AS d
+    CROSS JOIN
+        LATERAL (
+            SELECT r.*
+            FROM key_package_rows AS r
+            WHERE
+                r.owner_did = %(owner_did)s
+                AND r.device_id = d.id
+                AND r.cipher_suite = %(cipher_suite)s
+                AND r.is_last_resort
+                AND r.consumed_at IS NULL
+                AND r.expires_at > now()
+            ORDER BY r.created_at DESC, r.id DESC
+            LIMIT 1
+        ) AS k
+    WHERE NOT EXISTS (SELECT 1 FROM claimed)
     ORDER BY k.created_at DESC, k.id DESC
     LIMIT 1
 );
+
+-- name: claim_key_packages
+-- Hands out, in one statement, one package for each active device of the owner: the
+-- device's oldest unexpired, unconsumed regular package of that suite, marked consumed
+-- by the claimer, else its newest unexpired last-resort package (which stays
+-- available). A device with neither is still returned, with no package.
+-- Returns: one row per active device of the owner, in device id order: the device and
+-- its package's columns (all NULL for a device that had none); no row when the owner
+-- has no active device.
+-- Locks: each device's regular package, FOR UPDATE SKIP LOCKED, as claim_key_package:
+-- no package is handed out twice. Last-resort packages are read, not locked.
+-- Index: devices_pkey (the owner's devices), key_packages_available (each device's
+-- packages), key_packages_pkey (the update).
+-- not null: for_device (a device's id)
+WITH candidates AS (
+    -- The owner's active devices.
+    SELECT d.id
+    FROM devices AS d
+    WHERE d.owner_did = %(owner_did)s AND d.revoked_at IS NULL
+),
+
+regular AS (
+    -- Each device's oldest regular package nobody else is taking, locked.
+    SELECT p.id
+    FROM candidates AS d
+    CROSS JOIN LATERAL (
+        SELECT a.id
+        FROM key_packages AS a
+        WHERE
+            a.owner_did = %(owner_did)s
+            AND a.device_id = d.id
+            AND a.cipher_suite = %(cipher_suite)s
+            AND NOT a.is_last_resort
+            AND a.consumed_at IS NULL
+            AND a.expires_at > now()
+        ORDER BY a.created_at, a.id
+        LIMIT 1
+        FOR UPDATE SKIP LOCKED
+    ) AS p
+),
+
+claimed AS (
+    -- Those packages, marked consumed.
+    UPDATE key_package_rows AS k
+    SET consumed_at = now(), consumed_by_did = %(actor_did)s
+    FROM regular
+    WHERE k.id = regular.id
+    RETURNING k.*
+),
+
+last_resort AS (
+    -- For a device with no regular package, its newest last-resort one, unchanged.
+    SELECT k.*
+    FROM candidates AS d
+    CROSS JOIN
+        LATERAL (
+            SELECT r.*
+            FROM key_package_rows AS r
+            WHERE
+                r.owner_did = %(owner_did)s
+                AND r.device_id = d.id
+                AND r.cipher_suite = %(cipher_suite)s
+                AND r.is_last_resort
+                AND r.consumed_at IS NULL
+                AND r.expires_at > now()
+            ORDER BY r.created_at DESC, r.id DESC
+            LIMIT 1
+        ) AS k
+    WHERE NOT EXISTS (
+        SELECT 1 FROM claimed AS c
+        WHERE c.device_id = d.id
+    )
+),
+
+handed AS (
+    -- What each device gives.
+    SELECT * FROM claimed
+    UNION ALL
+    SELECT * FROM last_resort
+)
+
+SELECT
+    d.id AS for_device,
+    h.id,
+    h.owner_did,
+    h.cipher_suite,
+    h.key_data,
+    h.key_package_ref,
+    h.is_last_resort,
+    h.created_at,
+    h.expires_at,
+    h.consumed_at,
+    h.consumed_by_did,
+    h.device_id
+FROM candidates AS d
+LEFT JOIN handed AS h ON d.id = h.device_id
+ORDER BY d.id;
 
 -- name: consume_key_package
 -- Marks one known, unexpired, unconsumed package consumed by the actor. A last-resort
@@ -163,7 +403,7 @@ UNION ALL
 -- last-resort package is read, not locked.
 -- Index: key_packages_key_package_ref_key.
 -- not null: id, owner_did, cipher_suite, key_data, key_package_ref, is_last_resort
--- not null: created_at, expires_at (NOT NULL columns, read through a view)
+-- not null: created_at, expires_at, device_id (NOT NULL columns, read through a view)
 WITH consumed AS (
     -- The regular package, marked consumed.
     UPDATE key_package_rows AS k
@@ -184,6 +424,20 @@ WHERE
     k.key_package_ref = %(key_package_ref)s
     AND k.is_last_resort
     AND k.expires_at > now();
+
+-- name: delete_device_key_packages
+-- Deletes a revoked device's unconsumed packages (last-resort ones included), after
+-- revoke_device in the same transaction: that statement waited for any publish of the
+-- device in flight, so this one's snapshot sees what it published.
+-- Returns: no rows: the row count is how many went.
+-- Locks: the packages it deletes; a package a claim is taking is waited for, and left if
+-- the claim consumed it.
+-- Index: key_packages_available.
+DELETE FROM key_packages AS k
+WHERE
+    k.owner_did = %(owner_did)s
+    AND k.device_id = %(device_id)s
+    AND k.consumed_at IS NULL;
 
 -- name: count_key_packages
 -- The owner's unexpired, unconsumed packages per cipher suite: regular ones (what

@@ -6,10 +6,11 @@ import asyncio
 import os
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any
+from uuid import UUID
 
 import psycopg
 
-from catbird_db import InvalidInput
+from catbird_db import Executor, InvalidInput, devices
 from catbird_db.mls import key_package_ref, opaque
 
 ALICE = "did:plc:ewvi7nxzyoun6zhxrhs64oiz"
@@ -127,3 +128,11 @@ def waiting_on_a_lock(raw: psycopg.Connection[Any]) -> int:
         " WHERE datname = current_database() AND wait_event_type = 'Lock'"
     ).fetchone()
     return 0 if row is None else int(row[0])
+
+
+async def device_of(conn: Executor, did: str) -> UUID:
+    """The DID's legacy device, registered (a retry of it writes nothing): the one device
+    each test user publishes key packages from, unless a test registers others."""
+    device = devices.legacy_device_id(did)
+    await devices.register_device(conn, device, actor_did=did)
+    return device

@@ -25,6 +25,7 @@ from catbird_db import (
     Transaction,
     TransactionClosed,
     conversations,
+    devices,
     key_packages,
     members,
     messages,
@@ -344,6 +345,7 @@ async def test_every_limit_the_checks_enforce_is_the_configs(
             await key_packages.publish_key_packages(
                 db,
                 actor_did=BOB,
+                device_id=devices.legacy_device_id(BOB),  # refused before it is looked up
                 cipher_suite=1,
                 key_packages=[fake_key_package(), fake_key_package()],
             )

@@ -72,7 +72,7 @@ from catbird_db import (
 )
 from catbird_db.mls import key_package_ref
 
-from support import ALICE, BOB, CAROL, fake_key_package, fake_welcome, snapshot
+from support import ALICE, BOB, CAROL, device_of, fake_key_package, fake_welcome, snapshot
 
 # Backends killed mid-statement, servers stopped: each test gets a database of its own
 # (tests/conftest.py).
@@ -288,7 +288,9 @@ async def test_add_members_with_commit_terminated_while_marking_its_key_package(
     # inserted its commit, member and welcome when marking the package waits.
     convo = await group(fdb)
     kp = fake_key_package()
-    await key_packages.store_key_package(fdb, actor_did=CAROL, cipher_suite=1, key_data=kp)
+    await key_packages.store_key_package(
+        fdb, actor_did=CAROL, device_id=await device_of(fdb, CAROL), cipher_suite=1, key_data=kp
+    )
     await key_packages.claim_key_package(fdb, CAROL, 1, actor_did=ALICE)
     ref, commit_id = key_package_ref(kp), uuid4()
     carol = NewMember(CAROL, ref, fake_welcome([kp]))

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta, timezone, tzinfo
 from decimal import Decimal
 from typing import Any, cast
-from uuid import UUID
+from uuid import UUID, uuid4
 
 import psycopg
 import pytest
@@ -35,6 +35,7 @@ from catbird_db import (
     BlobIntegrityError,
     Database,
     DbConfig,
+    DeviceRevoked,
     EpochConflict,
     InvalidCursor,
     InvalidInput,
@@ -50,6 +51,7 @@ from catbird_db import (
     Transaction,
     blobs,
     conversations,
+    devices,
     key_packages,
     members,
     messages,
@@ -60,7 +62,7 @@ from catbird_db.cid import compute as compute_cid
 from catbird_db.mls import key_package_ref
 from catbird_db.pages import CursorCodec
 
-from support import ALICE, BOB, CAROL, DAVE, MALLORY, fake_key_package, fake_welcome
+from support import ALICE, BOB, CAROL, DAVE, MALLORY, device_of, fake_key_package, fake_welcome
 
 ERIN = "did:plc:erin5erin5erin5erin5erin5"
 FRANK = "did:web:frank.example.org"
@@ -74,6 +76,8 @@ LIMITS: dict[str, Any] = {
     "max_key_package_bytes": 128,
     "max_blob_bytes": 64,
     "user_quota_bytes": 100,
+    "max_devices_per_user": 2,
+    "max_key_packages_per_device": 4,
 }
 MAX_DID_BYTES = 2048
 
@@ -97,6 +101,10 @@ ADD_ERIN_A = UUID("00000000-0000-4000-8000-0000000d0002")
 ADD_ERIN_C = UUID("00000000-0000-4000-8000-0000000d0003")
 FRESH_ID = UUID("00000000-0000-4000-8000-0000000f0001")  # never used by any message
 NO_ID = UUID("00000000-0000-4000-8000-0000000f0002")  # names nothing
+MALLORY_DEVICE = devices.legacy_device_id(MALLORY)  # registered, publishes
+MALLORY_OLD = UUID("00000000-0000-4000-8000-0000000de001")  # Mallory's, revoked
+BOB_DEVICE = devices.legacy_device_id(BOB)
+NO_DEVICE = UUID("00000000-0000-4000-8000-0000000de0ff")  # nobody's
 EPOCH_A = 2  # a commit and an add since creation
 
 # Key packages: published (or not) in the world below; refs computed from the bytes.
@@ -844,17 +852,26 @@ MESSAGES = [
 # key packages
 
 store_kp = entity(
-    key_packages.store_key_package, DB, actor_did=MALLORY, cipher_suite=1, key_data=FRESH_KP
+    key_packages.store_key_package,
+    DB,
+    actor_did=MALLORY,
+    device_id=MALLORY_DEVICE,
+    cipher_suite=1,
+    key_data=FRESH_KP,
 )
 publish = entity(
     key_packages.publish_key_packages,
     DB,
     actor_did=MALLORY,
+    device_id=MALLORY_DEVICE,
     cipher_suite=1,
     key_packages=[FRESH_KP],
 )
 get_kp = entity(key_packages.get_key_package, DB, BOB, 1)
 claim = entity(key_packages.claim_key_package, DB, MALLORY, 1, actor_did=ALICE)
+claim_all = entity(key_packages.claim_key_packages, DB, MALLORY, 1, actor_did=ALICE)
+OPTIONAL_UUIDS = [v for v in BAD_UUIDS if v[0] != "none"]  # None: any device
+DEVICE_REFUSALS: Values = [("unknown", NO_DEVICE), ("another-users", BOB_DEVICE)]
 consume = entity(key_packages.consume_key_package, DB, REF[ERIN_KPS[0]], actor_did=ALICE)
 count_kps = entity(key_packages.count_key_packages, DB, actor_did=BOB)
 delete_kps = entity(key_packages.delete_expired_key_packages, DB)
@@ -888,6 +905,17 @@ KEY_PACKAGES = [
     store_kp.case(
         "in-a-transaction:key_data=another-owners", AlreadyExists, at={0: TX}, key_data=BOB_KPS[1]
     ),
+    *store_kp.vary("device_id", BAD_UUIDS),
+    *(store_kp.case(f"device_id={lb}", NotFound, device_id=v) for lb, v in DEVICE_REFUSALS),
+    store_kp.case("device_id=revoked", DeviceRevoked, device_id=MALLORY_OLD),
+    *publish.vary("device_id", BAD_UUIDS),
+    *(publish.case(f"device_id={lb}", NotFound, device_id=v) for lb, v in DEVICE_REFUSALS),
+    publish.case("device_id=revoked", DeviceRevoked, device_id=MALLORY_OLD),
+    publish.case(
+        "key_packages=past-the-device-cap",
+        QuotaExceeded,
+        key_packages=[fake_key_package(1, 8) for _ in range(5)],
+    ),
     *dids(publish, "actor_did"),
     *publish.vary("cipher_suite", BAD_SUITES[:7]),
     *publish.vary(
@@ -906,8 +934,16 @@ KEY_PACKAGES = [
     *publish.vary("expires_at", BAD_EXPIRIES[:8]),
     *dids(get_kp, 1),
     *get_kp.vary(2, BAD_SUITES),
+    *get_kp.vary("device_id", OPTIONAL_UUIDS),
     *dids(claim, 1, "actor_did"),
     *claim.vary(2, BAD_SUITES),
+    *claim.vary("device_id", OPTIONAL_UUIDS),
+    claim.case("device_id=unknown", NoKeyPackageAvailable, at={1: BOB}, device_id=NO_DEVICE),
+    claim.case("device_id=revoked", NoKeyPackageAvailable, device_id=MALLORY_OLD),
+    *dids(claim_all, 1, "actor_did"),
+    *claim_all.vary(2, BAD_SUITES),
+    claim_all.case("owner=without-packages", NoKeyPackageAvailable),
+    claim_all.case("owner=without-a-device", NoKeyPackageAvailable, at={1: GRACE}),
     claim.case("owner=without-packages", NoKeyPackageAvailable),
     claim.case("owner=without-that-suite", NoKeyPackageAvailable, at={1: BOB, 2: 2}),
     claim.case("owner=with-only-another-suite", NoKeyPackageAvailable, at={1: CAROL}),
@@ -1233,6 +1269,29 @@ DATABASE = [
     from_env.case("override=str-for-int", ValueError, max_size="3"),
 ]
 
+# devices
+
+register = entity(devices.register_device, DB, NO_DEVICE, actor_did=MALLORY)
+list_devices = entity(devices.list_devices, DB, actor_did=MALLORY)
+revoke = entity(devices.revoke_device, DB, MALLORY_DEVICE, actor_did=MALLORY)
+
+DEVICES = [
+    *dids(register, "actor_did"),
+    *register.vary(1, BAD_UUIDS),
+    *register.vary("signature_key", [v for v in bad_bytes(4096, b"k" * 8) if v[0] != "none"]),
+    register.case("device=another-users", AlreadyExists, at={1: BOB_DEVICE}),
+    register.case("device=revoked", DeviceRevoked, at={1: MALLORY_OLD}),
+    register.case(
+        "signature_key=another", AlreadyExists, at={1: MALLORY_DEVICE}, signature_key=b"k"
+    ),
+    register.case("actor=at-the-cap", QuotaExceeded, actor_did=ERIN),
+    *dids(list_devices, "actor_did"),
+    *dids(revoke, "actor_did"),
+    *revoke.vary(1, BAD_UUIDS),
+    revoke.case("device=unknown", NotFound, at={1: NO_DEVICE}),
+    revoke.case("device=another-users", NotFound, at={1: BOB_DEVICE}),
+]
+
 CASES: list[ParameterSet] = [
     *CONVERSATIONS,
     *MEMBERS,
@@ -1240,6 +1299,7 @@ CASES: list[ParameterSet] = [
     *KEY_PACKAGES,
     *WELCOMES,
     *BLOBS,
+    *DEVICES,
     *DATABASE,
 ]
 
@@ -1289,15 +1349,47 @@ async def build_world(db: Database) -> World:
     await send(CONVO_B, MALLORY, M_MALLORY_1, 0)
     await send(CONVO_B, MALLORY, M_MALLORY_2, 0)
 
+    await device_of(db, MALLORY)
+    await devices.register_device(db, MALLORY_OLD, actor_did=MALLORY)
+    await devices.revoke_device(db, MALLORY_OLD, actor_did=MALLORY)
+    await device_of(db, ERIN)
+    await devices.register_device(db, uuid4(), actor_did=ERIN)  # Erin is at the cap of 2
     publish = key_packages.publish_key_packages
-    await publish(db, actor_did=BOB, cipher_suite=1, key_packages=BOB_KPS)
-    await key_packages.store_key_package(
-        db, actor_did=BOB, cipher_suite=1, key_data=BOB_LAST_RESORT, is_last_resort=True
+    await publish(
+        db, actor_did=BOB, device_id=await device_of(db, BOB), cipher_suite=1, key_packages=BOB_KPS
     )
-    await key_packages.store_key_package(db, actor_did=CAROL, cipher_suite=2, key_data=CAROL_KP)
-    await publish(db, actor_did=ERIN, cipher_suite=1, key_packages=ERIN_KPS)
-    await publish(db, actor_did=FRANK, cipher_suite=1, key_packages=FRANK_KPS)
-    await key_packages.store_key_package(db, actor_did=FRANK, cipher_suite=2, key_data=FRANK_SUITE2)
+    await key_packages.store_key_package(
+        db,
+        actor_did=BOB,
+        device_id=await device_of(db, BOB),
+        cipher_suite=1,
+        key_data=BOB_LAST_RESORT,
+        is_last_resort=True,
+    )
+    await key_packages.store_key_package(
+        db, actor_did=CAROL, device_id=await device_of(db, CAROL), cipher_suite=2, key_data=CAROL_KP
+    )
+    await publish(
+        db,
+        actor_did=ERIN,
+        device_id=await device_of(db, ERIN),
+        cipher_suite=1,
+        key_packages=ERIN_KPS,
+    )
+    await publish(
+        db,
+        actor_did=FRANK,
+        device_id=await device_of(db, FRANK),
+        cipher_suite=1,
+        key_packages=FRANK_KPS,
+    )
+    await key_packages.store_key_package(
+        db,
+        actor_did=FRANK,
+        device_id=await device_of(db, FRANK),
+        cipher_suite=2,
+        key_data=FRANK_SUITE2,
+    )
     claimed = [
         await key_packages.claim_key_package(db, ERIN, 1, actor_did=ALICE),
         await key_packages.claim_key_package(db, ERIN, 1, actor_did=ALICE),
@@ -1408,7 +1500,7 @@ async def run_case(
 
 def _entity_functions() -> set[str]:
     found = set()
-    for module in (conversations, members, messages, key_packages, welcomes, blobs):
+    for module in (conversations, members, messages, key_packages, welcomes, blobs, devices):
         for name in module.__all__:
             if inspect.iscoroutinefunction(getattr(module, name)):
                 found.add(f"{module.__name__.rsplit('.', 1)[1]}.{name}")
@@ -1636,11 +1728,17 @@ async def test_every_boundary_value_accepted_reads_back_equal_in_any_session_tim
             ),
         ]
         smallest = await key_packages.store_key_package(
-            db, actor_did=LONG_CAROL, cipher_suite=7, key_data=SMALLEST_KP, expires_at=HIGH_WEST
+            db,
+            actor_did=LONG_CAROL,
+            device_id=await device_of(db, LONG_CAROL),
+            cipher_suite=7,
+            key_data=SMALLEST_KP,
+            expires_at=HIGH_WEST,
         )
         largest = await key_packages.store_key_package(
             db,
             actor_did=LONG_CAROL,
+            device_id=await device_of(db, LONG_CAROL),
             cipher_suite=7,
             key_data=LARGEST_KP,
             key_package_ref=bytearray(key_package_ref(LARGEST_KP)),  # type: ignore[arg-type]
@@ -1651,7 +1749,12 @@ async def test_every_boundary_value_accepted_reads_back_equal_in_any_session_tim
         assert (largest.key_data, largest.expires_at) == (LARGEST_KP, HIGH)
         assert len(smallest.key_package_ref) == 48
         published = await key_packages.publish_key_packages(
-            db, actor_did=LONG_BOB, cipher_suite=7, key_packages=BATCH_KPS, expires_at=HIGH_WEST
+            db,
+            actor_did=LONG_BOB,
+            device_id=await device_of(db, LONG_BOB),
+            cipher_suite=7,
+            key_packages=BATCH_KPS,
+            expires_at=HIGH_WEST,
         )
         assert published == len(BATCH_KPS)
         claimed = await key_packages.claim_key_package(db, LONG_CAROL, 7, actor_did=LONG_ALICE)

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Any
@@ -14,12 +15,13 @@ from catbird_db import (
     InvalidInput,
     NoKeyPackageAvailable,
     NotFound,
+    devices,
     key_packages,
 )
 from catbird_db.mls import key_package_ref
 from catbird_db.sql import Statement
 
-from support import ALICE, BAD_DIDS, BOB, CAROL, fake_key_package, not_refused, snapshot
+from support import ALICE, BAD_DIDS, BOB, CAROL, device_of, fake_key_package, not_refused, snapshot
 
 IN_A_DAY = datetime.now(UTC) + timedelta(days=1)
 
@@ -42,7 +44,12 @@ async def publish(
     """Publish n fresh packages for `owner`; returns their bytes, oldest first."""
     data = [fake_key_package(cipher_suite) for _ in range(n)]
     await key_packages.publish_key_packages(
-        db, actor_did=owner, cipher_suite=cipher_suite, key_packages=data, **kw
+        db,
+        actor_did=owner,
+        device_id=await device_of(db, owner),
+        cipher_suite=cipher_suite,
+        key_packages=data,
+        **kw,
     )
     return data
 
@@ -52,7 +59,9 @@ async def publish(
 
 async def test_store_computes_the_key_package_ref(db: Database) -> None:
     data = fake_key_package()
-    kp = await key_packages.store_key_package(db, actor_did=BOB, cipher_suite=1, key_data=data)
+    kp = await key_packages.store_key_package(
+        db, actor_did=BOB, device_id=await device_of(db, BOB), cipher_suite=1, key_data=data
+    )
     assert kp.key_package_ref == key_package_ref(data)
     assert (kp.owner_did, kp.key_data, kp.is_last_resort, kp.consumed_at) == (
         BOB,
@@ -65,7 +74,12 @@ async def test_store_computes_the_key_package_ref(db: Database) -> None:
 async def test_store_accepts_a_matching_ref(db: Database) -> None:
     data = fake_key_package()
     kp = await key_packages.store_key_package(
-        db, actor_did=BOB, cipher_suite=1, key_data=data, key_package_ref=key_package_ref(data)
+        db,
+        actor_did=BOB,
+        device_id=await device_of(db, BOB),
+        cipher_suite=1,
+        key_data=data,
+        key_package_ref=key_package_ref(data),
     )
     assert kp.key_package_ref == key_package_ref(data)
 
@@ -74,10 +88,17 @@ async def test_store_again_returns_the_stored_row(
     db: Database, raw: psycopg.Connection[Any]
 ) -> None:
     data = fake_key_package()
-    first = await key_packages.store_key_package(db, actor_did=BOB, cipher_suite=1, key_data=data)
+    first = await key_packages.store_key_package(
+        db, actor_did=BOB, device_id=await device_of(db, BOB), cipher_suite=1, key_data=data
+    )
     before = snapshot(raw)
     again = await key_packages.store_key_package(
-        db, actor_did=BOB, cipher_suite=1, key_data=data, is_last_resort=True
+        db,
+        actor_did=BOB,
+        device_id=await device_of(db, BOB),
+        cipher_suite=1,
+        key_data=data,
+        is_last_resort=True,
     )
     assert again == first
     assert snapshot(raw) == before
@@ -87,10 +108,15 @@ async def test_store_of_another_owners_package_is_already_exists(
     db: Database, raw: psycopg.Connection[Any]
 ) -> None:
     data = fake_key_package()
-    await key_packages.store_key_package(db, actor_did=BOB, cipher_suite=1, key_data=data)
+    await key_packages.store_key_package(
+        db, actor_did=BOB, device_id=await device_of(db, BOB), cipher_suite=1, key_data=data
+    )
+    carol = await device_of(db, CAROL)
     before = snapshot(raw)
     with pytest.raises(AlreadyExists):
-        await key_packages.store_key_package(db, actor_did=CAROL, cipher_suite=1, key_data=data)
+        await key_packages.store_key_package(
+            db, actor_did=CAROL, device_id=carol, cipher_suite=1, key_data=data
+        )
     assert snapshot(raw) == before
 
 
@@ -98,14 +124,23 @@ async def test_store_without_expiry_uses_the_configured_lifetime(
     db: Database, config: DbConfig
 ) -> None:
     kp = await key_packages.store_key_package(
-        db, actor_did=BOB, cipher_suite=1, key_data=fake_key_package()
+        db,
+        actor_did=BOB,
+        device_id=await device_of(db, BOB),
+        cipher_suite=1,
+        key_data=fake_key_package(),
     )
     assert kp.expires_at - kp.created_at == timedelta(seconds=config.key_package_lifetime_s)
 
 
 async def test_store_keeps_the_callers_expiry(db: Database) -> None:
     kp = await key_packages.store_key_package(
-        db, actor_did=BOB, cipher_suite=1, key_data=fake_key_package(), expires_at=IN_A_DAY
+        db,
+        actor_did=BOB,
+        device_id=await device_of(db, BOB),
+        cipher_suite=1,
+        key_data=fake_key_package(),
+        expires_at=IN_A_DAY,
     )
     assert kp.expires_at == IN_A_DAY
 
@@ -128,12 +163,20 @@ def _bad_store_arguments() -> dict[str, dict[str, Any]]:
         "expired": {"expires_at": datetime.now(UTC) - timedelta(seconds=1)},
         "naive expiry": {"expires_at": datetime(2999, 1, 1)},
         "last resort not a bool": {"is_last_resort": 1},
+        "device id not a UUID": {"device_id": "phone"},
+        "device id None": {"device_id": None},
     }
-    good_args = {"actor_did": BOB, "cipher_suite": 1, "key_data": good}
+    good_args = {
+        "actor_did": BOB,
+        "device_id": devices.legacy_device_id(BOB),
+        "cipher_suite": 1,
+        "key_data": good,
+    }
     return {name: good_args | bad for name, bad in cases.items()}
 
 
 async def test_store_refuses_bad_input(db: Database, raw: psycopg.Connection[Any]) -> None:
+    await device_of(db, BOB)
     before = snapshot(raw)
     store = partial(key_packages.store_key_package, db)
     assert await not_refused(_bad_store_arguments(), store) == []
@@ -148,13 +191,16 @@ async def test_publish_stores_ten_thousand_packages_in_one_statement(
 ) -> None:
     ran: list[Statement] = []
     batch = [fake_key_package(body_bytes=100) for _ in range(10_000)]
-    async with Database.connect(config, tracer=lambda s, _p, _t: ran.append(s)) as db:
+    roomy = dataclasses.replace(config, max_key_packages_per_device=10_000)
+    async with Database.connect(roomy, tracer=lambda s, _p, _t: ran.append(s)) as db:
+        device = await device_of(db, BOB)
         ran.clear()
         added = await key_packages.publish_key_packages(
-            db, actor_did=BOB, cipher_suite=1, key_packages=batch
+            db, actor_did=BOB, device_id=device, cipher_suite=1, key_packages=batch
         )
     assert added == 10_000
-    assert [s.name for s in ran] == ["publish_key_packages"]
+    # The device's lock, then every package in one statement.
+    assert [s.name for s in ran] == ["lock_publishing_device", "publish_key_packages"]
     row = raw.execute(
         "SELECT count(*), count(DISTINCT key_package_ref) FROM key_packages"
     ).fetchone()
@@ -164,11 +210,15 @@ async def test_publish_stores_ten_thousand_packages_in_one_statement(
 async def test_publishing_the_same_batch_again_adds_nothing(
     db: Database, raw: psycopg.Connection[Any]
 ) -> None:
-    batch = [fake_key_package(body_bytes=100) for _ in range(10_000)]
-    await key_packages.publish_key_packages(db, actor_did=BOB, cipher_suite=1, key_packages=batch)
+    # The device's whole cap: a retry of it counts nothing against the cap.
+    batch = [fake_key_package(body_bytes=100) for _ in range(db.config.max_key_packages_per_device)]
+    device = await device_of(db, BOB)
+    await key_packages.publish_key_packages(
+        db, actor_did=BOB, device_id=device, cipher_suite=1, key_packages=batch
+    )
     before = snapshot(raw)
     again = await key_packages.publish_key_packages(
-        db, actor_did=BOB, cipher_suite=1, key_packages=batch
+        db, actor_did=BOB, device_id=device, cipher_suite=1, key_packages=batch
     )
     assert again == 0
     assert snapshot(raw) == before
@@ -177,7 +227,11 @@ async def test_publishing_the_same_batch_again_adds_nothing(
 async def test_publish_skips_a_package_listed_twice(db: Database) -> None:
     one, two = fake_key_package(), fake_key_package()
     added = await key_packages.publish_key_packages(
-        db, actor_did=BOB, cipher_suite=1, key_packages=[one, two, one]
+        db,
+        actor_did=BOB,
+        device_id=await device_of(db, BOB),
+        cipher_suite=1,
+        key_packages=[one, two, one],
     )
     assert added == 2
 
@@ -211,12 +265,19 @@ def _bad_publish_arguments() -> dict[str, dict[str, Any]]:
         },
         "past expiry": {"expires_at": datetime(2000, 1, 1, tzinfo=UTC)},
         "last resort not a bool": {"is_last_resort": None},
+        "device id not a UUID": {"device_id": 7},
     }
-    good = {"actor_did": BOB, "cipher_suite": 1, "key_packages": [fake_key_package()] * 2}
+    good = {
+        "actor_did": BOB,
+        "device_id": devices.legacy_device_id(BOB),
+        "cipher_suite": 1,
+        "key_packages": [fake_key_package()] * 2,
+    }
     return {name: good | bad for name, bad in cases.items()}
 
 
 async def test_publish_refuses_bad_input(db: Database, raw: psycopg.Connection[Any]) -> None:
+    await device_of(db, BOB)
     before = snapshot(raw)
     call = partial(key_packages.publish_key_packages, db)
     assert await not_refused(_bad_publish_arguments(), call) == []

@@ -7,7 +7,7 @@ from collections import Counter
 
 from catbird_db import Database, KeyPackage, key_packages
 
-from support import ALICE, BOB, fake_key_package
+from support import ALICE, BOB, device_of, fake_key_package
 
 CLAIMERS = 16
 REGULAR = 10
@@ -16,10 +16,19 @@ REGULAR = 10
 async def publish_ten_and_a_last_resort(db: Database) -> bytes:
     """Bob's 10 regular packages and 1 last-resort one; returns the last-resort ref."""
     await key_packages.publish_key_packages(
-        db, actor_did=BOB, cipher_suite=1, key_packages=[fake_key_package() for _ in range(REGULAR)]
+        db,
+        actor_did=BOB,
+        device_id=await device_of(db, BOB),
+        cipher_suite=1,
+        key_packages=[fake_key_package() for _ in range(REGULAR)],
     )
     last_resort = await key_packages.store_key_package(
-        db, actor_did=BOB, cipher_suite=1, key_data=fake_key_package(), is_last_resort=True
+        db,
+        actor_did=BOB,
+        device_id=await device_of(db, BOB),
+        cipher_suite=1,
+        key_data=fake_key_package(),
+        is_last_resort=True,
     )
     return last_resort.key_package_ref
 

@@ -32,6 +32,7 @@ from support import (
     BOB,
     CAROL,
     DAVE,
+    device_of,
     fake_key_package,
     fake_welcome,
     snapshot,
@@ -194,7 +195,11 @@ async def test_an_add_locks_every_members_row_it_judges_before_the_conversation_
     await members.add_member(db, convo, BOB, actor_did=ALICE, role="admin")
     await members.remove_member(db, convo, DAVE, actor_did=ALICE)
     await key_packages.publish_key_packages(
-        db, actor_did=DAVE, cipher_suite=1, key_packages=[fake_key_package()]
+        db,
+        actor_did=DAVE,
+        device_id=await device_of(db, DAVE),
+        cipher_suite=1,
+        key_packages=[fake_key_package()],
     )
     package = await key_packages.claim_key_package(db, DAVE, 1, actor_did=BOB)
     holder = psycopg.connect(database_url)

@@ -30,7 +30,7 @@ from catbird_db import (
 )
 from catbird_db.mls import key_package_ref, welcome_refs
 
-from support import ALICE, BOB, CAROL
+from support import ALICE, BOB, CAROL, device_of
 
 SUITE = 1  # MLS_128_DHKEMX25519_AES128GCM_SHA256_Ed25519, the bindings' only suite
 EXPORT = (b"catbird interop", b"", 32)
@@ -103,10 +103,18 @@ async def test_members_join_from_stored_welcomes_and_read_stored_messages(
     bob_kps = [bob.generate_key_package_message().to_bytes() for _ in range(3)]
     carol_kps = [carol.generate_key_package_message().to_bytes() for _ in range(2)]
     await key_packages.publish_key_packages(
-        db, actor_did=BOB, cipher_suite=SUITE, key_packages=bob_kps
+        db,
+        actor_did=BOB,
+        device_id=await device_of(db, BOB),
+        cipher_suite=SUITE,
+        key_packages=bob_kps,
     )
     await key_packages.publish_key_packages(
-        db, actor_did=CAROL, cipher_suite=SUITE, key_packages=carol_kps
+        db,
+        actor_did=CAROL,
+        device_id=await device_of(db, CAROL),
+        cipher_suite=SUITE,
+        key_packages=carol_kps,
     )
 
     convo = (await conversations.create_conversation(db, actor_did=ALICE, cipher_suite=SUITE)).id

@@ -34,13 +34,14 @@ from catbird_db import (
     QuotaExceeded,
     blobs,
     conversations,
+    devices,
     key_packages,
     members,
     messages,
 )
 from catbird_db.cid import compute as cid_of
 
-from support import ALICE, BOB, CAROL, DAVE, fake_key_package
+from support import ALICE, BOB, CAROL, DAVE, device_of, fake_key_package
 
 DEEP = os.environ.get("CATBIRD_DEEP") == "1"
 USERS = (ALICE, BOB, CAROL, DAVE)
@@ -105,6 +106,8 @@ class LayerMachine(RuleBasedStateMachine):
             )
         )
         self.convo: UUID = convo.id
+        for user in USERS:  # each user publishes from one device
+            self.run(device_of(self.db, user))
         self.model = Model(seats={ALICE: Seat(role="admin"), BOB: Seat(), CAROL: Seat()})
 
     def run(self, coro: Any) -> Any:
@@ -235,6 +238,7 @@ class LayerMachine(RuleBasedStateMachine):
             key_packages.publish_key_packages(
                 self.db,
                 actor_did=owner,
+                device_id=devices.legacy_device_id(owner),
                 cipher_suite=1,
                 key_packages=[fake_key_package() for _ in range(count)],
                 is_last_resort=last_resort,

@@ -36,7 +36,7 @@ from catbird_db.mls import key_package_ref
 from catbird_db.tools import cli, grants
 from catbird_db.tools.describe import numbered
 
-from support import ALICE, BOB, CAROL, fake_key_package, fake_welcome
+from support import ALICE, BOB, CAROL, device_of, fake_key_package, fake_welcome
 
 # Roles, grants and default privileges: each test gets a database of its own
 # (tests/conftest.py).
@@ -186,7 +186,11 @@ async def test_the_application_role_runs_the_core_flows(
 
         carol = [fake_key_package(), fake_key_package()]
         await key_packages.publish_key_packages(
-            db, actor_did=CAROL, cipher_suite=1, key_packages=carol
+            db,
+            actor_did=CAROL,
+            device_id=await device_of(db, CAROL),
+            cipher_suite=1,
+            key_packages=carol,
         )
         claimed = await key_packages.claim_key_package(db, CAROL, 1, actor_did=ALICE)
         added = await welcomes.add_members_with_commit(

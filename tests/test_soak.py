@@ -41,7 +41,7 @@ from catbird_db import (
     welcomes,
 )
 
-from support import ALICE, BOB, CAROL, DAVE, MALLORY, fake_key_package, fake_welcome
+from support import ALICE, BOB, CAROL, DAVE, MALLORY, device_of, fake_key_package, fake_welcome
 
 DEEP = os.environ.get("CATBIRD_DEEP") == "1"
 TASKS = 16 if DEEP else 12
@@ -241,6 +241,7 @@ async def _publish(db: Database, ledger: Ledger, rng: random.Random) -> None:
     await key_packages.publish_key_packages(
         db,
         actor_did=owner,
+        device_id=await device_of(db, owner),
         cipher_suite=1,
         key_packages=[fake_key_package() for _ in range(rng.randint(1, 3))],
         is_last_resort=rng.random() < 0.1,

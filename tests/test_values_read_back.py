@@ -14,7 +14,7 @@ import pytest
 
 from catbird_db import Database, InvalidInput, conversations, key_packages, messages, validate
 
-from support import ALICE, BOB, fake_key_package, snapshot
+from support import ALICE, BOB, device_of, fake_key_package, snapshot
 
 # Its wall time is year 9999, its UTC instant lies a day past it: PostgreSQL stores
 # that, Python cannot load it.
@@ -118,11 +118,13 @@ async def test_the_latest_accepted_expiry_reads_back_everywhere(db: Database) ->
 async def test_a_key_package_with_an_unreadable_expiry_is_refused(
     db: Database, raw: psycopg.Connection[Any]
 ) -> None:
+    device = await device_of(db, BOB)
     before = snapshot(raw)
     with pytest.raises(InvalidInput):
         await key_packages.publish_key_packages(
             db,
             actor_did=BOB,
+            device_id=device,
             cipher_suite=1,
             key_packages=[fake_key_package()],
             expires_at=PAST_9999,
@@ -131,6 +133,7 @@ async def test_a_key_package_with_an_unreadable_expiry_is_refused(
         await key_packages.store_key_package(
             db,
             actor_did=BOB,
+            device_id=device,
             cipher_suite=1,
             key_data=fake_key_package(),
             expires_at=datetime(2030, 1, 1, tzinfo=_NoOffset()),

@@ -34,6 +34,7 @@ from support import (
     CAROL,
     DAVE,
     MALLORY,
+    device_of,
     fake_key_package,
     fake_welcome,
     not_refused,
@@ -45,7 +46,12 @@ async def claimed(db: Database, owner: str, *, suite: int = 1, last_resort: bool
     """Publish a package for `owner`, claim it as Alice; returns its bytes."""
     data = fake_key_package(suite)
     await key_packages.store_key_package(
-        db, actor_did=owner, cipher_suite=suite, key_data=data, is_last_resort=last_resort
+        db,
+        actor_did=owner,
+        device_id=await device_of(db, owner),
+        cipher_suite=suite,
+        key_data=data,
+        is_last_resort=last_resort,
     )
     kp = await key_packages.claim_key_package(db, owner, suite, actor_did=ALICE)
     assert kp.key_data == data
@@ -231,7 +237,9 @@ async def test_a_key_package_that_was_not_claimed_is_refused(
 ) -> None:
     convo = await group(db)
     carol = fake_key_package()
-    await key_packages.store_key_package(db, actor_did=CAROL, cipher_suite=1, key_data=carol)
+    await key_packages.store_key_package(
+        db, actor_did=CAROL, device_id=await device_of(db, CAROL), cipher_suite=1, key_data=carol
+    )
     before = snapshot(raw)
     with pytest.raises(InvalidInput):
         await add(db, convo, [joining(CAROL, carol)])

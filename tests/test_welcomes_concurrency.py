@@ -34,6 +34,7 @@ from support import (
     CAROL,
     DAVE,
     MALLORY,
+    device_of,
     fake_key_package,
     fake_welcome,
     until_waiting_on_a_lock,
@@ -43,7 +44,9 @@ from support import (
 async def new_member(db: Database, did: str, adder: str) -> NewMember:
     """`did` publishes a key package, `adder` claims it and makes its Welcome."""
     data = fake_key_package()
-    await key_packages.store_key_package(db, actor_did=did, cipher_suite=1, key_data=data)
+    await key_packages.store_key_package(
+        db, actor_did=did, device_id=await device_of(db, did), cipher_suite=1, key_data=data
+    )
     await key_packages.claim_key_package(db, did, 1, actor_did=adder)
     return NewMember(did, key_package_ref(data), fake_welcome([data]))
 

@@ -102,14 +102,15 @@ _COPY_TYPES = {
     ],
     "key_packages": [
         "text", "int2", "bytea", "bytea", "bool", "timestamptz", "timestamptz", "timestamptz",
-        "text", "timestamptz", "uuid", "int2",
+        "text", "timestamptz", "uuid", "int2", "uuid",
     ],
     "welcomes": ["uuid", "uuid", "text", "bytea", "bytea", "timestamptz", "timestamptz"],
     "blobs": ["text", "text", "uuid", "int8", "text", "timestamptz", "bytea"],
     "blob_usage": ["text", "int8", "int8"],
     "devices": ["text", "uuid", "bytea", "timestamptz", "timestamptz"],
 }  # fmt: skip
-# Devices per user (a phone, then a laptop, a tablet...), and the share of devices revoked.
+# Devices per user (a phone, then a laptop, a tablet...), and the share of the devices
+# after a user's first that are revoked.
 _DEVICES = ((1, 0.4), (2, 0.35), (3, 0.15), (5, 0.1))
 _REVOKED = 0.1
 
@@ -127,6 +128,7 @@ class Picks:
     busy_did: str  # a user in more conversations than 90% of users
     owner_did: str  # the user with the most unconsumed suite-1 key packages
     key_package_ref: bytes  # one of them
+    owner_device_id: UUID  # the device that published it
     recipient_did: str  # a user with a pending welcome
     welcome_convo_id: UUID
     welcome_id: UUID
@@ -182,11 +184,11 @@ def seed(
             _copy(cur.copy(_COPY_CONVERSATIONS.text), data, "conversations", bar)
             _copy(cur.copy(_COPY_MEMBERS.text), data, "members", bar)
             _copy(cur.copy(_COPY_MESSAGES.text), data, "messages", bar)
+            _copy(cur.copy(_COPY_DEVICES.text), data, "devices", bar)  # before their packages
             _copy(cur.copy(_COPY_KEY_PACKAGES.text), data, "key_packages", bar)
             _copy(cur.copy(_COPY_WELCOMES.text), data, "welcomes", bar)
             _copy(cur.copy(_COPY_BLOBS.text), data, "blobs", bar)
             _copy(cur.copy(_COPY_BLOB_USAGE.text), data, "blob_usage", bar)
-            _copy(cur.copy(_COPY_DEVICES.text), data, "devices", bar)
         bar.say("vacuum analyze")
         _vacuum_analyze(conn)
     bar.close()
@@ -296,10 +298,13 @@ class _Generator:
         self.config = DbConfig()
         self.lifetime = float(self.config.key_package_lifetime_s)
         self.rng = random.Random(seed)
+        self.device_rng = random.Random(f"devices {seed}")
         self.pool = memoryview(self.rng.randbytes(_POOL_BYTES))
         self.serial = itertools.count()
         self.tables: dict[str, list[tuple[Any, ...]]] = {t: [] for t in TABLES}
         self.active: Counter[str] = Counter()  # active memberships per user
+        self.devices: dict[str, list[UUID]] = {}  # each user's devices, active ones first
+        self.live_devices: Counter[str] = Counter()  # how many of them are active
         self.available: Counter[str] = Counter()  # unexpired suite-1 packages per owner
         self.users = self._users(max(50, round(_USERS * scale)))
         # Zipf-like: the user of rank r is picked in proportion to 1 / r^0.5.
@@ -307,6 +312,7 @@ class _Generator:
         self.popularity = list(itertools.accumulate(weights))
 
     def run(self) -> SeedData:
+        self._devices()  # first: every key package belongs to one
         conversations = max(20, round(_CONVERSATIONS * self.scale))
         cap = max(100, round(_MAX_MESSAGES * self.scale))
         big: tuple[UUID, list[_Member], list[tuple[Any, ...]]] | None = None
@@ -317,7 +323,6 @@ class _Generator:
         assert big is not None
         self._key_packages()
         self._usage()
-        self._devices()
         # Rows go in the order a live server would have written them.
         for table, key in (
             ("conversations", 6),  # created_at
@@ -481,7 +486,8 @@ class _Generator:
             # Claimed by the adder and used by the add that joined them, at the join.
             at = self._at(joined)
             times = (self._at(created + self.lifetime), at, adder, at, convo, 1)
-            self.tables["key_packages"].append(row + times)
+            device = self._device(member.did, active=False)
+            self.tables["key_packages"].append((*row, *times, device))
         consumed: float | None = min(self.now, joined + rng.uniform(60, 12 * _HOUR))
         if joined > self.now - 2 * _DAY and rng.random() < 0.3:
             consumed = None
@@ -546,6 +552,7 @@ class _Generator:
                 None,
                 None,
                 0,
+                self._device(did, active=True),
             )
         )
 
@@ -557,15 +564,31 @@ class _Generator:
         self.tables["blob_usage"] = [(did, n, max(quota, n)) for did, n in used.items()]
 
     def _devices(self) -> None:
+        # Drawn from an RNG of their own, so the other tables are the rows the same seed
+        # gave before devices existed (and the plans proven on them stay the same).
+        rng = self.device_rng
+        sizes = [n for n, _ in _DEVICES]
+        weights = [w for _, w in _DEVICES]
         for did in self.users:
-            for _ in range(self._weighted(_DEVICES)):
-                registered = self.now - self.rng.uniform(0, 365 * _DAY)
-                revoked = None
-                if self.rng.random() < _REVOKED:
-                    revoked = self._at(self.rng.uniform(registered, self.now))
-                key = bytes(self._bytes(32))  # an Ed25519 public key's size
-                row = (did, self._uuid(), key, self._at(registered), revoked)
-                self.tables["devices"].append(row)
+            active: list[UUID] = []
+            revoked: list[UUID] = []
+            for n in range(rng.choices(sizes, weights)[0]):
+                registered = self.now - rng.uniform(0, 365 * _DAY)
+                ended = None
+                if n and rng.random() < _REVOKED:  # a user keeps at least one device
+                    ended = self._at(rng.uniform(registered, self.now))
+                device = UUID(int=rng.getrandbits(128), version=4)
+                (active if ended is None else revoked).append(device)
+                key = rng.randbytes(32)  # an Ed25519 public key's size
+                self.tables["devices"].append((did, device, key, self._at(registered), ended))
+            self.devices[did] = active + revoked
+            self.live_devices[did] = len(active)
+
+    def _device(self, did: str, *, active: bool) -> UUID:
+        """One of the user's devices, an active one when `active`: a revoked device's
+        unconsumed packages went with its revocation, its consumed ones stay."""
+        choices = self.devices[did][: self.live_devices[did]] if active else self.devices[did]
+        return self.device_rng.choice(choices)
 
     # -- sample values -----------------------------------------------------------------
 
@@ -577,8 +600,8 @@ class _Generator:
         apps = [r for r in messages if r[4] == "app"]
         middle = apps[len(apps) // 2] if apps else messages[len(messages) // 2]
         owner = self.available.most_common(1)[0][0]
-        ref = next(
-            r[3]
+        ref, owner_device = next(
+            (r[3], r[12])
             for r in self.tables["key_packages"]
             if r[0] == owner and r[1] == 1 and not r[4] and r[7] is None
         )
@@ -598,6 +621,7 @@ class _Generator:
             busy_did=self.active.most_common()[len(self.active) // 10][0],
             owner_did=owner,
             key_package_ref=ref,
+            owner_device_id=owner_device,
             recipient_did=welcome[2],
             welcome_convo_id=welcome[0],
             welcome_id=welcome[1],

@@ -45,7 +45,8 @@ COPY key_packages (
     consumed_by_did,
     used_at,
     used_in_convo,
-    use_count
+    use_count,
+    device_id
 ) FROM STDIN WITH BINARY;
 
 -- name: copy_welcomes
