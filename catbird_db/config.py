@@ -86,6 +86,9 @@ class DbConfig:
     max_devices_per_user: int = 20
     # Publishing: the live (unconsumed, unexpired) key packages one device may have.
     max_key_packages_per_device: int = 1000
+    # Claims: how long a claimed key package is held for its claimer before it is
+    # claimable again, unless an add commit consumes it or the claimer releases it.
+    reservation_ttl_s: int = 300
 
     def __repr__(self) -> str:
         """Every setting but the cursor secret, with the password of a URL hidden."""
@@ -201,6 +204,7 @@ _RANGES: tuple[tuple[str, float, float], ...] = (
     ("orphan_blob_retention_s", 0, _CENTURY_S),
     ("max_devices_per_user", 1, _INT4),
     ("max_key_packages_per_device", 1, _INT4),
+    ("reservation_ttl_s", 1, _CENTURY_S),
 )
 
 

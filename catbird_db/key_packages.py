@@ -34,6 +34,7 @@ __all__ = [
     "delete_expired_key_packages",
     "get_key_package",
     "publish_key_packages",
+    "release_key_packages",
     "store_key_package",
 ]
 
@@ -65,6 +66,8 @@ class _Handed:
     consumed_at: datetime | None
     consumed_by_did: str | None
     device_id: UUID | None
+    reserved_by_did: str | None
+    reserved_until: datetime | None
 
     def package(self) -> KeyPackage | None:
         if self.id is None:
@@ -80,7 +83,7 @@ class _Handed:
         return KeyPackage(
             self.id, self.owner_did, self.cipher_suite, self.key_data, self.key_package_ref,
             self.is_last_resort, self.created_at, self.expires_at, self.consumed_at,
-            self.consumed_by_did, self.device_id,
+            self.consumed_by_did, self.device_id, self.reserved_by_did, self.reserved_until,
         )  # fmt: skip
 
 
@@ -92,6 +95,7 @@ _GET = query("get_key_package", KeyPackage)
 _CLAIM = query("claim_key_package", KeyPackage)
 _CLAIM_PER_DEVICE = query("claim_key_packages", _Handed)
 _CONSUME = query("consume_key_package", KeyPackage)
+_RELEASE = command("release_key_packages")
 _COUNT = query("count_key_packages", KeyPackageCount)
 _DELETE_EXPIRED = command("delete_expired_key_packages")
 
@@ -223,17 +227,21 @@ async def claim_key_package(
 ) -> KeyPackage:
     """Atomically take, for the actor, one package of the owner's device `device_id` (or,
     without it, of whichever active device has the oldest): the oldest unexpired regular
-    package of that suite, else the newest last-resort one, which stays available. For
-    adding one device; claim_key_packages claims for all of a user's devices.
+    package of that suite nobody holds, reserved for the actor for
+    `DbConfig.reservation_ttl_s`, else the newest last-resort one, which stays available.
+    For adding one device; claim_key_packages claims for all of a user's devices.
 
-    No package is ever handed out twice. NoKeyPackageAvailable if no active device (or
-    not `device_id`, revoked or unknown alike) has either.
+    The add commit that uses the package consumes it; release_key_packages gives it back
+    at once, and a reservation that runs out gives it back by itself. No package is ever
+    handed out to two claimers at once, nor used by two adds. NoKeyPackageAvailable if no
+    active device (or not `device_id`, revoked or unknown alike) has either.
     """
     params = {
         "owner_did": validate.did(owner_did, "owner_did"),
         "cipher_suite": validate.cipher_suite(cipher_suite),
         "actor_did": validate.did(actor_did, "actor_did"),
         "device_id": None if device_id is None else validate.uuid(device_id, "device_id"),
+        "reservation_ttl_s": conn.config.reservation_ttl_s,
     }
     claimed = await conn.fetch_one(_CLAIM, params)
     if claimed is None:
@@ -247,18 +255,20 @@ async def claim_key_packages(
     conn: Executor, owner_did: str, cipher_suite: int, *, actor_did: str
 ) -> ClaimedKeyPackages:
     """Atomically take, for the actor, one package for each active device of the owner, in
-    one statement: each device's oldest unexpired regular package of that suite, else its
-    newest last-resort one (which stays available). Returns the packages, in device id
-    order, and the active devices that had neither (left out).
+    one statement: each device's oldest unexpired regular package of that suite nobody
+    holds, reserved for the actor as by claim_key_package, else its newest last-resort
+    one (which stays available). Returns the packages, in device id order, and the
+    active devices that had neither (left out).
 
-    No package is ever handed out twice. NoKeyPackageAvailable (nothing taken) if no
-    active device of the owner has a package of that suite.
+    No package is ever handed out to two claimers at once. NoKeyPackageAvailable (nothing
+    taken) if no active device of the owner has a package of that suite.
     """
     owner = validate.did(owner_did, "owner_did")
     params = {
         "owner_did": owner,
         "cipher_suite": validate.cipher_suite(cipher_suite),
         "actor_did": validate.did(actor_did, "actor_did"),
+        "reservation_ttl_s": conn.config.reservation_ttl_s,
     }
     rows = await conn.fetch_all(_CLAIM_PER_DEVICE, params)
     packages = tuple(p for p in (row.package() for row in rows) if p is not None)
@@ -277,7 +287,7 @@ async def consume_key_package(
     returned unchanged and stays available).
 
     NotFound if no package has that ref; NoKeyPackageAvailable if it was consumed
-    already or has expired.
+    already, has expired, or another claimer holds it.
     """
     ref = validate.key_package_ref(key_package_ref)
     params = {"key_package_ref": ref, "actor_did": validate.did(actor_did, "actor_did")}
@@ -289,9 +299,30 @@ async def consume_key_package(
     raise NoKeyPackageAvailable("that key package was consumed already or has expired")
 
 
+async def release_key_packages(
+    conn: Executor, key_package_refs: Iterable[bytes], *, actor_did: str
+) -> int:
+    """End the actor's reservations of these packages at once (an adder whose commit lost
+    a race gives back what it claimed); returns how many were released. Refs the actor
+    does not hold (unknown, another claimer's, consumed) are passed over: nothing of
+    them is revealed. InvalidInput on a bad ref or an empty list.
+    """
+    refs = sorted(
+        {
+            validate.key_package_ref(r)
+            for r in validate.collection(key_package_refs, "key_package_refs")
+        }
+    )
+    if not refs:
+        raise InvalidInput("key_package_refs is empty")
+    params = {"key_package_refs": refs, "actor_did": validate.did(actor_did, "actor_did")}
+    return await conn.execute(_RELEASE, params)
+
+
 async def count_key_packages(conn: Executor, *, actor_did: str) -> tuple[KeyPackageCount, ...]:
-    """Per cipher suite, the actor's own unexpired packages a claim could hand out: regular
-    ones (`available`) and last-resort ones apart. Suites with none are left out."""
+    """Per cipher suite, the actor's own unexpired packages, all its devices together: the
+    regular ones a claim could hand out now (`available`), the last-resort ones, and the
+    regular ones claimers hold (`reserved`) apart. Suites with none are left out."""
     params = {"actor_did": validate.did(actor_did, "actor_did")}
     return tuple(await conn.fetch_all(_COUNT, params))
 

@@ -148,8 +148,9 @@ class Blob(BlobInfo):
 
 @dataclass(frozen=True, slots=True)
 class KeyPackage:
-    """A published MLS KeyPackage of one device of its owner; `consumed_at` is set once a
-    claim hands it out."""
+    """A published MLS KeyPackage of one device of its owner. A claim reserves a regular
+    one for its claimer (`reserved_by_did`, until `reserved_until`); the add commit that
+    uses it, or consume_key_package, consumes it (`consumed_at`)."""
 
     id: int
     owner_did: str
@@ -162,6 +163,8 @@ class KeyPackage:
     consumed_at: datetime | None
     consumed_by_did: str | None
     device_id: UUID
+    reserved_by_did: str | None
+    reserved_until: datetime | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,11 +179,14 @@ class ClaimedKeyPackages:
 
 @dataclass(frozen=True, slots=True)
 class KeyPackageCount:
-    """How many unexpired packages of one cipher suite an owner has left to hand out."""
+    """How many unexpired packages of one cipher suite an owner has: regular ones a claim
+    can hand out now, last-resort ones, and regular ones a claimer holds (`reserved`,
+    back to `available` when released or when the reservation runs out)."""
 
     cipher_suite: int
     available: int
     last_resort: int
+    reserved: int
 
 
 @dataclass(frozen=True, slots=True)

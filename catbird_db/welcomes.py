@@ -89,8 +89,9 @@ async def add_members_with_commit(
         if not added.usable:
             raise InvalidInput(
                 "every new member's key_package_ref must be a key package of theirs, of "
-                "the conversation's cipher suite, claimed by the committer and not used by "
-                "another add, or an unexpired last-resort one"
+                "the conversation's cipher suite, held by the committer (claimed and not "
+                "taken by another claimer since) and not used by another add, or an "
+                "unexpired last-resort one"
             )
     return MembersAdded(
         convo, commit_uuid, stored.seq, expected + 1, stored.sent_at, added.members_added

@@ -151,8 +151,8 @@ FROM judged;
 
 -- name: get_key_package
 -- Peeks at the package a claim would hand out now, for one device or for any active
--- device of the owner (the oldest unexpired regular package, else the newest
--- last-resort one), without claiming it.
+-- device of the owner (the oldest unexpired, unreserved regular package, else the
+-- newest last-resort one), without claiming it.
 -- Returns: that package; no row when there is none.
 -- Locks: none.
 -- Index: devices_pkey (the owner's devices), key_packages_available (each device's
@@ -173,6 +173,7 @@ FROM judged;
                 AND r.cipher_suite = %(cipher_suite)s
                 AND NOT r.is_last_resort
                 AND r.consumed_at IS NULL
+                AND (r.reserved_until IS NULL OR r.reserved_until <= now())
                 AND r.expires_at > now()
             ORDER BY r.created_at, r.id
             LIMIT 1
@@ -214,9 +215,10 @@ LIMIT 1;
 
 -- name: claim_key_package
 -- Hands out one package for one device of the owner, or for whichever active device
--- has the oldest: the oldest unexpired, unconsumed regular package of that suite,
--- marked consumed by the claimer; when none is left, the newest unexpired last-resort
--- package, which stays available.
+-- has the oldest: the oldest unexpired, unconsumed, unreserved (or whose reservation has
+-- run out) regular package of that suite, reserved for the claimer for
+-- reservation_ttl_s (the add commit that uses it consumes it); when none is left, the
+-- newest unexpired last-resort package, which stays available.
 -- Returns: the package handed out; no row when no active device (or not the one asked
 -- for) has either.
 -- Locks: each candidate device's oldest regular package, FOR UPDATE SKIP LOCKED:
@@ -255,6 +257,7 @@ oldest AS (
                 AND a.cipher_suite = %(cipher_suite)s
                 AND NOT a.is_last_resort
                 AND a.consumed_at IS NULL
+                AND (a.reserved_until IS NULL OR a.reserved_until <= now())
                 AND a.expires_at > now()
             ORDER BY a.created_at, a.id
             LIMIT 1
@@ -265,9 +268,11 @@ oldest AS (
 ),
 
 claimed AS (
-    -- That package, marked consumed.
+    -- That package, reserved for the claimer.
     UPDATE key_package_rows AS k
-    SET consumed_at = now(), consumed_by_did = %(actor_did)s
+    SET
+        reserved_by_did = %(actor_did)s,
+        reserved_until = now() + %(reservation_ttl_s)s * interval '1 second'
     FROM oldest
     WHERE k.id = oldest.id
     RETURNING k.*
@@ -300,9 +305,10 @@ UNION ALL
 
 -- name: claim_key_packages
 -- Hands out, in one statement, one package for each active device of the owner: the
--- device's oldest unexpired, unconsumed regular package of that suite, marked consumed
--- by the claimer, else its newest unexpired last-resort package (which stays
--- available). A device with neither is still returned, with no package.
+-- device's oldest unexpired, unconsumed, unreserved regular package of that suite,
+-- reserved for the claimer for reservation_ttl_s, else its newest unexpired last-resort
+-- package (which stays available). A device with neither is still returned, with no
+-- package.
 -- Returns: one row per active device of the owner, in device id order: the device and
 -- its package's columns (all NULL for a device that had none); no row when the owner
 -- has no active device.
@@ -331,6 +337,7 @@ regular AS (
             AND a.cipher_suite = %(cipher_suite)s
             AND NOT a.is_last_resort
             AND a.consumed_at IS NULL
+            AND (a.reserved_until IS NULL OR a.reserved_until <= now())
             AND a.expires_at > now()
         ORDER BY a.created_at, a.id
         LIMIT 1
@@ -339,9 +346,11 @@ regular AS (
 ),
 
 claimed AS (
-    -- Those packages, marked consumed.
+    -- Those packages, reserved for the claimer.
     UPDATE key_package_rows AS k
-    SET consumed_at = now(), consumed_by_did = %(actor_did)s
+    SET
+        reserved_by_did = %(actor_did)s,
+        reserved_until = now() + %(reservation_ttl_s)s * interval '1 second'
     FROM regular
     WHERE k.id = regular.id
     RETURNING k.*
@@ -390,28 +399,41 @@ SELECT
     h.expires_at,
     h.consumed_at,
     h.consumed_by_did,
-    h.device_id
+    h.device_id,
+    h.reserved_by_did,
+    h.reserved_until
 FROM candidates AS d
 LEFT JOIN handed AS h ON d.id = h.device_id
 ORDER BY d.id;
 
 -- name: consume_key_package
--- Marks one known, unexpired, unconsumed package consumed by the actor. A last-resort
--- package is returned unchanged: it stays available.
--- Returns: the package; no row means the ref is unknown, consumed already, or expired.
--- Locks: the package's row (the UPDATE re-checks consumed_at on its newest version); a
--- last-resort package is read, not locked.
+-- Marks one known, unexpired, unconsumed package consumed by the actor, unless another
+-- claimer holds it (a live reservation of someone else's). A last-resort package is
+-- returned unchanged: it stays available.
+-- Returns: the package; no row means the ref is unknown, consumed already, reserved by
+-- another claimer, or expired.
+-- Locks: the package's row (the UPDATE re-checks consumed_at and the reservation on its
+-- newest version); a last-resort package is read, not locked.
 -- Index: key_packages_key_package_ref_key.
 -- not null: id, owner_did, cipher_suite, key_data, key_package_ref, is_last_resort
 -- not null: created_at, expires_at, device_id (NOT NULL columns, read through a view)
 WITH consumed AS (
-    -- The regular package, marked consumed.
+    -- The regular package, marked consumed, its reservation ended.
     UPDATE key_package_rows AS k
-    SET consumed_at = now(), consumed_by_did = %(actor_did)s
+    SET
+        consumed_at = now(),
+        consumed_by_did = %(actor_did)s,
+        reserved_by_did = NULL,
+        reserved_until = NULL
     WHERE
         k.key_package_ref = %(key_package_ref)s
         AND NOT k.is_last_resort
         AND k.consumed_at IS NULL
+        AND (
+            k.reserved_until IS NULL
+            OR k.reserved_until <= now()
+            OR k.reserved_by_did = %(actor_did)s
+        )
         AND k.expires_at > now()
     RETURNING *
 )
@@ -425,13 +447,28 @@ WHERE
     AND k.is_last_resort
     AND k.expires_at > now();
 
+-- name: release_key_packages
+-- Ends the actor's reservations of the given packages at once (an adder whose commit
+-- lost a race gives back what it claimed): they are claimable again. Packages the
+-- actor does not hold, consumed ones included, are left as they are.
+-- Returns: no rows: the row count is how many were released.
+-- Locks: the packages it releases.
+-- Index: key_packages_key_package_ref_key.
+UPDATE key_packages AS k
+SET reserved_by_did = NULL, reserved_until = NULL
+WHERE
+    k.key_package_ref = any(%(key_package_refs)s::bytea[])
+    AND k.reserved_by_did = %(actor_did)s
+    AND k.consumed_at IS NULL;
+
 -- name: delete_device_key_packages
 -- Deletes a revoked device's unconsumed packages (last-resort ones included), after
 -- revoke_device in the same transaction: that statement waited for any publish of the
 -- device in flight, so this one's snapshot sees what it published.
 -- Returns: no rows: the row count is how many went.
--- Locks: the packages it deletes; a package a claim is taking is waited for, and left if
--- the claim consumed it.
+-- Locks: the packages it deletes (reserved ones too: an add that would use one is then
+-- refused); a package an add or consume_key_package is taking is waited for, and left
+-- if it was consumed.
 -- Index: key_packages_available.
 DELETE FROM key_packages AS k
 WHERE
@@ -440,17 +477,22 @@ WHERE
     AND k.consumed_at IS NULL;
 
 -- name: count_key_packages
--- The owner's unexpired, unconsumed packages per cipher suite: regular ones (what
--- claims hand out one by one) and last-resort ones apart.
+-- The owner's unexpired, unconsumed packages per cipher suite, all its devices
+-- together: regular ones a claim could hand out now (available), regular ones held by
+-- a claimer's live reservation (reserved, which come back when it is released or runs
+-- out), and last-resort ones apart.
 -- Returns: one row per cipher suite the owner has such packages of; none when there is
 -- none.
 -- Locks: none.
 -- Index: key_packages_available.
--- not null: available, last_resort (counts)
+-- not null: available, last_resort, reserved (counts)
 SELECT
     k.cipher_suite,
-    count(*) FILTER (WHERE NOT k.is_last_resort) AS available,
-    count(*) FILTER (WHERE k.is_last_resort) AS last_resort
+    count(*) FILTER (
+        WHERE NOT k.is_last_resort AND (k.reserved_until IS NULL OR k.reserved_until <= now())
+    ) AS available,
+    count(*) FILTER (WHERE k.is_last_resort) AS last_resort,
+    count(*) FILTER (WHERE k.reserved_until > now()) AS reserved
 FROM key_packages AS k
 WHERE k.owner_did = %(actor_did)s AND k.consumed_at IS NULL AND k.expires_at > now()
 GROUP BY k.cipher_suite

@@ -7,14 +7,16 @@
 -- (a member removed between the two statements is not locked now, after the
 -- conversation row, out of the lock order).
 -- Returns: one row: usable, whether every new member's key package is a package of
--- theirs, of the conversation's cipher suite, and either a regular one the actor
--- claimed and no add has used or an unexpired last-resort one; and members_added. When
+-- theirs, of the conversation's cipher suite, and either a regular one the actor holds
+-- (reserved by its claim, or consumed by it) and no add has used, or an unexpired
+-- last-resort one; and members_added. When
 -- usable is false the caller rolls the transaction back; rows written here are then
 -- undone with the commit.
 -- Locks: the members rows it re-adds and the conversation row are locked already (by
--- sequence_message); then each regular package (marked used: the UPDATE re-checks
--- use_count = 0 on the newest row version, so of two adds racing for one package only
--- the first finds it unused), then the members rows it creates. An active member's row
+-- sequence_message); then each regular package (consumed and marked used: the UPDATE
+-- re-checks the holder and use_count = 0 on the newest row version, so of two adds
+-- racing for one package only the first finds it unused, and a package another claimer
+-- holds is not the actor's), then the members rows it creates. An active member's row
 -- is not touched, so a send of theirs in flight cannot deadlock with the add, and a row
 -- another add created since the snapshot is left as it is (ON CONFLICT DO NOTHING).
 -- Index: conversations_pkey, key_packages_key_package_ref_key, members_pkey;
@@ -33,9 +35,18 @@ WITH new_members AS (
 ),
 
 used AS (
-    -- The regular packages this add uses, each once.
+    -- The regular packages this add uses, each once, consumed by it: packages the actor
+    -- reserved by a claim (its reservation ended here, even if it ran out meanwhile and
+    -- nobody else claimed them), or consumed by consume_key_package.
     UPDATE key_packages AS k
-    SET use_count = k.use_count + 1, used_at = now(), used_in_convo = c.id
+    SET
+        use_count = k.use_count + 1,
+        used_at = now(),
+        used_in_convo = c.id,
+        consumed_at = coalesce(k.consumed_at, now()),
+        consumed_by_did = %(actor_did)s,
+        reserved_by_did = NULL,
+        reserved_until = NULL
     FROM new_members AS n, conversations AS c
     WHERE
         k.key_package_ref = n.key_package_ref
@@ -43,7 +54,10 @@ used AS (
         AND c.id = %(convo_id)s
         AND k.cipher_suite = c.cipher_suite
         AND NOT k.is_last_resort
-        AND k.consumed_by_did = %(actor_did)s
+        AND (
+            (k.consumed_at IS NULL AND k.reserved_by_did = %(actor_did)s)
+            OR k.consumed_by_did = %(actor_did)s
+        )
         AND k.use_count = 0
     RETURNING k.key_package_ref
 ),

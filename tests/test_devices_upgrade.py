@@ -1,6 +1,7 @@
-"""The upgrade to key packages of devices (migration 0010) carries the stored data over:
-every DID found in members, key packages and welcomes gets one device, every key package
-is assigned to its owner's, and rolling back leaves the data as it was."""
+"""The upgrade to key packages of devices (migration 0010, and the reservations of 0011
+after it) carries the stored data over: every DID found in members, key packages and
+welcomes gets one device, every key package is assigned to its owner's, and rolling
+back leaves the data as it was."""
 
 from __future__ import annotations
 
@@ -48,7 +49,9 @@ def fill_as_before_devices(raw: psycopg.Connection[Any], data: seed.SeedData) ->
 async def test_the_upgrade_gives_every_did_a_device_and_rolls_back_to_the_same_data(
     database_url: str, raw: psycopg.Connection[Any]
 ) -> None:
-    assert migrate.rollback(database_url, 1) == [UPGRADE]
+    shipped = [m.migration_id for m in migrate.status(database_url)]
+    upgrades = shipped[shipped.index(UPGRADE) :]  # it and every migration after it
+    assert migrate.rollback(database_url, len(upgrades)) == upgrades[::-1]
     data = seed.generate(0.02)
     fill_as_before_devices(raw, data)
     # A device registered before the upgrade, of a DID the upgrade carries over too.
@@ -56,7 +59,7 @@ async def test_the_upgrade_gives_every_did_a_device_and_rolls_back_to_the_same_d
     raw.execute("INSERT INTO devices (owner_did, id) VALUES (%s, gen_random_uuid())", [member])
     before = snapshot(raw)
 
-    assert migrate.apply(database_url) == [UPGRADE]
+    assert migrate.apply(database_url) == upgrades
 
     seen: dict[str, Any] = {}
     for did, at in (
@@ -92,5 +95,5 @@ async def test_the_upgrade_gives_every_did_a_device_and_rolls_back_to_the_same_d
             is not None
         )
 
-    assert migrate.rollback(database_url, 1) == [UPGRADE]
+    assert migrate.rollback(database_url, len(upgrades)) == upgrades[::-1]
     assert snapshot(raw) == before

@@ -873,8 +873,16 @@ claim_all = entity(key_packages.claim_key_packages, DB, MALLORY, 1, actor_did=AL
 OPTIONAL_UUIDS = [v for v in BAD_UUIDS if v[0] != "none"]  # None: any device
 DEVICE_REFUSALS: Values = [("unknown", NO_DEVICE), ("another-users", BOB_DEVICE)]
 consume = entity(key_packages.consume_key_package, DB, REF[ERIN_KPS[0]], actor_did=ALICE)
+release = entity(key_packages.release_key_packages, DB, [REF[FRANK_KPS[0]]], actor_did=BOB)
 count_kps = entity(key_packages.count_key_packages, DB, actor_did=BOB)
 delete_kps = entity(key_packages.delete_expired_key_packages, DB)
+
+BAD_VALUES_OF_REF_LISTS: Values = [
+    ("empty", []),
+    ("none", None),
+    ("one-ref-not-in-a-list", REF[FRANK_KPS[0]]),
+    *[(f"[{lb}]", [v]) for lb, v in BAD_REFS],
+]
 
 BAD_KEY_DATA: Values = [
     *bad_bytes(128, FRESH_KP),
@@ -950,7 +958,11 @@ KEY_PACKAGES = [
     *consume.vary(1, BAD_REFS),
     *dids(consume, "actor_did"),
     consume.case("ref=consumed-and-used", NoKeyPackageAvailable),
-    consume.case("ref=consumed", NoKeyPackageAvailable, at={1: REF[FRANK_KPS[0]]}),
+    consume.case(
+        "ref=reserved-by-another", NoKeyPackageAvailable, at={1: REF[FRANK_KPS[0]]}, actor_did=BOB
+    ),
+    *release.vary(1, [*BAD_VALUES_OF_REF_LISTS]),
+    *dids(release, "actor_did"),
     consume.case("ref=unknown-32-bytes", NotFound, at={1: b"\x07" * 32}),
     consume.case("ref=unknown-64-bytes", NotFound, at={1: b"\x07" * 64}),
     *dids(count_kps, "actor_did"),
@@ -1759,7 +1771,7 @@ async def test_every_boundary_value_accepted_reads_back_equal_in_any_session_tim
         assert published == len(BATCH_KPS)
         claimed = await key_packages.claim_key_package(db, LONG_CAROL, 7, actor_did=LONG_ALICE)
         assert claimed.key_data == SMALLEST_KP
-        assert claimed.consumed_by_did == LONG_ALICE
+        assert claimed.reserved_by_did == LONG_ALICE
         added = await welcomes.add_members_with_commit(
             db,
             ROUND_TRIP,

@@ -330,12 +330,17 @@ async def test_get_refuses_bad_input(db: Database, raw: psycopg.Connection[Any])
 # claim_key_package
 
 
-async def test_claim_takes_the_oldest_and_records_the_claimer(db: Database) -> None:
+async def test_claim_takes_the_oldest_and_records_the_claimer(
+    db: Database, config: DbConfig
+) -> None:
     batch = await publish(db, BOB, 2)
     kp = await key_packages.claim_key_package(db, BOB, 1, actor_did=ALICE)
     assert kp.key_data == batch[0]
-    assert kp.consumed_by_did == ALICE
-    assert kp.consumed_at is not None
+    assert kp.reserved_by_did == ALICE  # held for the claimer; an add consumes it
+    assert kp.reserved_until is not None
+    held = kp.reserved_until - datetime.now(UTC)
+    assert timedelta(0) < held <= timedelta(seconds=config.reservation_ttl_s)
+    assert (kp.consumed_at, kp.consumed_by_did) == (None, None)
 
 
 async def test_claim_never_hands_out_a_package_twice(db: Database) -> None:
@@ -392,7 +397,7 @@ async def test_claim_never_hands_out_an_expired_package(
 async def test_an_owner_may_claim_their_own_package(db: Database) -> None:
     await publish(db, BOB, 1)
     kp = await key_packages.claim_key_package(db, BOB, 1, actor_did=BOB)
-    assert kp.consumed_by_did == BOB
+    assert kp.reserved_by_did == BOB
 
 
 async def test_claim_refuses_bad_input(db: Database, raw: psycopg.Connection[Any]) -> None:

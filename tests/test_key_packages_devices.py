@@ -108,8 +108,11 @@ async def test_a_device_keeps_within_its_cap_of_live_packages(
             == 0
         )
         await publish(db, BOB, laptop, 3)
-        # A consumed package is no longer live: it makes room.
-        await key_packages.claim_key_package(db, BOB, 1, actor_did=ALICE, device_id=phone)
+        # A claimed package is still live (held, it may come back); a consumed one makes room.
+        claimed = await key_packages.claim_key_package(db, BOB, 1, actor_did=ALICE, device_id=phone)
+        with pytest.raises(QuotaExceeded):
+            await publish(db, BOB, phone, 1)
+        await key_packages.consume_key_package(db, claimed.key_package_ref, actor_did=ALICE)
         await publish(db, BOB, phone, 1)
         with pytest.raises(QuotaExceeded):
             await publish(db, BOB, phone, 1)
@@ -148,13 +151,15 @@ async def test_revoking_a_device_deletes_its_unconsumed_packages(
     await publish(db, BOB, phone, 3)
     await publish(db, BOB, phone, 1, is_last_resort=True)
     await publish(db, BOB, laptop, 1)
-    claimed = await key_packages.claim_key_package(db, BOB, 1, actor_did=ALICE, device_id=phone)
+    consumed = await key_packages.claim_key_package(db, BOB, 1, actor_did=ALICE, device_id=phone)
+    await key_packages.consume_key_package(db, consumed.key_package_ref, actor_did=ALICE)
+    await key_packages.claim_key_package(db, BOB, 1, actor_did=ALICE, device_id=phone)  # held
     await devices.revoke_device(db, phone, actor_did=BOB)
-    assert unconsumed(raw, phone) == 0
+    assert unconsumed(raw, phone) == 0  # a reserved one goes too: no add may use it now
     kept = raw.execute(
         "SELECT key_package_ref FROM key_packages WHERE device_id = %s", [phone]
     ).fetchall()
-    assert kept == [(claimed.key_package_ref,)]  # what a claim handed out stays
+    assert kept == [(consumed.key_package_ref,)]  # what was consumed stays
     assert unconsumed(raw, laptop) == 1
     with pytest.raises(NoKeyPackageAvailable):
         await key_packages.claim_key_package(db, BOB, 1, actor_did=ALICE, device_id=phone)
@@ -197,10 +202,10 @@ async def test_a_claim_for_a_user_gives_one_package_per_active_device(
     got = {k.device_id: k for k in claimed.key_packages}
     assert set(got) == {a, b, c, last}
     assert [k.device_id for k in claimed.key_packages] == sorted(got)
-    assert all(got[d].key_data == oldest[d] and got[d].consumed_by_did == ALICE for d in oldest)
+    assert all(got[d].key_data == oldest[d] and got[d].reserved_by_did == ALICE for d in oldest)
     assert got[last].key_data == fallback
     assert got[last].is_last_resort
-    assert got[last].consumed_at is None  # a last-resort package stays available
+    assert got[last].reserved_by_did is None  # a last-resort package stays available
     assert claimed.devices_without == (empty,)
     # Each device's next claim takes its next package; a device with nothing stays out.
     again = await key_packages.claim_key_packages(db, BOB, 1, actor_did=ALICE)
@@ -263,4 +268,6 @@ async def test_sixteen_concurrent_claims_for_a_user_never_hand_out_a_package_twi
         start.set()
         handed = [kp for ids in await asyncio.gather(*tasks) for kp in ids]
     assert len(handed) == len(set(handed)) == len(phones) * per_device
-    assert all(unconsumed(raw, p) == 0 for p in phones)
+    assert raw.execute(
+        "SELECT count(*) FROM key_packages WHERE reserved_by_did IS NULL"
+    ).fetchone() == (0,)

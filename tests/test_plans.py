@@ -88,6 +88,7 @@ INTENDED: dict[str, tuple[Need, ...]] = {
     ),
     "claim_key_packages": ("devices_pkey", "key_packages_available", "key_packages_pkey"),
     "delete_device_key_packages": ("key_packages_available",),
+    "release_key_packages": ("key_packages_key_package_ref_key",),
     "consume_key_package": ("key_packages_key_package_ref_key",),
     "count_key_packages": ("key_packages_available",),
     "delete_expired_key_packages": (
@@ -248,8 +249,15 @@ def values(p: seed.Picks) -> dict[str, dict[str, Any]]:
             "cipher_suite": 1,
             "actor_did": admin,
             "device_id": p.owner_device_id,
+            "reservation_ttl_s": config.reservation_ttl_s,
         },
-        "claim_key_packages": {"owner_did": p.owner_did, "cipher_suite": 1, "actor_did": admin},
+        "claim_key_packages": {
+            "owner_did": p.owner_did,
+            "cipher_suite": 1,
+            "actor_did": admin,
+            "reservation_ttl_s": config.reservation_ttl_s,
+        },
+        "release_key_packages": {"key_package_refs": [p.key_package_ref], "actor_did": admin},
         "delete_device_key_packages": {
             "owner_did": p.owner_did,
             "device_id": p.owner_device_id,
