@@ -5,11 +5,11 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from uuid import UUID
+from uuid import UUID, uuid4
 
 from catbird_db import Database, DbConfig, NoKeyPackageAvailable, devices, key_packages
 
-from .harness import Result, table
+from .harness import Result, compare, table
 
 OWNER = "did:plc:owner0owner0owner0owner0"
 CLAIMERS = 8
@@ -107,9 +107,56 @@ async def publishing(url: str, rows: int) -> str:
     return body
 
 
+async def per_device_claims(url: str, iterations: int) -> str:
+    """A claim for a user with five devices (one package each, one statement) against a
+    claim of one device's package, and against the same per-user claim for a user with
+    one device."""
+    rounds = 5
+    supply = (rounds + 1) * iterations + 100  # warm-up included; claims hold what they take
+    config = DbConfig(database_url=url, min_size=1, max_size=2, max_key_packages_per_device=supply)
+    five_did, one_did = "did:plc:five5five5five5five5five5", "did:plc:solo0solo0solo0solo0solo"
+    async with Database.connect(config) as db:
+        phones = [
+            (await devices.register_device(db, uuid4(), actor_did=five_did)).id for _ in range(5)
+        ]
+        solo = await _device(db, one_did)
+        for owner, device in [*((five_did, p) for p in phones), (one_did, solo)]:
+            for start in range(0, supply, 10_000):
+                await key_packages.publish_key_packages(
+                    db,
+                    actor_did=owner,
+                    device_id=device,
+                    cipher_suite=1,
+                    key_packages=[_key_package() for _ in range(min(10_000, supply - start))],
+                )
+        adder = "did:plc:adder0adder0adder0adder0"
+        results = await compare(
+            {
+                "claim_key_package, one named device": lambda: key_packages.claim_key_package(
+                    db, one_did, 1, actor_did=adder, device_id=solo
+                ),
+                "claim_key_packages, a user with 1 device": lambda: key_packages.claim_key_packages(
+                    db, one_did, 1, actor_did=adder
+                ),
+                "claim_key_packages, a user with 5 devices": lambda: (
+                    key_packages.claim_key_packages(db, five_did, 1, actor_did=adder)
+                ),
+            },
+            iterations=iterations,
+            rounds=rounds,
+        )
+    return table(
+        "Claims per device (claims/s; each one statement, one round trip)",
+        results,
+        "claim_key_package, one named device",
+    )
+
+
 async def key_packages_section(url: str, quick: bool) -> str:
-    """Both key package benchmarks."""
+    """The key package benchmarks."""
     claim_text, doubles = await claims(url, 2_000 if quick else 10_000)
     if doubles:
         raise SystemExit(f"{doubles} key packages were handed out twice")
-    return claim_text + "\n" + await publishing(url, 2_000 if quick else 10_000)
+    per_device = await per_device_claims(url, 100 if quick else 400)
+    publish_text = await publishing(url, 2_000 if quick else 10_000)
+    return claim_text + "\n" + per_device + "\n" + publish_text

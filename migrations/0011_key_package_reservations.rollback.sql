@@ -1,6 +1,8 @@
 -- Back to claims that consume at once. The view is made anew without the reservation (a
 -- view cannot lose a column in place): run `catbird-db grant` again for the application
 -- role. A package still reserved goes back to being claimable.
+DROP VIEW claimable_key_packages;
+
 DROP VIEW key_package_rows;
 
 CREATE VIEW key_package_rows AS

@@ -39,3 +39,17 @@ SELECT
     k.reserved_by_did,
     k.reserved_until
 FROM key_packages AS k;
+
+-- claimable_key_packages: the packages a claim may hand out now, the rule written once:
+-- unconsumed, unexpired, and, for a regular one, held by nobody (no reservation, or one
+-- that has run out; a last-resort package is never held). The claims and the peek read
+-- through it. A simple view over a simple view: the planner reads key_packages and its
+-- indexes directly, and a claim's FOR UPDATE SKIP LOCKED locks the key_packages rows,
+-- re-checking these conditions on their newest versions.
+CREATE VIEW claimable_key_packages AS
+SELECT k.*
+FROM key_package_rows AS k
+WHERE
+    k.consumed_at IS NULL
+    AND k.expires_at > now()
+    AND (k.is_last_resort OR k.reserved_until IS NULL OR k.reserved_until <= now());

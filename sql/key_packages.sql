@@ -166,15 +166,12 @@ FROM judged;
     CROSS JOIN
         LATERAL (
             SELECT r.*
-            FROM key_package_rows AS r
+            FROM claimable_key_packages AS r
             WHERE
                 r.owner_did = d.owner_did
                 AND r.device_id = d.id
                 AND r.cipher_suite = %(cipher_suite)s
                 AND NOT r.is_last_resort
-                AND r.consumed_at IS NULL
-                AND (r.reserved_until IS NULL OR r.reserved_until <= now())
-                AND r.expires_at > now()
             ORDER BY r.created_at, r.id
             LIMIT 1
         ) AS k
@@ -193,14 +190,12 @@ UNION ALL
     CROSS JOIN
         LATERAL (
             SELECT r.*
-            FROM key_package_rows AS r
+            FROM claimable_key_packages AS r
             WHERE
                 r.owner_did = d.owner_did
                 AND r.device_id = d.id
                 AND r.cipher_suite = %(cipher_suite)s
                 AND r.is_last_resort
-                AND r.consumed_at IS NULL
-                AND r.expires_at > now()
             ORDER BY r.created_at DESC, r.id DESC
             LIMIT 1
         ) AS k
@@ -250,15 +245,12 @@ oldest AS (
             SELECT
                 a.id,
                 a.created_at
-            FROM key_packages AS a
+            FROM claimable_key_packages AS a
             WHERE
                 a.owner_did = %(owner_did)s
                 AND a.device_id = d.id
                 AND a.cipher_suite = %(cipher_suite)s
                 AND NOT a.is_last_resort
-                AND a.consumed_at IS NULL
-                AND (a.reserved_until IS NULL OR a.reserved_until <= now())
-                AND a.expires_at > now()
             ORDER BY a.created_at, a.id
             LIMIT 1
             FOR UPDATE SKIP LOCKED
@@ -287,14 +279,12 @@ UNION ALL
     CROSS JOIN
         LATERAL (
             SELECT r.*
-            FROM key_package_rows AS r
+            FROM claimable_key_packages AS r
             WHERE
                 r.owner_did = %(owner_did)s
                 AND r.device_id = d.id
                 AND r.cipher_suite = %(cipher_suite)s
                 AND r.is_last_resort
-                AND r.consumed_at IS NULL
-                AND r.expires_at > now()
             ORDER BY r.created_at DESC, r.id DESC
             LIMIT 1
         ) AS k
@@ -330,15 +320,12 @@ regular AS (
     FROM candidates AS d
     CROSS JOIN LATERAL (
         SELECT a.id
-        FROM key_packages AS a
+        FROM claimable_key_packages AS a
         WHERE
             a.owner_did = %(owner_did)s
             AND a.device_id = d.id
             AND a.cipher_suite = %(cipher_suite)s
             AND NOT a.is_last_resort
-            AND a.consumed_at IS NULL
-            AND (a.reserved_until IS NULL OR a.reserved_until <= now())
-            AND a.expires_at > now()
         ORDER BY a.created_at, a.id
         LIMIT 1
         FOR UPDATE SKIP LOCKED
@@ -363,14 +350,12 @@ last_resort AS (
     CROSS JOIN
         LATERAL (
             SELECT r.*
-            FROM key_package_rows AS r
+            FROM claimable_key_packages AS r
             WHERE
                 r.owner_did = %(owner_did)s
                 AND r.device_id = d.id
                 AND r.cipher_suite = %(cipher_suite)s
                 AND r.is_last_resort
-                AND r.consumed_at IS NULL
-                AND r.expires_at > now()
             ORDER BY r.created_at DESC, r.id DESC
             LIMIT 1
         ) AS k

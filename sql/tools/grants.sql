@@ -39,6 +39,7 @@ members,
 messages,
 key_packages,
 key_package_rows,
+claimable_key_packages,
 welcomes,
 blobs,
 blob_usage,
@@ -79,6 +80,11 @@ GRANT SELECT, INSERT, UPDATE, DELETE ON TABLE key_packages TO {grantee};
 -- of a simple view's rows are the role's rights on the view (its owner's on the table).
 -- No statement deletes through it.
 GRANT SELECT, INSERT, UPDATE ON TABLE key_package_rows TO {grantee};
+
+-- name: grant_claimable_key_packages
+-- The view the claims and the peek read packages a claim may hand out through; UPDATE
+-- for the claims' FOR UPDATE SKIP LOCKED through it.
+GRANT SELECT, UPDATE ON TABLE claimable_key_packages TO {grantee};
 
 -- name: grant_welcomes
 -- Stored by an add, consumed (UPDATE), deleted past their retention.
