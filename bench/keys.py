@@ -112,22 +112,29 @@ async def per_device_claims(url: str, iterations: int) -> str:
     claim of one device's package, and against the same per-user claim for a user with
     one device."""
     rounds = 5
-    supply = (rounds + 1) * iterations + 100  # warm-up included; claims hold what they take
-    config = DbConfig(database_url=url, min_size=1, max_size=2, max_key_packages_per_device=supply)
+    # Claims hold what they take: each device gets what its variants claim, warm-up
+    # included (the one-device user serves two variants).
+    supply = (rounds + 1) * iterations + 100
+    config = DbConfig(
+        database_url=url, min_size=1, max_size=2, max_key_packages_per_device=2 * supply
+    )
     five_did, one_did = "did:plc:five5five5five5five5five5", "did:plc:solo0solo0solo0solo0solo"
     async with Database.connect(config) as db:
         phones = [
             (await devices.register_device(db, uuid4(), actor_did=five_did)).id for _ in range(5)
         ]
         solo = await _device(db, one_did)
-        for owner, device in [*((five_did, p) for p in phones), (one_did, solo)]:
-            for start in range(0, supply, 10_000):
+        for owner, device, n in [
+            *((five_did, p, supply) for p in phones),
+            (one_did, solo, 2 * supply),
+        ]:
+            for start in range(0, n, 10_000):
                 await key_packages.publish_key_packages(
                     db,
                     actor_did=owner,
                     device_id=device,
                     cipher_suite=1,
-                    key_packages=[_key_package() for _ in range(min(10_000, supply - start))],
+                    key_packages=[_key_package() for _ in range(min(10_000, n - start))],
                 )
         adder = "did:plc:adder0adder0adder0adder0"
         results = await compare(
