@@ -121,7 +121,10 @@ async def pagination(url: str, convo: UUID) -> str:
     """A page of 50 deep in a conversation against the first page (OFFSET for contrast)."""
     config = DbConfig(database_url=url, min_size=1, max_size=2)
     list_sql = statement("list_messages_forward").text
-    offset_sql = list_sql.replace("AND m.seq > %(after_seq)s", "").replace(
+    # The same statement with its keyset bound dropped and an OFFSET instead.
+    assert "m.seq > %(after_seq)s" in list_sql
+    assert "LIMIT %(limit)s" in list_sql
+    offset_sql = list_sql.replace("m.seq > %(after_seq)s", "TRUE").replace(
         "LIMIT %(limit)s", "LIMIT %(limit)s OFFSET %(offset)s"
     )
     async with Database.connect(config) as db:
