@@ -66,6 +66,7 @@ class Model:
     seats: dict[str, Seat] = field(default_factory=dict)
     sent: list[tuple[int, str, str]] = field(default_factory=list)  # seq, sender, type
     regular: dict[str, int] = field(default_factory=dict)
+    reserved: dict[str, int] = field(default_factory=dict)  # claimed, held for the claimer
     last_resort: dict[str, int] = field(default_factory=dict)
     usage: dict[str, int] = field(default_factory=dict)
     blobs: dict[str, list[tuple[str, int]]] = field(default_factory=dict)
@@ -258,8 +259,10 @@ class LayerMachine(RuleBasedStateMachine):
         )
         if error is None:
             assert package.is_last_resort == (regular == 0)
-            if regular:
+            if regular:  # a regular package is held for the claimer, not consumed
+                assert package.reserved_by_did == actor
                 m.regular[owner] = regular - 1
+                m.reserved[owner] = m.reserved.get(owner, 0) + 1
 
     # -- blobs --------------------------------------------------------------------
 
@@ -325,8 +328,8 @@ class LayerMachine(RuleBasedStateMachine):
                     seq for seq, _, _ in m.sent if seq > seat.joined_seq
                 ], did
             counts = self.run(key_packages.count_key_packages(self.db, actor_did=did))
-            have = {(c.available, c.last_resort) for c in counts}
-            want = (m.regular.get(did, 0), m.last_resort.get(did, 0))
+            have = {(c.available, c.last_resort, c.reserved) for c in counts}
+            want = (m.regular.get(did, 0), m.last_resort.get(did, 0), m.reserved.get(did, 0))
             assert have == ({want} if any(want) else set()), did
             assert self.run(blobs.get_user_storage_size(self.db, actor_did=did)) == m.usage.get(
                 did, 0
