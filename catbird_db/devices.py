@@ -73,7 +73,7 @@ async def register_device(
     RetryableError (nothing written) if another user registered the same id while the
     call ran twice. Registrations of one user are serialised (a transaction-scoped
     lock on the owner; a savepoint inside a caller's transaction), so the cap holds
-    under any concurrency.
+    under any concurrency of READ COMMITTED callers.
     """
     params = {
         "owner_did": validate.did(actor_did, "actor_did"),

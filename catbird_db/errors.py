@@ -90,8 +90,8 @@ class BlobIntegrityError(CatbirdDbError):
 
 
 class QuotaExceeded(CatbirdDbError):
-    """The write would take the user past a per-user cap: their storage quota, or their
-    number of active devices."""
+    """The write would take the user past a cap: their storage quota, their number of
+    active devices, or a device's number of live key packages."""
 
 
 class DeviceRevoked(CatbirdDbError):

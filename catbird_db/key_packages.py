@@ -195,9 +195,9 @@ async def publish_key_packages(
     async with conn.transaction() as tx:
         await _lock_publishing_device(tx, actor, device)
         outcome = await tx.fetch_one(_PUBLISH, params)
-    assert outcome is not None  # the statement always returns its one row
-    if not outcome.within_cap:
-        raise QuotaExceeded(_full(conn, device))
+        assert outcome is not None  # the statement always returns its one row
+        if not outcome.within_cap:  # raised inside the block: the inserts roll back
+            raise QuotaExceeded(_full(conn, device))
     return outcome.published
 
 
@@ -305,7 +305,8 @@ async def release_key_packages(
     """End the actor's reservations of these packages at once (an adder whose commit lost
     a race gives back what it claimed); returns how many were released. Refs the actor
     does not hold (unknown, another claimer's, consumed) are passed over: nothing of
-    them is revealed. InvalidInput on a bad ref or an empty list.
+    them is revealed. InvalidInput on a bad ref, an empty list, or more refs than
+    `DbConfig.max_publish_batch`.
     """
     refs = sorted(
         {
@@ -315,6 +316,9 @@ async def release_key_packages(
     )
     if not refs:
         raise InvalidInput("key_package_refs is empty")
+    most = conn.config.max_publish_batch
+    if len(refs) > most:
+        raise InvalidInput(f"at most {most} key package refs per call")
     params = {"key_package_refs": refs, "actor_did": validate.did(actor_did, "actor_did")}
     return await conn.execute(_RELEASE, params)
 

@@ -78,50 +78,19 @@ WHERE k.key_package_ref = %(key_package_ref)s;
 -- name: publish_key_packages
 -- Publishes a batch of one device's key packages in one statement, in the order given
 -- (the first is the oldest, claimed first), under the device's lock
--- (lock_publishing_device): all of the new ones, or none when they would take the
--- device past max_live live (unconsumed, unexpired) packages.
--- Returns: one row: how many were inserted, and whether the batch was within the cap.
--- Refs that exist already are skipped, so publishing the same batch again inserts
+-- (lock_publishing_device). The cap is judged on what the statement really inserted:
+-- the device's live (unconsumed, unexpired) packages before it plus the rows it
+-- inserted, against max_live; past it, the caller rolls the statement back, so a batch
+-- is stored whole or not at all.
+-- Returns: one row: how many were inserted, and whether the device stays within the
+-- cap. Refs that exist already are skipped, so publishing the same batch again inserts
 -- nothing (and counts nothing against the cap).
 -- Locks: only the rows it inserts (ON CONFLICT DO NOTHING locks no existing row).
 -- Index: key_packages_available (the device's live packages, counted),
--- key_packages_key_package_ref_key (the new refs, and the conflict).
+-- key_packages_key_package_ref_key (the conflict).
 -- not null: published, within_cap (a count, and a comparison of two counts)
-WITH batch AS (
-    -- The packages given, in their order.
-    SELECT
-        p.key_data,
-        p.key_package_ref,
-        p.n
-    FROM
-        unnest(%(key_data)s::bytea[], %(key_package_refs)s::bytea[])
-        WITH ORDINALITY AS p (key_data, key_package_ref, n)
-),
-
-judged AS (
-    -- Whether the batch's new packages fit beside the device's live ones.
-    SELECT
-        (
-            SELECT count(*)
-            FROM key_packages AS k
-            WHERE
-                k.owner_did = %(actor_did)s
-                AND k.device_id = %(device_id)s
-                AND k.consumed_at IS NULL
-                AND k.expires_at > now()
-        )
-        + (
-            SELECT count(*)
-            FROM batch AS b
-            WHERE NOT EXISTS (
-                SELECT 1 FROM key_packages AS k
-                WHERE k.key_package_ref = b.key_package_ref
-            )
-        ) <= %(max_live)s AS within_cap
-),
-
-inserted AS (
-    -- The new packages, when they fit.
+WITH inserted AS (
+    -- The new packages, in their order.
     INSERT INTO key_packages (
         owner_did, device_id, cipher_suite, key_data, key_package_ref, is_last_resort,
         expires_at
@@ -130,24 +99,35 @@ inserted AS (
         %(actor_did)s AS owner_did,
         %(device_id)s AS device_id,
         %(cipher_suite)s AS cipher_suite,
-        b.key_data,
-        b.key_package_ref,
+        p.key_data,
+        p.key_package_ref,
         %(is_last_resort)s AS is_last_resort,
         coalesce(
             %(expires_at)s::timestamptz, now() + %(lifetime_s)s * interval '1 second'
         ) AS expires_at
-    FROM batch AS b
-    CROSS JOIN judged
-    WHERE judged.within_cap
-    ORDER BY b.n
+    FROM
+        unnest(%(key_data)s::bytea[], %(key_package_refs)s::bytea[])
+        WITH ORDINALITY AS p (key_data, key_package_ref, n)
+    ORDER BY p.n
     ON CONFLICT (key_package_ref) DO NOTHING
     RETURNING 1 AS one
+),
+
+live AS (
+    -- The device's live packages before this statement (it cannot see its own rows).
+    SELECT count(*) AS n
+    FROM key_packages AS k
+    WHERE
+        k.owner_did = %(actor_did)s
+        AND k.device_id = %(device_id)s
+        AND k.consumed_at IS NULL
+        AND k.expires_at > now()
 )
 
 SELECT
     (SELECT count(*) FROM inserted) AS published,
-    judged.within_cap
-FROM judged;
+    live.n + (SELECT count(*) FROM inserted) <= %(max_live)s AS within_cap
+FROM live;
 
 -- name: get_key_package
 -- Peeks at the package a claim would hand out now, for one device or for any active
@@ -264,7 +244,7 @@ claimed AS (
     UPDATE key_package_rows AS k
     SET
         reserved_by_did = %(actor_did)s,
-        reserved_until = now() + %(reservation_ttl_s)s * interval '1 second'
+        reserved_until = statement_timestamp() + %(reservation_ttl_s)s * interval '1 second'
     FROM oldest
     WHERE k.id = oldest.id
     RETURNING k.*
@@ -337,7 +317,7 @@ claimed AS (
     UPDATE key_package_rows AS k
     SET
         reserved_by_did = %(actor_did)s,
-        reserved_until = now() + %(reservation_ttl_s)s * interval '1 second'
+        reserved_until = statement_timestamp() + %(reservation_ttl_s)s * interval '1 second'
     FROM regular
     WHERE k.id = regular.id
     RETURNING k.*

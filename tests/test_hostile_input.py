@@ -962,6 +962,11 @@ KEY_PACKAGES = [
         "ref=reserved-by-another", NoKeyPackageAvailable, at={1: REF[FRANK_KPS[0]]}, actor_did=BOB
     ),
     *release.vary(1, [*BAD_VALUES_OF_REF_LISTS]),
+    release.case(
+        "key_package_refs=10001",
+        InvalidInput,
+        at={1: [bytes([i % 256, i // 256]) * 16 for i in range(10_001)]},
+    ),
     *dids(release, "actor_did"),
     consume.case("ref=unknown-32-bytes", NotFound, at={1: b"\x07" * 32}),
     consume.case("ref=unknown-64-bytes", NotFound, at={1: b"\x07" * 64}),

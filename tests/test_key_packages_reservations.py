@@ -4,6 +4,9 @@ ever used by two adds, and one held by one adder cannot serve another's add."""
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
+from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID, uuid4
 
@@ -12,6 +15,7 @@ import pytest
 
 from catbird_db import (
     Database,
+    DbConfig,
     EpochConflict,
     InvalidInput,
     NewMember,
@@ -170,3 +174,19 @@ async def test_the_adder_who_loses_a_commit_race_gives_its_packages_back(
         await add(db, convo, BOB, CAROL, bobs.key_data)
     assert await key_packages.release_key_packages(db, [bobs.key_package_ref], actor_did=BOB) == 1
     assert await counts(db, CAROL) == (1, 0, 0)
+
+
+async def test_a_reservation_runs_from_the_claim_not_from_its_transactions_start(
+    config: DbConfig,
+) -> None:
+    # A claim made late in a long transaction still holds its package for the whole
+    # reservation_ttl_s after it commits.
+    async with Database.connect(dataclasses.replace(config, reservation_ttl_s=2)) as db:
+        await publish(db, CAROL, 1)
+        async with db.transaction() as tx:
+            await asyncio.sleep(2.5)  # past the ttl, counted from the transaction's start
+            held = await key_packages.claim_key_package(tx, CAROL, 1, actor_did=ALICE)
+        assert held.reserved_until is not None
+        assert held.reserved_until > datetime.now(UTC)
+        with pytest.raises(NoKeyPackageAvailable):
+            await key_packages.claim_key_package(db, CAROL, 1, actor_did=DAVE)
