@@ -92,8 +92,7 @@ _STORE = query("store_key_package", KeyPackage)
 _BY_REF = query("get_key_package_by_ref", KeyPackage)
 _PUBLISH = query("publish_key_packages", _Published)
 _GET = query("get_key_package", KeyPackage)
-_CLAIM = query("claim_key_package", KeyPackage)
-_CLAIM_PER_DEVICE = query("claim_key_packages", _Handed)
+_CLAIM = query("claim_key_packages", _Handed)
 _CONSUME = query("consume_key_package", KeyPackage)
 _RELEASE = command("release_key_packages")
 _COUNT = query("count_key_packages", KeyPackageCount)
@@ -236,19 +235,18 @@ async def claim_key_package(
     handed out to two claimers at once, nor used by two adds. NoKeyPackageAvailable if no
     active device (or not `device_id`, revoked or unknown alike) has either.
     """
-    params = {
-        "owner_did": validate.did(owner_did, "owner_did"),
-        "cipher_suite": validate.cipher_suite(cipher_suite),
-        "actor_did": validate.did(actor_did, "actor_did"),
-        "device_id": None if device_id is None else validate.uuid(device_id, "device_id"),
-        "reservation_ttl_s": conn.config.reservation_ttl_s,
-    }
-    claimed = await conn.fetch_one(_CLAIM, params)
-    if claimed is None:
+    device = None if device_id is None else validate.uuid(device_id, "device_id")
+    rows = await _claim(conn, owner_did, cipher_suite, actor_did, device, single=True)
+    handed = [p for p in (row.package() for row in rows) if p is not None]
+    # The one regular package reserved, else the newest last-resort one of a device.
+    regular = [p for p in handed if not p.is_last_resort]
+    if regular:
+        return regular[0]
+    if not handed:
         raise NoKeyPackageAvailable(
             f"{owner_did} has no key package left for cipher suite {cipher_suite}"
         )
-    return claimed
+    return max(handed, key=lambda p: (p.created_at, p.id))
 
 
 async def claim_key_packages(
@@ -263,21 +261,35 @@ async def claim_key_packages(
     No package is ever handed out to two claimers at once. NoKeyPackageAvailable (nothing
     taken) if no active device of the owner has a package of that suite.
     """
-    owner = validate.did(owner_did, "owner_did")
-    params = {
-        "owner_did": owner,
-        "cipher_suite": validate.cipher_suite(cipher_suite),
-        "actor_did": validate.did(actor_did, "actor_did"),
-        "reservation_ttl_s": conn.config.reservation_ttl_s,
-    }
-    rows = await conn.fetch_all(_CLAIM_PER_DEVICE, params)
+    rows = await _claim(conn, owner_did, cipher_suite, actor_did, None, single=False)
     packages = tuple(p for p in (row.package() for row in rows) if p is not None)
     if not packages:
         raise NoKeyPackageAvailable(
             f"no device of {owner_did} has a key package left for cipher suite {cipher_suite}"
         )
     without = tuple(row.for_device for row in rows if row.id is None)
-    return ClaimedKeyPackages(owner, packages, without)
+    return ClaimedKeyPackages(validate.did(owner_did, "owner_did"), packages, without)
+
+
+async def _claim(
+    conn: Executor,
+    owner_did: str,
+    cipher_suite: int,
+    actor_did: str,
+    device_id: UUID | None,
+    *,
+    single: bool,
+) -> list[_Handed]:
+    """Run claim_key_packages: per candidate device, the package it gives."""
+    params = {
+        "owner_did": validate.did(owner_did, "owner_did"),
+        "cipher_suite": validate.cipher_suite(cipher_suite),
+        "actor_did": validate.did(actor_did, "actor_did"),
+        "device_id": device_id,
+        "single": single,
+        "reservation_ttl_s": conn.config.reservation_ttl_s,
+    }
+    return await conn.fetch_all(_CLAIM, params)
 
 
 async def consume_key_package(

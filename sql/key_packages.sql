@@ -130,9 +130,9 @@ SELECT
 FROM live;
 
 -- name: get_key_package
--- Peeks at the package a claim would hand out now, for one device or for any active
--- device of the owner (the oldest unexpired, unreserved regular package, else the
--- newest last-resort one), without claiming it.
+-- Peeks at the package claim_key_package would hand out now, for one device or for
+-- any active device of the owner (the oldest unexpired, unreserved regular package,
+-- else the newest last-resort one), without claiming it.
 -- Returns: that package; no row when there is none.
 -- Locks: none.
 -- Index: devices_pkey (the owner's devices), key_packages_available (each device's
@@ -188,24 +188,25 @@ UNION ALL
 )
 LIMIT 1;
 
--- name: claim_key_package
--- Hands out one package for one device of the owner, or for whichever active device
--- has the oldest: the oldest unexpired, unconsumed, unreserved (or whose reservation has
--- run out) regular package of that suite, reserved for the claimer for
--- reservation_ttl_s (the add commit that uses it consumes it); when none is left, the
--- newest unexpired last-resort package, which stays available.
--- Returns: the package handed out; no row when no active device (or not the one asked
--- for) has either.
+-- name: claim_key_packages
+-- Hands out, in one statement, packages of the owner's active devices (or of the one
+-- device asked for): each device's oldest unexpired, unconsumed, unreserved regular
+-- package of that suite, reserved for the claimer for reservation_ttl_s (the add commit
+-- that uses it consumes it), else its newest unexpired last-resort package (which is
+-- never held and stays available). With single, only the oldest of the devices'
+-- regular candidates is reserved, and last-resort packages are read only when none was.
+-- Returns: one row per candidate device, in device id order: the device and the
+-- package it gives (all NULL for a device that gives none); no row when the owner has
+-- no active device (or not the one asked for).
 -- Locks: each candidate device's oldest regular package, FOR UPDATE SKIP LOCKED:
 -- concurrent claimers pass over a row another is taking instead of queueing on it, and
--- the lock with the UPDATE's re-check of the locked row guarantees no row is handed out
--- twice. The other devices' candidates stay locked until the statement (or the caller's
--- transaction) ends; claimers meanwhile take the next ones. A last-resort package is
--- read, not locked.
+-- the lock with PostgreSQL's re-check of the locked row (unconsumed, not held)
+-- guarantees no package is handed to two claimers at once. With single, the candidates
+-- not chosen stay locked until the statement (or the caller's transaction) ends;
+-- claimers meanwhile take the next ones. Last-resort packages are read, not locked.
 -- Index: devices_pkey or devices_id_key (the owner's devices, or the one named),
 -- key_packages_available (each device's packages), key_packages_pkey (the update).
--- not null: id, owner_did, cipher_suite, key_data, key_package_ref, is_last_resort
--- not null: created_at, expires_at, device_id (NOT NULL columns, read through a view)
+-- not null: for_device (a device's id)
 WITH candidates AS (
     -- The owner's active devices (or the one asked for).
     SELECT d.id
@@ -216,9 +217,11 @@ WITH candidates AS (
         AND (%(device_id)s::uuid IS NULL OR d.id = %(device_id)s::uuid)
 ),
 
-oldest AS (
-    -- Of each device's oldest regular package nobody else is taking, the oldest.
-    SELECT p.id
+regular AS (
+    -- Each device's oldest regular package nobody else is taking, locked.
+    SELECT
+        p.id,
+        p.created_at
     FROM candidates AS d
     CROSS JOIN
         LATERAL (
@@ -235,81 +238,14 @@ oldest AS (
             LIMIT 1
             FOR UPDATE SKIP LOCKED
         ) AS p
-    ORDER BY p.created_at, p.id
-    LIMIT 1
 ),
 
-claimed AS (
-    -- That package, reserved for the claimer.
-    UPDATE key_package_rows AS k
-    SET
-        reserved_by_did = %(actor_did)s,
-        reserved_until = statement_timestamp() + %(reservation_ttl_s)s * interval '1 second'
-    FROM oldest
-    WHERE k.id = oldest.id
-    RETURNING k.*
-)
-
-SELECT * FROM claimed
-UNION ALL
-(
-    -- Else the newest last-resort package of a device, unchanged.
-    SELECT k.*
-    FROM candidates AS d
-    CROSS JOIN
-        LATERAL (
-            SELECT r.*
-            FROM claimable_key_packages AS r
-            WHERE
-                r.owner_did = %(owner_did)s
-                AND r.device_id = d.id
-                AND r.cipher_suite = %(cipher_suite)s
-                AND r.is_last_resort
-            ORDER BY r.created_at DESC, r.id DESC
-            LIMIT 1
-        ) AS k
-    WHERE NOT EXISTS (SELECT 1 FROM claimed)
-    ORDER BY k.created_at DESC, k.id DESC
-    LIMIT 1
-);
-
--- name: claim_key_packages
--- Hands out, in one statement, one package for each active device of the owner: the
--- device's oldest unexpired, unconsumed, unreserved regular package of that suite,
--- reserved for the claimer for reservation_ttl_s, else its newest unexpired last-resort
--- package (which stays available). A device with neither is still returned, with no
--- package.
--- Returns: one row per active device of the owner, in device id order: the device and
--- its package's columns (all NULL for a device that had none); no row when the owner
--- has no active device.
--- Locks: each device's regular package, FOR UPDATE SKIP LOCKED, as claim_key_package:
--- no package is handed out twice. Last-resort packages are read, not locked.
--- Index: devices_pkey (the owner's devices), key_packages_available (each device's
--- packages), key_packages_pkey (the update).
--- not null: for_device (a device's id)
-WITH candidates AS (
-    -- The owner's active devices.
-    SELECT d.id
-    FROM devices AS d
-    WHERE d.owner_did = %(owner_did)s AND d.revoked_at IS NULL
-),
-
-regular AS (
-    -- Each device's oldest regular package nobody else is taking, locked.
-    SELECT p.id
-    FROM candidates AS d
-    CROSS JOIN LATERAL (
-        SELECT a.id
-        FROM claimable_key_packages AS a
-        WHERE
-            a.owner_did = %(owner_did)s
-            AND a.device_id = d.id
-            AND a.cipher_suite = %(cipher_suite)s
-            AND NOT a.is_last_resort
-        ORDER BY a.created_at, a.id
-        LIMIT 1
-        FOR UPDATE SKIP LOCKED
-    ) AS p
+chosen AS (
+    -- Every device's candidate; with single, the oldest one alone (LIMIT NULL is none).
+    SELECT r.id
+    FROM regular AS r
+    ORDER BY r.created_at, r.id
+    LIMIT CASE WHEN %(single)s THEN 1 END
 ),
 
 claimed AS (
@@ -318,13 +254,14 @@ claimed AS (
     SET
         reserved_by_did = %(actor_did)s,
         reserved_until = statement_timestamp() + %(reservation_ttl_s)s * interval '1 second'
-    FROM regular
-    WHERE k.id = regular.id
+    FROM chosen
+    WHERE k.id = chosen.id
     RETURNING k.*
 ),
 
 last_resort AS (
-    -- For a device with no regular package, its newest last-resort one, unchanged.
+    -- For a device that gave no regular package (with single: when none did), its
+    -- newest last-resort one, unchanged.
     SELECT k.*
     FROM candidates AS d
     CROSS JOIN
@@ -339,10 +276,11 @@ last_resort AS (
             ORDER BY r.created_at DESC, r.id DESC
             LIMIT 1
         ) AS k
-    WHERE NOT EXISTS (
-        SELECT 1 FROM claimed AS c
-        WHERE c.device_id = d.id
-    )
+    WHERE
+        NOT EXISTS (
+            SELECT 1 FROM claimed AS c
+            WHERE c.device_id = d.id OR %(single)s
+        )
 ),
 
 handed AS (

@@ -80,13 +80,12 @@ INTENDED: dict[str, tuple[Need, ...]] = {
     "get_key_package_by_ref": ("key_packages_key_package_ref_key",),
     "publish_key_packages": ("key_packages_available", "key_packages_key_package_ref_key"),
     "get_key_package": ("devices_pkey", "key_packages_available"),
-    # One device named: its id alone finds it, by either index.
-    "claim_key_package": (
+    # A device named (claim_key_package for one device) is found by its id alone.
+    "claim_key_packages": (
         frozenset({"devices_pkey", "devices_id_key"}),
         "key_packages_available",
         "key_packages_pkey",
     ),
-    "claim_key_packages": ("devices_pkey", "key_packages_available", "key_packages_pkey"),
     "delete_device_key_packages": ("key_packages_available",),
     "release_key_packages": ("key_packages_key_package_ref_key",),
     "consume_key_package": ("key_packages_key_package_ref_key",),
@@ -244,17 +243,12 @@ def values(p: seed.Picks) -> dict[str, dict[str, Any]]:
             "max_live": config.max_key_packages_per_device,
         },
         "get_key_package": {"owner_did": p.owner_did, "cipher_suite": 1, "device_id": None},
-        "claim_key_package": {
-            "owner_did": p.owner_did,
-            "cipher_suite": 1,
-            "actor_did": admin,
-            "device_id": p.owner_device_id,
-            "reservation_ttl_s": config.reservation_ttl_s,
-        },
         "claim_key_packages": {
             "owner_did": p.owner_did,
             "cipher_suite": 1,
             "actor_did": admin,
+            "device_id": None,
+            "single": False,
             "reservation_ttl_s": config.reservation_ttl_s,
         },
         "release_key_packages": {"key_package_refs": [p.key_package_ref], "actor_did": admin},
