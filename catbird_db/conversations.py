@@ -8,7 +8,7 @@ from uuid import UUID, uuid4
 
 from . import _access, validate
 from .database import Executor
-from .errors import InvalidInput, NotFound
+from .errors import InvalidInput, NotFound, RetryableError
 from .models import Conversation, ConversationSummary
 from .pages import _CONVERSATIONS, Page
 from .sql import query, scalar
@@ -27,6 +27,7 @@ _CREATE_WITH_MEMBERS = query("create_conversation_with_members", Conversation)
 _GET = query("get_conversation", Conversation)
 _LIST = query("list_conversations", ConversationSummary)
 _DELETE = scalar("delete_conversation", str)
+_DELETE_LOCKED = scalar("delete_locked_conversation", bool)
 
 
 async def create_conversation(
@@ -129,11 +130,31 @@ async def get_current_epoch(conn: Executor, convo_id: UUID, *, actor_did: str) -
 
 
 async def delete_conversation(conn: Executor, convo_id: UUID, *, actor_did: str) -> None:
-    """Delete the conversation with everything in it; only an active admin may."""
+    """Delete the conversation with everything in it; only an active admin may.
+
+    NotFound, NotAMember or NotAnAdmin as the locked rows say; RetryableError (nothing
+    deleted) if, three times over, a member added while the delete waited held their
+    own row. One transaction (a savepoint inside a caller's) of two statements.
+    """
     convo, actor = validate.uuid(convo_id, "convo_id"), validate.did(actor_did, "actor_did")
     params = {"convo_id": convo, "actor_did": actor}
-    outcome = await conn.fetch_value(_DELETE, params)
-    _access.refuse(str(outcome), convo, actor)
+    for _ in range(3):
+        try:
+            async with conn.transaction() as tx:
+                outcome = await tx.fetch_value(_DELETE, params)
+                _access.refuse(str(outcome), convo, actor)
+                if await tx.fetch_value(_DELETE_LOCKED, {"convo_id": convo}):
+                    return
+                # A members row added while the first statement waited is held by its
+                # member, who waits for the conversation row: give it up, start over.
+                raise _HeldMembersRow
+        except _HeldMembersRow:
+            continue
+    raise RetryableError(f"conversation {convo} is busy; delete it again")
+
+
+class _HeldMembersRow(Exception):
+    """Rolls delete_conversation's transaction back so that it starts over."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -122,16 +122,17 @@ LEFT JOIN members AS m
     ON c.id = m.convo_id AND m.member_did = %(actor_did)s AND m.left_at IS NULL;
 
 -- name: delete_conversation
--- Deletes the conversation and, by cascade, its members, messages, welcomes and blobs;
--- only an active admin may.
--- Returns: one row: the outcome ('deleted', 'not_found', 'not_a_member',
+-- The first of delete_conversation's two statements: it locks the conversation for the
+-- delete and judges the actor; delete_locked_conversation, in the same transaction,
+-- deletes.
+-- Returns: one row: the outcome ('admin', 'not_found', 'not_a_member',
 -- 'not_an_admin'), decided on the locked rows.
--- Locks: every members row of the conversation first, FOR UPDATE in DID order, as the
--- cascade would delete it: the admin check is made on the newest version of the actor's
--- row, and a sender (which holds its own row, then waits for the conversation's) is
--- waited for instead of deadlocked with. The aggregate reads all of the locked rows
--- before the conversation row is touched; then the conversation row, FOR UPDATE, which
--- the delete and its cascade follow.
+-- Locks: every members row of the conversation its snapshot shows, FOR UPDATE in DID
+-- order, as the cascade would delete it: the admin check is made on the newest version
+-- of the actor's row, and a sender (which holds its own row, then waits for the
+-- conversation's) is waited for instead of deadlocked with. The aggregate reads all of
+-- the locked rows before the conversation row is touched; then the conversation row,
+-- FOR UPDATE, held until the transaction ends (no members row can be created after it).
 -- Index: conversations_pkey; members_pkey or members_active_by_member (the membership
 -- look-up).
 -- not null: outcome (a CASE whose every branch is a literal)
@@ -166,23 +167,59 @@ convo AS (
     FROM conversations AS c CROSS JOIN judged
     WHERE c.id = %(convo_id)s
     FOR UPDATE OF c
-),
-
-deleted AS (
-    -- The conversation, when the actor is an admin; its rows go by cascade.
-    DELETE FROM conversations AS c
-    USING convo, judged
-    WHERE c.id = convo.id AND judged.is_admin
-    RETURNING c.id
 )
 
 SELECT
     CASE
-        WHEN deleted.id IS NOT NULL THEN 'deleted'
         WHEN convo.id IS NULL THEN 'not_found'
         WHEN NOT judged.is_member THEN 'not_a_member'
-        ELSE 'not_an_admin'
+        WHEN NOT judged.is_admin THEN 'not_an_admin'
+        ELSE 'admin'
     END AS outcome
 FROM judged
-LEFT JOIN convo ON TRUE
-LEFT JOIN deleted ON TRUE;
+LEFT JOIN convo ON TRUE;
+
+-- name: delete_locked_conversation
+-- The second statement of delete_conversation: on a snapshot taken after the first one
+-- locked the conversation row, so it sees a member added while the first one waited
+-- (no one can add one now). It deletes the conversation, and by cascade its members,
+-- messages, welcomes and blobs, only if it holds every members row: a row another
+-- transaction holds (a new member's send, waiting for the conversation row) is passed
+-- over, and the caller starts over rather than wait on it (the send would wait on the
+-- delete: a deadlock).
+-- Returns: one row: whether the conversation was deleted.
+-- Locks: every members row nobody else holds, FOR UPDATE SKIP LOCKED in DID order (the
+-- first statement's rows are this transaction's already), then the conversation row
+-- (held) and what the cascade deletes.
+-- Index: members_pkey (the conversation's members), conversations_pkey.
+-- not null: deleted (a comparison of a count)
+WITH everyone AS (
+    -- Every members row of the conversation, in this snapshot.
+    SELECT count(*) AS n
+    FROM members AS m
+    WHERE m.convo_id = %(convo_id)s
+),
+
+locked AS (
+    -- Those this transaction holds or can take at once.
+    SELECT m.member_did
+    FROM members AS m
+    WHERE m.convo_id = %(convo_id)s
+    ORDER BY m.member_did
+    FOR UPDATE SKIP LOCKED
+),
+
+judged AS (
+    -- An aggregate: every row above is locked before the delete.
+    SELECT count(*) AS n FROM locked
+),
+
+deleted AS (
+    -- The conversation, when no members row is held by anyone else.
+    DELETE FROM conversations AS c
+    USING judged, everyone
+    WHERE c.id = %(convo_id)s AND judged.n = everyone.n
+    RETURNING c.id
+)
+
+SELECT (SELECT count(*) FROM deleted) = 1 AS deleted;

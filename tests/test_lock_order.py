@@ -138,6 +138,39 @@ async def test_deleting_a_conversation_while_a_former_member_is_re_added_does_no
     assert raw.execute("SELECT count(*) FROM members").fetchone() == (0,)
 
 
+async def test_a_delete_does_not_deadlock_with_a_member_added_while_it_waited(
+    db: Database, raw: psycopg.Connection[Any], database_url: str
+) -> None:
+    convo = await _group(db, BOB)
+    # BOB's row held: the delete takes the rows its snapshot shows and waits on his.
+    holder = psycopg.connect(database_url)
+    holder.execute(
+        "SELECT 1 FROM members WHERE convo_id = %s AND member_did = %s FOR UPDATE",
+        (convo, BOB),
+    )
+    deleting = asyncio.create_task(conversations.delete_conversation(db, convo, actor_did=ALICE))
+    await until_waiting_on_a_lock(raw, 1)
+    # CAROL joins meanwhile (the conversation row is not the delete's yet), and a send of
+    # hers takes her own row: the delete's snapshot never saw that row.
+    await members.add_member(db, convo, CAROL, actor_did=ALICE)
+    sender = await psycopg.AsyncConnection.connect(database_url)
+    await sender.execute(
+        "SELECT 1 FROM members WHERE convo_id = %s AND member_did = %s FOR NO KEY UPDATE",
+        (convo, CAROL),
+    )
+    holder.rollback()
+    holder.close()
+    await until_waiting_on_a_lock(raw, 1)  # the delete, now waiting on CAROL's row
+    # Her send goes on to the conversation row, as sequence_message does. The delete
+    # holding it and waiting on her row would be a cycle; it gives the row up instead.
+    await sender.execute("UPDATE conversations SET last_seq = last_seq + 1 WHERE id = %s", (convo,))
+    await sender.commit()
+    await sender.close()
+    await deleting  # deleted, not RetryableError nor a deadlock
+    assert raw.execute("SELECT count(*) FROM members").fetchone() == (0,)
+    assert raw.execute("SELECT count(*) FROM conversations").fetchone() == (0,)
+
+
 async def test_an_add_that_waited_on_a_re_add_does_not_deadlock_with_the_members_first_send(
     db: Database, raw: psycopg.Connection[Any]
 ) -> None:

@@ -56,6 +56,7 @@ INTENDED: dict[str, tuple[Need, ...]] = {
     "list_conversations": (ACTIVE, "conversations_pkey", "messages_pkey"),
     "get_current_epoch": ("conversations_pkey", GUARD),
     "delete_conversation": ("conversations_pkey", GUARD),
+    "delete_locked_conversation": ("members_pkey", "conversations_pkey"),
     "access_of": ("conversations_pkey", "members_pkey"),
     # members
     "add_member": ("conversations_pkey", GUARD, "members_pkey"),
@@ -164,6 +165,7 @@ def values(p: seed.Picks) -> dict[str, dict[str, Any]]:
         },
         "get_current_epoch": {"convo_id": convo, "actor_did": member},
         "delete_conversation": {"convo_id": convo, "actor_did": admin},
+        "delete_locked_conversation": {"convo_id": convo},
         "access_of": {"convo_id": convo, "actor_did": member},
         "add_member": {
             "convo_id": convo,

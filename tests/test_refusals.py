@@ -8,6 +8,7 @@ The statement decided on the rows it locked, so the call raises what was true th
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -30,20 +31,37 @@ from catbird_db.sql import Statement
 
 from support import ALICE, BOB, CAROL
 
+# How long the tracer waits for its change before it lets the call go on.
+_PATIENCE_S = 2.0
+
 
 class ChangeAfter:
     """A tracer that runs `change` (once, on a connection of its own, committed) right
-    after the first run of the named statement."""
+    after the first run of the named statement. It runs in a thread of its own: where
+    the statement is one of a transaction's (delete_conversation), the change waits for
+    the rows that transaction holds, so it lands the moment the call lets them go."""
 
     def __init__(self, database_url: str, statement: str, change: str, *args: Any) -> None:
         self.url, self.statement, self.change, self.args = database_url, statement, change, args
         self.done = False
+        self.thread: threading.Thread | None = None
 
     def __call__(self, stmt: Statement, _params: Any, _elapsed: float) -> None:
-        if stmt.name == self.statement and not self.done:
-            self.done = True
-            with psycopg.connect(self.url, autocommit=True) as side:
-                side.execute(self.change, self.args)
+        if stmt.name == self.statement and self.thread is None:
+            self.thread = threading.Thread(target=self._change)
+            self.thread.start()
+            # Committed before the call goes on, unless it waits on a row the call's
+            # transaction holds (a guard against a hang, not a measurement).
+            self.thread.join(timeout=_PATIENCE_S)
+
+    def _change(self) -> None:
+        with psycopg.connect(self.url, autocommit=True) as side:
+            side.execute(self.change, self.args)
+        self.done = True
+
+    def join(self) -> None:
+        assert self.thread is not None
+        self.thread.join()
 
 
 async def group(db: Database) -> UUID:
@@ -202,5 +220,6 @@ async def test_a_refusal_names_what_its_statement_saw(
     async with Database.connect(config, tracer=tracer) as traced:
         with pytest.raises(case.refusal):
             await case.call(traced, convo, prepared)
+    tracer.join()
     assert tracer.done  # the membership did change right after the statement
     await case.after(db, convo, prepared)
