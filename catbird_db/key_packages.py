@@ -88,7 +88,6 @@ class _Handed:
 
 
 _LOCK_DEVICE = query("lock_publishing_device", _Device)
-_STORE = query("store_key_package", KeyPackage)
 _BY_REF = query("get_key_package_by_ref", KeyPackage)
 _PUBLISH = query("publish_key_packages", _Published)
 _GET = query("get_key_package", KeyPackage)
@@ -117,7 +116,8 @@ async def store_key_package(
     InvalidInput. AlreadyExists if another owner or another device published the same
     package; NotFound if the actor has no device `device_id`; DeviceRevoked if the actor
     revoked it; QuotaExceeded if the device has `DbConfig.max_key_packages_per_device`
-    live (unconsumed, unexpired) packages. One transaction (a savepoint inside a
+    live (unconsumed, unexpired) packages. The statement of publish_key_packages with one
+    package, then a read of the stored row, in one transaction (a savepoint inside a
     caller's) holding the device's lock: publishes of one device never pass the cap
     together, and a revocation either precedes the publish or waits for it.
     """
@@ -126,24 +126,13 @@ async def store_key_package(
     data, ref = _key_package(conn, key_data, suite)
     if key_package_ref is not None and validate.key_package_ref(key_package_ref) != ref:
         raise InvalidInput("key_package_ref does not match the KeyPackageRef of key_data")
-    params = {
-        "actor_did": actor,
-        "device_id": device,
-        "cipher_suite": suite,
-        "key_data": data,
-        "key_package_ref": ref,
-        "is_last_resort": validate.boolean(is_last_resort, "is_last_resort"),
-        "expires_at": validate.expiry(expires_at),
-        "lifetime_s": conn.config.key_package_lifetime_s,
-        "max_live": conn.config.max_key_packages_per_device,
-    }
+    last_resort = validate.boolean(is_last_resort, "is_last_resort")
+    expiry = validate.expiry(expires_at)
     async with conn.transaction() as tx:
         await _lock_publishing_device(tx, actor, device)
-        stored = await tx.fetch_one(_STORE, params)
-        if stored is None:  # a concurrent store of the same ref committed after we began
-            stored = await _by_ref(tx, ref)
-            if stored is None:
-                raise QuotaExceeded(_full(conn, device))
+        await _publish(tx, actor, device, suite, {ref: data}, last_resort, expiry)
+        stored = await _by_ref(tx, ref)  # the new row, or the one stored before
+    assert stored is not None  # inserted, or skipped for a row that exists
     if stored.owner_did != actor or stored.device_id != device:
         raise AlreadyExists("that key package is published already")
     return stored
@@ -159,8 +148,8 @@ async def publish_key_packages(
     is_last_resort: bool = False,
     expires_at: datetime | None = None,
 ) -> int:
-    """Publish a batch of key packages of one of the actor's own devices in one round trip
-    of work; returns how many were new. Packages published already (by ref) are skipped,
+    """Publish a batch of key packages of one of the actor's own devices, stored by one
+    statement; returns how many were new. Packages published already (by ref) are skipped,
     so a retry adds nothing.
 
     The first package given is the oldest, claimed first. At most
@@ -180,23 +169,40 @@ async def publish_key_packages(
             raise InvalidInput(f"at most {most} key packages per call")
     if not batch:
         raise InvalidInput("key_packages is empty")
+    last_resort = validate.boolean(is_last_resort, "is_last_resort")
+    expiry = validate.expiry(expires_at)
+    async with conn.transaction() as tx:
+        await _lock_publishing_device(tx, actor, device)
+        return await _publish(tx, actor, device, suite, batch, last_resort, expiry)
+
+
+async def _publish(
+    tx: Executor,
+    actor: str,
+    device: UUID,
+    suite: int,
+    batch: dict[bytes, bytes],
+    is_last_resort: bool,
+    expires_at: datetime | None,
+) -> int:
+    """Run publish_key_packages for `batch` (ref -> checked key package bytes), under the
+    device's lock `tx` holds; how many were new. QuotaExceeded past the device's cap,
+    raised inside the caller's transaction block so that the inserts roll back."""
     params = {
         "actor_did": actor,
         "device_id": device,
         "cipher_suite": suite,
         "key_data": list(batch.values()),
         "key_package_refs": list(batch),
-        "is_last_resort": validate.boolean(is_last_resort, "is_last_resort"),
-        "expires_at": validate.expiry(expires_at),
-        "lifetime_s": conn.config.key_package_lifetime_s,
-        "max_live": conn.config.max_key_packages_per_device,
+        "is_last_resort": is_last_resort,
+        "expires_at": expires_at,
+        "lifetime_s": tx.config.key_package_lifetime_s,
+        "max_live": tx.config.max_key_packages_per_device,
     }
-    async with conn.transaction() as tx:
-        await _lock_publishing_device(tx, actor, device)
-        outcome = await tx.fetch_one(_PUBLISH, params)
-        assert outcome is not None  # the statement always returns its one row
-        if not outcome.within_cap:  # raised inside the block: the inserts roll back
-            raise QuotaExceeded(_full(conn, device))
+    outcome = await tx.fetch_one(_PUBLISH, params)
+    assert outcome is not None  # the statement always returns its one row
+    if not outcome.within_cap:
+        raise QuotaExceeded(_full(tx, device))
     return outcome.published
 
 

@@ -77,7 +77,6 @@ INTENDED: dict[str, tuple[Need, ...]] = {
     "delete_expired_messages": ("messages_expiring", "messages_pkey"),
     # key packages
     "lock_publishing_device": (frozenset({"devices_pkey", "devices_id_key"}),),
-    "store_key_package": ("key_packages_available", "key_packages_key_package_ref_key"),
     "get_key_package_by_ref": ("key_packages_key_package_ref_key",),
     "publish_key_packages": ("key_packages_available", "key_packages_key_package_ref_key"),
     "get_key_package": ("devices_pkey", "key_packages_available"),
@@ -221,17 +220,6 @@ def values(p: seed.Picks) -> dict[str, dict[str, Any]]:
         "delete_message": {"convo_id": convo, "actor_did": member, "id": p.message_id},
         "delete_expired_messages": {"batch_size": 1000},
         "lock_publishing_device": {"actor_did": p.owner_did, "device_id": p.owner_device_id},
-        "store_key_package": {
-            "actor_did": p.owner_did,
-            "device_id": p.owner_device_id,
-            "cipher_suite": 1,
-            "key_data": key_data,
-            "key_package_ref": p.key_package_ref,
-            "is_last_resort": False,
-            "expires_at": None,
-            "lifetime_s": config.key_package_lifetime_s,
-            "max_live": config.max_key_packages_per_device,
-        },
         "get_key_package_by_ref": {"key_package_ref": p.key_package_ref},
         "publish_key_packages": {
             "actor_did": p.owner_did,

@@ -49,7 +49,7 @@ _LAYOUT = {
     "claimable_key_packages": ["SELECT", "UPDATE"],
     "conversations": ["SELECT", "INSERT", "UPDATE", "DELETE"],
     "devices": ["SELECT", "INSERT", "UPDATE"],
-    "key_package_rows": ["SELECT", "INSERT", "UPDATE"],
+    "key_package_rows": ["SELECT", "UPDATE"],
     "key_packages": ["SELECT", "INSERT", "UPDATE", "DELETE"],
     "members": ["SELECT", "INSERT", "UPDATE"],
     "messages": ["SELECT", "INSERT", "UPDATE", "DELETE"],

@@ -76,10 +76,11 @@ GRANT SELECT, INSERT, UPDATE, DELETE ON TABLE messages TO {grantee};
 GRANT SELECT, INSERT, UPDATE, DELETE ON TABLE key_packages TO {grantee};
 
 -- name: grant_key_package_rows
--- The view key packages are published, read, claimed and consumed through: the checks
--- of a simple view's rows are the role's rights on the view (its owner's on the table).
--- No statement deletes through it.
-GRANT SELECT, INSERT, UPDATE ON TABLE key_package_rows TO {grantee};
+-- The view key packages are read, claimed and consumed through: the checks of a simple
+-- view's rows are the role's rights on the view (its owner's on the table). Packages
+-- are inserted into the table itself (publish_key_packages); no statement deletes
+-- through the view.
+GRANT SELECT, UPDATE ON TABLE key_package_rows TO {grantee};
 
 -- name: grant_claimable_key_packages
 -- The view the claims and the peek read packages a claim may hand out through; UPDATE
