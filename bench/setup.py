@@ -26,8 +26,11 @@ def fresh_database(server_url: str, name: str) -> str:
     return url
 
 
-def conversation(url: str, *, members: int, messages: int, ciphertext_bytes: int = 200) -> UUID:
-    """A conversation with ALICE as admin, `members` members and `messages` messages."""
+def conversation(
+    url: str, *, members: int, messages: int, ciphertext_bytes: int = 200, devices: int = 0
+) -> UUID:
+    """A conversation with ALICE as admin, `members` members and `messages` messages;
+    with `devices`, that many registered devices of each member in its group."""
     convo = uuid4()
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute(
@@ -52,6 +55,22 @@ def conversation(url: str, *, members: int, messages: int, ciphertext_bytes: int
             " FROM generate_series(1, %s) AS s",
             (convo, ALICE, max(1, ciphertext_bytes // 16), messages),
         )
+        if devices:
+            conn.execute(
+                "INSERT INTO devices (owner_did, id)"
+                " SELECT m.member_did, gen_random_uuid()"
+                " FROM members AS m CROSS JOIN generate_series(1, %s)"
+                " WHERE m.convo_id = %s"
+                " ON CONFLICT DO NOTHING",
+                (devices, convo),
+            )
+            conn.execute(
+                "INSERT INTO member_devices (convo_id, member_did, device_id, joined_seq)"
+                " SELECT m.convo_id, m.member_did, d.id, 0"
+                " FROM members AS m JOIN devices AS d ON d.owner_did = m.member_did"
+                " WHERE m.convo_id = %s",
+                (convo,),
+            )
         conn.execute("ANALYZE")
     return convo
 

@@ -6,7 +6,16 @@ async with Database.connect(DbConfig.from_env()) as db:
     )
 """
 
-from . import blobs, conversations, devices, key_packages, members, messages, welcomes
+from . import (
+    blobs,
+    conversations,
+    devices,
+    key_packages,
+    member_devices,
+    members,
+    messages,
+    welcomes,
+)
 from .config import DbConfig
 from .database import Database, Executor, IsolationLevel, Transaction
 from .errors import (
@@ -50,6 +59,7 @@ from .models import (
     KeyPackage,
     KeyPackageCount,
     Member,
+    MemberDevice,
     MembersAdded,
     Membership,
     Message,
@@ -86,6 +96,7 @@ __all__ = [
     "LastAdmin",
     "Listener",
     "Member",
+    "MemberDevice",
     "MembersAdded",
     "Membership",
     "Message",
@@ -114,6 +125,7 @@ __all__ = [
     "conversations",
     "devices",
     "key_packages",
+    "member_devices",
     "members",
     "messages",
     "welcomes",

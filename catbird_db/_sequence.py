@@ -47,14 +47,16 @@ async def sequence(
     epoch_window: int = 0,
     expires_at: datetime | None = None,
     admin_only: bool = False,
-    rejoining: Sequence[str] = (),
+    targets: Sequence[str] = (),
     replay: bool = True,
 ) -> tuple[Message, list[str]]:
     """Store the message at the conversation's next seq (a commit also advances the epoch),
-    or return the same send stored before (when `replay`). Returns it with the DIDs of
-    the `rejoining` members whose (left) rows the statement locked.
+    or return the same send stored before (when `replay`). The existing members rows of
+    the (distinct) `targets` are locked with the actor's; returns the message with the
+    DIDs of the targets whose locked rows are left (former members).
 
-    Raises NotFound, NotAMember, NotAnAdmin (with `admin_only`), AlreadyExists (the id is
+    Raises NotFound, NotAMember, NotAnAdmin (with `admin_only`, unless every target is
+    an active member), AlreadyExists (the id is
     taken, or a replay when `replay` is False), EpochConflict with the current epoch
     (judged before the id when `replay` is False).
     """
@@ -68,7 +70,7 @@ async def sequence(
         "ciphertext": ciphertext,
         "expires_at": expires_at,
         "admin_only": admin_only,
-        "rejoining": list(rejoining),
+        "targets": list(targets),
         "channel": CHANNEL,
     }
     if not replay:

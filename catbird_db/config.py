@@ -78,6 +78,8 @@ class DbConfig:
     max_new_members: int = 1000
     # Consumed welcomes are kept this long before delete_consumed_welcomes removes them.
     welcome_retention_s: int = 7 * 24 * 3600
+    # A welcome left pending this long expires: it is no longer listed nor consumable.
+    welcome_ttl_s: int = 30 * 24 * 3600
     max_blob_bytes: int = 50 * 1024 * 1024
     user_quota_bytes: int = 1024 * 1024 * 1024
     # delete_orphan_blobs removes blobs bound to no conversation after this many seconds.
@@ -201,6 +203,7 @@ _RANGES: tuple[tuple[str, float, float], ...] = (
     ("key_package_lifetime_s", 1, _CENTURY_S),
     ("key_package_retention_s", 0, _CENTURY_S),
     ("welcome_retention_s", 0, _CENTURY_S),
+    ("welcome_ttl_s", 1, _CENTURY_S),
     ("orphan_blob_retention_s", 0, _CENTURY_S),
     ("max_devices_per_user", 1, _INT4),
     ("max_key_packages_per_device", 1, _INT4),

@@ -45,7 +45,7 @@ _LOCK = command("lock_devices_of")
 _REGISTER = query("register_device", _Registered)
 _LIST = query("list_devices", Device)
 _REVOKE = query("revoke_device", Device)
-_DELETE_KEY_PACKAGES = command("delete_device_key_packages")
+_CLEAR = command("clear_revoked_device")
 # The prefix the schema's legacy_device_id() hashes with the DID (migration 0010).
 _LEGACY_PREFIX = b"catbird-db legacy device "
 
@@ -110,14 +110,17 @@ async def list_devices(conn: Executor, *, actor_did: str) -> list[Device]:
 
 async def revoke_device(conn: Executor, device_id: UUID, *, actor_did: str) -> Device:
     """Revoke one of the actor's own devices; returns it, revoked, with its unconsumed
-    key packages (last-resort ones included) deleted. Revoking it again returns it
-    unchanged (with its first revocation time). A revoked device can never be registered
-    again, and publishes nothing more.
+    key packages (last-resort ones included) deleted and its pending welcomes withdrawn.
+    Revoking it again returns it unchanged (with its first revocation time). A revoked
+    device can never be registered again, publishes, is claimed and is added nothing
+    more; where it is still a member device, it is listed in the conversation's pending
+    removals (`member_devices.list_pending_removals`) until a commit removes it.
 
     NotFound if the actor owns no device of that id (another user's device included:
     nothing of it is revealed); InvalidInput on a bad argument. One transaction (a
     savepoint inside a caller's): a publish of the device in flight is waited for, and
-    what it published is deleted with the rest.
+    what it published is deleted with the rest; an add that uses one of its packages is
+    waited for too, and the welcome it stored withdrawn.
     """
     params = {
         "actor_did": validate.did(actor_did, "actor_did"),
@@ -127,7 +130,8 @@ async def revoke_device(conn: Executor, device_id: UUID, *, actor_did: str) -> D
         device = await tx.fetch_one(_REVOKE, params)
         if device is None:
             raise NotFound(f"{actor_did} has no device {device_id}")
-        # A second statement, so its snapshot sees a publish the revocation waited for.
+        # A second statement, so its snapshot sees a publish or an add the revocation
+        # waited for.
         keys = {"owner_did": device.owner_did, "device_id": device.id}
-        await tx.execute(_DELETE_KEY_PACKAGES, keys)
+        await tx.execute(_CLEAR, keys)
     return device

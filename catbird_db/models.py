@@ -91,6 +91,20 @@ class Device:
     revoked_at: datetime | None
 
 
+@dataclass(frozen=True, slots=True)
+class MemberDevice:
+    """A device of a member in a conversation's group, since the commit at `joined_seq`
+    (0: since the start). `revoked_at` is set when its owner revoked it: its leaf stays
+    in the group, a pending removal, until a commit removes it."""
+
+    convo_id: UUID
+    member_did: str
+    device_id: UUID
+    joined_seq: int
+    joined_at: datetime
+    revoked_at: datetime | None
+
+
 # -- messages ---------------------------------------------------------------------------
 
 
@@ -191,17 +205,20 @@ class KeyPackageCount:
 
 @dataclass(frozen=True, slots=True)
 class NewMember:
-    """An input of add_members_with_commit: who joins, with which claimed key package,
-    and the MLS Welcome (in MLSMessage form) that lets them join."""
+    """An input of add_members_with_commit: a device that joins, by its member's DID and
+    the key package the commit used (claimed for it), and the MLS Welcome (in MLSMessage
+    form) that lets it join. `device_id` names the device; None: the package's own."""
 
     member_did: str
     key_package_ref: bytes
     welcome_data: bytes
+    device_id: UUID | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class MembersAdded:
-    """The outcome of add_members_with_commit: the sequenced commit and the new epoch."""
+    """The outcome of add_members_with_commit: the sequenced commit, the new epoch, the
+    members new (or back) in the conversation and the devices new in its group."""
 
     convo_id: UUID
     commit_id: UUID
@@ -209,11 +226,13 @@ class MembersAdded:
     epoch: int
     sent_at: datetime
     members_added: int
+    devices_added: int
 
 
 @dataclass(frozen=True, slots=True)
 class Welcome:
-    """The MLS Welcome of one new member, keyed by the key package they were added with."""
+    """The MLS Welcome of one new device, keyed by the key package it was added with;
+    pending until `expires_at` unless it is consumed, rejected or withdrawn first."""
 
     convo_id: UUID
     id: UUID
@@ -222,3 +241,5 @@ class Welcome:
     welcome_data: bytes
     created_at: datetime
     consumed_at: datetime | None
+    recipient_device_id: UUID
+    expires_at: datetime

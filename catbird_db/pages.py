@@ -19,7 +19,7 @@ from typing import Generic, TypeVar
 from uuid import UUID
 
 from .errors import InvalidCursor
-from .models import BlobInfo, ConversationSummary, Member, Message, Welcome
+from .models import BlobInfo, ConversationSummary, Member, MemberDevice, Message, Welcome
 from .validate import MAX_BIGINT
 
 __all__ = ["CursorCodec", "Page"]
@@ -205,6 +205,12 @@ _CONVERSATIONS = _two(datetime, UUID).keyset(
     key=lambda c: (c.updated_at, c.id),
 )
 _MEMBERS = _one(str).keyset(Member, "members", first=("",), key=lambda m: (m.member_did,))
+_MEMBER_DEVICES = _two(str, UUID).keyset(
+    MemberDevice,
+    "member_devices",
+    first=("", UUID(int=0)),
+    key=lambda d: (d.member_did, d.device_id),
+)
 _MESSAGES_FORWARD = _one(int).keyset(
     Message, "messages_forward", first=(0,), key=lambda m: (m.seq,)
 )

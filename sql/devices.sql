@@ -116,10 +116,39 @@ ORDER BY d.registered_at, d.id;
 -- revocation time.
 -- Returns: the device, revoked; no row when the actor owns no device of that id.
 -- Locks: the device row, until the transaction ends (a publish of the device holds it
--- FOR NO KEY UPDATE, lock_publishing_device: this waits for it; delete_device_key_packages
+-- FOR NO KEY UPDATE, lock_publishing_device, and an add by commit that uses one of its
+-- packages FOR SHARE, lock_added_devices: this waits for either; clear_revoked_device
 -- then runs in the same transaction).
 -- Index: devices_id_key or devices_pkey (either finds the one row).
 UPDATE devices AS d
 SET revoked_at = coalesce(d.revoked_at, now())
 WHERE d.owner_did = %(actor_did)s AND d.id = %(device_id)s
 RETURNING d.owner_did, d.id, d.signature_key, d.registered_at, d.revoked_at;
+
+-- name: clear_revoked_device
+-- What a revoked device leaves behind, after revoke_device in the same transaction:
+-- its unconsumed packages (last-resort ones included) are deleted, and its pending
+-- welcomes (expired ones too) withdrawn. That statement waited for any publish or add
+-- of the device in flight, so this one's snapshot sees what they stored.
+-- Returns: no rows: the row count is how many packages went.
+-- Locks: the packages it deletes (reserved ones too: an add that would use one is then
+-- refused; a package an add or consume_key_package is taking is waited for, and left if
+-- it was consumed), and the welcomes it withdraws (a consume or reject in flight is
+-- waited for, and a welcome it ended is left as it is); no operation locks a welcome
+-- before a key package, so the two cannot wait on each other in a cycle.
+-- Index: key_packages_available, welcomes_pending_by_recipient.
+WITH withdrawn AS (
+    -- The device's pending welcomes: it joins no group more.
+    UPDATE welcomes AS w
+    SET withdrawn_at = now()
+    WHERE
+        w.recipient_did = %(owner_did)s
+        AND w.recipient_device_id = %(device_id)s
+        AND w.ended_at IS NULL
+)
+
+DELETE FROM key_packages AS k
+WHERE
+    k.owner_did = %(owner_did)s
+    AND k.device_id = %(device_id)s
+    AND k.consumed_at IS NULL;

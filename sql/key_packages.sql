@@ -313,21 +313,6 @@ WHERE
     AND k.reserved_by_did = %(actor_did)s
     AND k.consumed_at IS NULL;
 
--- name: delete_device_key_packages
--- Deletes a revoked device's unconsumed packages (last-resort ones included), after
--- revoke_device in the same transaction: that statement waited for any publish of the
--- device in flight, so this one's snapshot sees what it published.
--- Returns: no rows: the row count is how many went.
--- Locks: the packages it deletes (reserved ones too: an add that would use one is then
--- refused); a package an add or consume_key_package is taking is waited for, and left
--- if it was consumed.
--- Index: key_packages_available.
-DELETE FROM key_packages AS k
-WHERE
-    k.owner_did = %(owner_did)s
-    AND k.device_id = %(device_id)s
-    AND k.consumed_at IS NULL;
-
 -- name: count_key_packages
 -- The owner's unexpired, unconsumed packages per cipher suite, all its devices
 -- together: regular ones a claim could hand out now (available), regular ones held by

@@ -194,7 +194,8 @@ FROM judged
 LEFT JOIN shown ON TRUE;
 
 -- name: remove_member
--- Soft-deletes a member: an admin removes anyone, a member removes themselves. Two
+-- Soft-deletes a member, their member devices with them, and withdraws their pending
+-- welcomes in the conversation: an admin removes anyone, a member removes themselves. Two
 -- admins removing each other at once cannot leave the conversation without an admin,
 -- and a target re-added by a transaction that committed meanwhile is judged as the
 -- active member it now is.
@@ -203,8 +204,12 @@ LEFT JOIN shown ON TRUE;
 -- removed, the member's row.
 -- Locks: the actor's and the target's rows (whatever their state in the statement's
 -- snapshot) and the active admins' rows, FOR NO KEY UPDATE in DID order; every decision
--- is taken on those locked, newest row versions.
--- Index: members_pkey.
+-- is taken on those locked, newest row versions. When removed, then the target's member
+-- devices and pending welcomes in the conversation (they leave with the member; the
+-- member's locked row keeps an add of theirs out meanwhile): a consume or reject of one
+-- of those welcomes in flight is waited for, and a welcome it ended is left as it is.
+-- Index: members_pkey, member_devices_pkey, welcomes_pending_by_recipient or
+-- welcomes_pending_unique (a member's pending welcomes: by recipient or by conversation).
 -- not null: outcome (a CASE whose every branch is a literal)
 WITH locked AS (
     -- The actor's, the target's and the active admins' rows, locked in DID order.
@@ -288,6 +293,29 @@ removed AS (
         AND verdict.outcome = 'removed'
     RETURNING
         m.convo_id, m.member_did, m.role, m.joined_at, m.left_at, m.joined_seq, m.last_read_seq
+),
+
+devices_left AS (
+    -- The member's devices leave the group with them.
+    UPDATE member_devices AS md
+    SET left_at = removed.left_at
+    FROM removed
+    WHERE
+        md.convo_id = removed.convo_id
+        AND md.member_did = removed.member_did
+        AND md.left_at IS NULL
+),
+
+withdrawn AS (
+    -- Their pending welcomes in the conversation are withdrawn (expired ones too): no
+    -- device of theirs joins from one now, and a re-add may use the same package again.
+    UPDATE welcomes AS w
+    SET withdrawn_at = removed.left_at
+    FROM removed
+    WHERE
+        w.convo_id = removed.convo_id
+        AND w.recipient_did = removed.member_did
+        AND w.ended_at IS NULL
 )
 
 SELECT

@@ -3,18 +3,20 @@
 -- submit_commit and add_members_with_commit run it. sent_at is left to its default, the
 -- clock at insert: after the lock, so in seq order. No other member's row is touched.
 -- Returns: exactly one row: the outcome and, when it is 'sequenced' or 'replayed', the
--- message's seq and times; `rejoining`, the former members whose rows it locked (for an
--- add: the only rows add_members may re-add, so no members row is locked after the
--- conversation's). Outcomes, in the order they are decided: sequenced
+-- message's seq and times; `rejoining`, the former members among the `targets` whose
+-- rows it locked (for an add: the only rows add_members may re-add, so no members row
+-- is locked after the conversation's). Outcomes, in the order they are decided: sequenced
 -- (last_seq + 1, and epoch + 1 for a commit, the message stored at its own epoch, the
 -- actor's read marker moved to it, the notification queued), else not_found,
--- not_a_member, not_an_admin (when admin_only), replayed (this id was sent before by
+-- not_a_member, not_an_admin (when admin_only, unless every target is an active member:
+-- an add of new devices of members is any member's), replayed (this id was sent before by
 -- the actor, with the same type, epoch and ciphertext: the stored message, nothing
 -- written), id_taken, and epoch_conflict (the conversation's epoch minus `epoch` is not
 -- within 0..epoch_window; commits pass 0): the caller then reads the epoch as it is now
 -- (epoch_after_conflict).
 -- Locks: in the layer's order: the judged members rows, FOR NO KEY UPDATE in DID order
--- (the actor's, and for an add the rows of members it re-adds: `rejoining`), read
+-- (the actor's, and for an add the existing rows of the members it adds devices of:
+-- `targets`, active or not, so add_members finds them as judged here), read
 -- through an aggregate so every one is locked before the conversation row; then the
 -- conversation row, by the UPDATE that tests the epoch on the row's newest version (a
 -- commit or send in flight is waited for and decided on). The read marker is moved on
@@ -34,7 +36,7 @@ WITH locked AS (
         l.convo_id = %(convo_id)s
         AND (
             l.member_did = %(actor_did)s
-            OR (l.left_at IS NOT NULL AND l.member_did = any(%(rejoining)s::text[]))
+            OR l.member_did = any(%(targets)s::text[])
         )
     ORDER BY l.member_did
     FOR NO KEY UPDATE
@@ -49,7 +51,10 @@ judged AS (
         coalesce(
             bool_or(a.member_did = %(actor_did)s AND a.left_at IS NULL AND a.role = 'admin'),
             FALSE
-        ) AS is_admin
+        ) AS is_admin,
+        cardinality(%(targets)s::text[]) > 0
+        AND count(*) FILTER (WHERE a.member_did = any(%(targets)s::text[]) AND a.left_at IS NULL)
+        = cardinality(%(targets)s::text[]) AS targets_active
     FROM locked AS a
 ),
 
@@ -82,7 +87,7 @@ bump AS (
     WHERE
         c.id = %(convo_id)s
         AND judged.is_member
-        AND (judged.is_admin OR NOT %(admin_only)s::boolean)
+        AND (judged.is_admin OR NOT %(admin_only)s::boolean OR judged.targets_active)
         AND NOT EXISTS (SELECT 1 FROM earlier)
         AND c.epoch - %(epoch)s BETWEEN 0 AND %(epoch_window)s
     RETURNING c.id, c.last_seq
@@ -97,7 +102,9 @@ verdict AS (
             WHEN EXISTS (SELECT 1 FROM bump) THEN 'sequenced'
             WHEN convo.id IS NULL THEN 'not_found'
             WHEN NOT judged.is_member THEN 'not_a_member'
-            WHEN %(admin_only)s::boolean AND NOT judged.is_admin THEN 'not_an_admin'
+            WHEN
+                %(admin_only)s::boolean AND NOT judged.is_admin AND NOT judged.targets_active
+                THEN 'not_an_admin'
             WHEN
                 earlier.sender_did = %(actor_did)s
                 AND earlier.message_type = %(message_type)s::text

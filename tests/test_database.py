@@ -349,7 +349,7 @@ async def test_every_limit_the_checks_enforce_is_the_configs(
                 cipher_suite=1,
                 key_packages=[fake_key_package(), fake_key_package()],
             )
-        with pytest.raises(InvalidInput, match="1 to 1 members"):
+        with pytest.raises(InvalidInput, match="1 to 1 devices"):
             await welcomes.add_members_with_commit(
                 db,
                 convo.id,

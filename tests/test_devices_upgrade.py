@@ -20,7 +20,7 @@ pytestmark = pytest.mark.fresh_database
 
 UPGRADE = "0010_key_packages_of_devices"
 # The columns of each table as they were before devices (the seed's rows, in its order;
-# a key package's device, its last column, is left out).
+# the columns that came with devices, last in each row, are left out).
 BEFORE = {
     "conversations": "id, creator_did, cipher_suite, epoch, last_seq, title, created_at, "
     "updated_at",
@@ -43,7 +43,60 @@ def fill_as_before_devices(raw: psycopg.Connection[Any], data: seed.SeedData) ->
             rows = data.tables[table]
             with cur.copy(f"COPY {table} ({columns}) FROM STDIN") as copy:
                 for row in rows:
-                    copy.write_row(row[:12] if table == "key_packages" else row)
+                    copy.write_row(row[: len(columns.split(","))])
+
+
+def old_welcomes(raw: psycopg.Connection[Any]) -> list[tuple[Any, ...]]:
+    """The welcomes' columns from before devices, in a stable order."""
+    return raw.execute(
+        f"SELECT {BEFORE['welcomes']} FROM welcomes ORDER BY convo_id, id"
+    ).fetchall()
+
+
+def assert_welcomes_carried_over(raw: psycopg.Connection[Any], data: seed.SeedData) -> None:
+    """Each welcome kept its columns and got its key package's device (the legacy one
+    where the package is gone) and an expiry; the pending welcomes of members who left
+    were withdrawn, and nothing else ended."""
+    width = len(BEFORE["welcomes"].split(","))
+    assert old_welcomes(raw) == sorted(w[:width] for w in data.tables["welcomes"])
+    rows = raw.execute(
+        """SELECT w.recipient_device_id = coalesce(k.device_id, legacy_device_id(w.recipient_did)),
+                  w.expires_at > now() + interval '29 days',
+                  w.rejected_at IS NULL,
+                  (w.withdrawn_at IS NOT NULL)
+                  = (w.consumed_at IS NULL AND m.left_at IS NOT NULL)
+           FROM welcomes AS w
+           LEFT JOIN key_packages AS k
+               ON k.key_package_ref = w.key_package_ref AND k.owner_did = w.recipient_did
+           LEFT JOIN members AS m
+               ON m.convo_id = w.convo_id AND m.member_did = w.recipient_did"""
+    ).fetchall()
+    assert rows
+    assert all(all(r) for r in rows)
+
+
+def assert_member_devices_carried_over(raw: psycopg.Connection[Any]) -> None:
+    """Each members row has one member device, the device of its newest welcome (else its
+    legacy device), joined and left with the member."""
+    missing = raw.execute(
+        """SELECT count(*) FROM members AS m
+           WHERE (
+               SELECT count(*) FROM member_devices AS md
+               WHERE md.convo_id = m.convo_id AND md.member_did = m.member_did
+                 AND md.joined_seq = m.joined_seq AND md.joined_at = m.joined_at
+                 AND md.left_at IS NOT DISTINCT FROM m.left_at
+                 AND md.device_id = coalesce(
+                     (SELECT w.recipient_device_id FROM welcomes AS w
+                      WHERE w.convo_id = m.convo_id AND w.recipient_did = m.member_did
+                      ORDER BY w.created_at DESC, w.id DESC LIMIT 1),
+                     legacy_device_id(m.member_did))
+           ) <> 1"""
+    ).fetchall()
+    assert missing == [(0,)]
+    assert (
+        raw.execute("SELECT count(*) FROM member_devices").fetchone()
+        == raw.execute("SELECT count(*) FROM members").fetchone()
+    )
 
 
 async def test_the_upgrade_gives_every_did_a_device_and_rolls_back_to_the_same_data(
@@ -81,8 +134,10 @@ async def test_the_upgrade_gives_every_did_a_device_and_rolls_back_to_the_same_d
     assert len(owners) == len(data.tables["key_packages"])
     assert all(device == devices.legacy_device_id(did) for did, device in owners)
     after = snapshot(raw)
-    for table in ("conversations", "members", "messages", "welcomes", "blobs", "blob_usage"):
+    for table in ("conversations", "members", "messages", "blobs", "blob_usage"):
         assert after[table] == before[table], table
+    assert_welcomes_carried_over(raw, data)
+    assert_member_devices_carried_over(raw)
 
     # The carried-over packages are claimable per device, as any published since.
     owner = data.picks.owner_did

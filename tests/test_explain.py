@@ -50,7 +50,7 @@ async def test_explaining_a_write_leaves_nothing_behind(
             "ciphertext": "\\x636f6d6d6974",
             "expires_at": None,
             "admin_only": "false",
-            "rejoining": "[]",
+            "targets": "[]",
             "channel": "catbird_messages",
         },
     )

@@ -53,6 +53,7 @@ from catbird_db import (
     conversations,
     devices,
     key_packages,
+    member_devices,
     members,
     messages,
     validate,
@@ -991,7 +992,26 @@ list_welcomes = entity(welcomes.list_pending_welcomes, DB, actor_did=ERIN, limit
 consume_welcome = entity(
     welcomes.consume_welcome, DB, CONVO_A, Lazy(lambda w: w.welcome_a), actor_did=ERIN
 )
+reject_welcome = entity(
+    welcomes.reject_welcome,
+    DB,
+    CONVO_A,
+    Lazy(lambda w: w.welcome_a),
+    actor_did=ERIN,
+    reason="unsupported extension",
+)
 delete_welcomes = entity(welcomes.delete_consumed_welcomes, DB)
+BAD_REASONS: Values = [
+    ("lone-surrogate", "bad " + SURROGATE),
+    ("nul", "bad\x00"),
+    ("too-long", "a" * 1001),
+    ("too-long-astral", "\U0001f600" * 1001),
+    ("empty", ""),
+    ("blank", "   "),
+    ("none", None),
+    ("bytes", b"bad"),
+    ("int", 42),
+]
 
 F1, F2 = FRANK_KPS
 W_F1_F2 = fake_welcome([F1, F2])
@@ -1015,6 +1035,13 @@ BAD_NEW_MEMBERS: Values = [
     ("welcome_data=truncated", [NewMember(FRANK, REF[F1], W_FRANK[:20])]),
     ("welcome_data=a-key-package", [NewMember(FRANK, REF[F1], F1)]),
     ("welcome_data=addressed-to-another", [NewMember(FRANK, REF[F1], fake_welcome([F2]))]),
+    *[
+        (f"device_id={lb}", [NewMember(FRANK, REF[F1], W_FRANK, v)])  # type: ignore[arg-type]
+        for lb, v in BAD_UUIDS
+        if v is not None
+    ],
+    ("device_id=not-the-packages", [NewMember(FRANK, REF[F1], W_FRANK, NO_DEVICE)]),
+    ("device_id=another-users", [NewMember(FRANK, REF[F1], W_FRANK, BOB_DEVICE)]),
     ("the-actor-themselves", [NewMember(ALICE, REF[F1], W_FRANK)]),
     (
         "a-did-twice",
@@ -1099,6 +1126,14 @@ WELCOMES = [
     consume_welcome.case("actor=the-adder", NotFound, actor_did=ALICE),
     consume_welcome.case("welcome=unknown", NotFound, at={2: NO_ID}),
     consume_welcome.case("welcome=of-another-conversation", NotFound, at={1: CONVO_C}),
+    *reject_welcome.vary(1, BAD_UUIDS),
+    *reject_welcome.vary(2, BAD_UUIDS),
+    *dids(reject_welcome, "actor_did"),
+    *reject_welcome.vary("reason", BAD_REASONS),
+    reject_welcome.case("actor=not-the-recipient", NotFound, actor_did=FRANK),
+    reject_welcome.case("actor=the-adder", NotFound, actor_did=ALICE),
+    reject_welcome.case("welcome=unknown", NotFound, at={2: NO_ID}),
+    reject_welcome.case("welcome=of-another-conversation", NotFound, at={1: CONVO_C}),
     *delete_welcomes.vary("older_than", BAD_AGES),
     *delete_welcomes.vary("batch_size", BAD_BATCHES),
 ]
@@ -1292,7 +1327,31 @@ register = entity(devices.register_device, DB, NO_DEVICE, actor_did=MALLORY)
 list_devices = entity(devices.list_devices, DB, actor_did=MALLORY)
 revoke = entity(devices.revoke_device, DB, MALLORY_DEVICE, actor_did=MALLORY)
 
+list_member_devices = entity(
+    member_devices.list_member_devices, DB, CONVO_A, actor_did=BOB, limit=1
+)
+list_pending_removals = entity(
+    member_devices.list_pending_removals, DB, CONVO_A, actor_did=BOB, limit=1
+)
+
 DEVICES = [
+    *[
+        c
+        for listing in (list_member_devices, list_pending_removals)
+        for c in (
+            *listing.vary(1, BAD_UUIDS),
+            *dids(listing, "actor_did"),
+            *listing.vary("limit", BAD_LIMITS),
+            *listing.vary(
+                "cursor",
+                [*BAD_TOKENS, ("of-members", cursor("members"))],
+                InvalidCursor,
+            ),
+            listing.case("actor=former-member", NotAMember, actor_did=DAVE),
+            listing.case("actor=stranger", NotAMember, actor_did=MALLORY),
+            listing.case("convo=unknown", NotFound, at={1: NO_CONVO}),
+        )
+    ],
     *dids(register, "actor_did"),
     *register.vary(1, BAD_UUIDS),
     *register.vary("signature_key", [v for v in bad_bytes(4096, b"k" * 8) if v[0] != "none"]),
@@ -1473,6 +1532,8 @@ TABLES = (
     "welcomes",
     "blobs",
     "blob_usage",
+    "devices",
+    "member_devices",
 )
 _CHECKSUM = "SELECT " + ", ".join(
     f"(SELECT md5(coalesce(string_agg(t::text, E'\\n' ORDER BY t::text), '')) FROM {t} AS t)"
@@ -1517,7 +1578,17 @@ async def run_case(
 
 def _entity_functions() -> set[str]:
     found = set()
-    for module in (conversations, members, messages, key_packages, welcomes, blobs, devices):
+    modules = (
+        conversations,
+        members,
+        member_devices,
+        messages,
+        key_packages,
+        welcomes,
+        blobs,
+        devices,
+    )
+    for module in modules:
         for name in module.__all__:
             if inspect.iscoroutinefunction(getattr(module, name)):
                 found.add(f"{module.__name__.rsplit('.', 1)[1]}.{name}")

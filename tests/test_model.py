@@ -46,7 +46,9 @@ from support import ALICE, BOB, CAROL, DAVE, device_of, fake_key_package
 DEEP = os.environ.get("CATBIRD_DEEP") == "1"
 USERS = (ALICE, BOB, CAROL, DAVE)
 QUOTA = 1000
-_TABLES = "conversations, members, messages, key_packages, welcomes, blobs, blob_usage"
+_TABLES = (
+    "conversations, members, member_devices, messages, key_packages, welcomes, blobs, blob_usage"
+)
 
 
 @dataclass

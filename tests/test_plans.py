@@ -60,7 +60,13 @@ INTENDED: dict[str, tuple[Need, ...]] = {
     "access_of": ("conversations_pkey", "members_pkey"),
     # members
     "add_member": ("conversations_pkey", GUARD, "members_pkey"),
-    "remove_member": ("members_pkey",),
+    # A member's pending welcomes in one conversation: by the recipient or by the
+    # conversation, whichever the planner finds cheaper.
+    "remove_member": (
+        "members_pkey",
+        "member_devices_pkey",
+        frozenset({"welcomes_pending_by_recipient", "welcomes_pending_unique"}),
+    ),
     "is_member": (GUARD,),
     "list_members": ("members_pkey", GUARD),
     "get_membership": ("members_pkey", "messages_pkey"),
@@ -86,7 +92,6 @@ INTENDED: dict[str, tuple[Need, ...]] = {
         "key_packages_available",
         "key_packages_pkey",
     ),
-    "delete_device_key_packages": ("key_packages_available",),
     "release_key_packages": ("key_packages_key_package_ref_key",),
     "consume_key_package": ("key_packages_key_package_ref_key",),
     "count_key_packages": ("key_packages_available",),
@@ -96,10 +101,22 @@ INTENDED: dict[str, tuple[Need, ...]] = {
         "key_packages_pkey",
     ),
     # welcomes
-    "add_members": ("conversations_pkey", "key_packages_key_package_ref_key", "members_pkey"),
+    "lock_added_devices": (
+        "key_packages_key_package_ref_key",
+        frozenset({"devices_pkey", "devices_id_key"}),
+    ),
+    "add_members": (
+        "conversations_pkey",
+        "key_packages_key_package_ref_key",
+        "members_pkey",
+        "member_devices_pkey",
+    ),
     "list_pending_welcomes": ("welcomes_pending_by_recipient",),
     "consume_welcome": ("welcomes_pending_by_recipient",),
-    "delete_consumed_welcomes": ("welcomes_consumed", "welcomes_pkey"),
+    "reject_welcome": ("welcomes_pending_by_recipient",),
+    "delete_consumed_welcomes": ("welcomes_ended", "welcomes_expired", "welcomes_pkey"),
+    # member devices
+    "list_member_devices": ("member_devices_pkey", "devices_pkey", GUARD),
     # blobs
     "store_blob": ("conversations_pkey", GUARD, "blobs_pkey", "blob_usage_pkey"),
     "bind_blob": ("blobs_pkey", GUARD),
@@ -115,6 +132,7 @@ INTENDED: dict[str, tuple[Need, ...]] = {
     "list_devices": ("devices_pkey",),
     # The id is unique on its own: either index finds the one row.
     "revoke_device": (frozenset({"devices_pkey", "devices_id_key"}),),
+    "clear_revoked_device": ("key_packages_available", "welcomes_pending_by_recipient"),
 }
 
 # Runtime statements with no plan worth testing: they configure a session, read the
@@ -134,7 +152,7 @@ NOT_PLANNED = frozenset(
 # may stand here: an index that enforces nothing must be used by a plan.
 ENFORCES: dict[str, str] = {
     "welcomes_pending_unique": (
-        "add_members: AlreadyExists when a recipient has a pending welcome for that key package"
+        "add_members: AlreadyExists when a device has a pending welcome for that key package"
     ),
 }
 
@@ -192,7 +210,7 @@ def values(p: seed.Picks) -> dict[str, dict[str, Any]]:
             "ciphertext": ciphertext,
             "expires_at": None,
             "admin_only": False,
-            "rejoining": [],
+            "targets": [],
             "channel": "catbird_messages",
         },
         "epoch_after_conflict": {"convo_id": convo},
@@ -242,27 +260,27 @@ def values(p: seed.Picks) -> dict[str, dict[str, Any]]:
             "reservation_ttl_s": config.reservation_ttl_s,
         },
         "release_key_packages": {"key_package_refs": [p.key_package_ref], "actor_did": admin},
-        "delete_device_key_packages": {
-            "owner_did": p.owner_did,
-            "device_id": p.owner_device_id,
-        },
         "consume_key_package": {"key_package_ref": p.key_package_ref, "actor_did": admin},
         "count_key_packages": {"actor_did": p.owner_did},
         "delete_expired_key_packages": {
             "older_than": timedelta(seconds=config.key_package_retention_s),
             "batch_size": 1000,
         },
+        "lock_added_devices": {"key_package_refs": [p.key_package_ref]},
         "add_members": {
             "convo_id": convo,
             "actor_did": admin,
             "seq": p.message_seq,
             "rejoining": [],
             "member_dids": [p.owner_did],
+            "device_ids": [p.owner_device_id],
             "key_package_refs": [p.key_package_ref],
             "welcome_data": [bytes(1500)],
+            "welcome_ttl_s": config.welcome_ttl_s,
         },
         "list_pending_welcomes": {
             "actor_did": p.recipient_did,
+            "device_id": None,
             "after_created_at": datetime(1, 1, 1, tzinfo=UTC),
             "after_convo_id": UUID(int=0),
             "after_id": UUID(int=0),
@@ -272,6 +290,12 @@ def values(p: seed.Picks) -> dict[str, dict[str, Any]]:
             "convo_id": p.welcome_convo_id,
             "welcome_id": p.welcome_id,
             "actor_did": p.recipient_did,
+        },
+        "reject_welcome": {
+            "convo_id": p.welcome_convo_id,
+            "welcome_id": p.welcome_id,
+            "actor_did": p.recipient_did,
+            "reason": "unsupported extension",
         },
         "delete_consumed_welcomes": {
             "older_than": timedelta(seconds=config.welcome_retention_s),
@@ -316,6 +340,15 @@ def values(p: seed.Picks) -> dict[str, dict[str, Any]]:
         },
         "list_devices": {"actor_did": p.device_owner_did},
         "revoke_device": {"actor_did": p.device_owner_did, "device_id": p.device_id},
+        "clear_revoked_device": {"owner_did": p.owner_did, "device_id": p.owner_device_id},
+        "list_member_devices": {
+            "convo_id": convo,
+            "actor_did": member,
+            "revoked_only": False,
+            "after_did": "",
+            "after_device_id": UUID(int=0),
+            "limit": PAGE + 1,
+        },
     }
 
 

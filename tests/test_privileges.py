@@ -51,11 +51,13 @@ _LAYOUT = {
     "devices": ["SELECT", "INSERT", "UPDATE"],
     "key_package_rows": ["SELECT", "UPDATE"],
     "key_packages": ["SELECT", "INSERT", "UPDATE", "DELETE"],
+    "member_devices": ["SELECT", "INSERT", "UPDATE"],
     "members": ["SELECT", "INSERT", "UPDATE"],
     "messages": ["SELECT", "INSERT", "UPDATE", "DELETE"],
+    "pending_welcomes": ["SELECT", "UPDATE"],
     "welcomes": ["SELECT", "INSERT", "UPDATE", "DELETE"],
 }
-_VIEWS = frozenset({"key_package_rows", "claimable_key_packages"})
+_VIEWS = frozenset({"key_package_rows", "claimable_key_packages", "pending_welcomes"})
 _UNPLANNED = re.compile(r"^\s*LISTEN\b", re.IGNORECASE)  # no plan, and no privilege needed
 
 

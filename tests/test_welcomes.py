@@ -348,13 +348,30 @@ async def test_a_taken_commit_id_writes_nothing(db: Database, raw: psycopg.Conne
     assert snapshot(raw) == before
 
 
-async def test_a_second_pending_welcome_for_one_key_package_writes_nothing(
+async def test_a_removal_withdraws_the_pending_welcome_so_the_member_can_be_re_added(
+    db: Database,
+) -> None:
+    convo = await group(db)
+    carol = await claimed(db, CAROL, last_resort=True)
+    await add(db, convo, [joining(CAROL, carol)])
+    (first,) = (await welcomes.list_pending_welcomes(db, actor_did=CAROL)).items
+    await members.remove_member(db, convo, CAROL, actor_did=ALICE)
+    assert (await welcomes.list_pending_welcomes(db, actor_did=CAROL)).items == ()
+    with pytest.raises(NotFound):
+        await welcomes.consume_welcome(db, convo, first.id, actor_did=CAROL)
+    # The same last-resort package again: the withdrawn welcome keeps nothing out.
+    added = await add(db, convo, [joining(CAROL, carol)], epoch=1)
+    assert (added.members_added, added.devices_added) == (1, 1)
+    (second,) = (await welcomes.list_pending_welcomes(db, actor_did=CAROL)).items
+    assert second.id != first.id
+
+
+async def test_adding_a_device_that_is_in_the_group_already_writes_nothing(
     db: Database, raw: psycopg.Connection[Any]
 ) -> None:
     convo = await group(db)
     carol = await claimed(db, CAROL, last_resort=True)
     await add(db, convo, [joining(CAROL, carol)])
-    await members.remove_member(db, convo, CAROL, actor_did=ALICE)
     dave = await claimed(db, DAVE)
     before = snapshot(raw)
     with pytest.raises(AlreadyExists):

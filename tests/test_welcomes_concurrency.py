@@ -4,7 +4,6 @@ nothing behind."""
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 from typing import Any
 from uuid import UUID, uuid4
 
@@ -21,6 +20,7 @@ from catbird_db import (
     NotAMember,
     conversations,
     key_packages,
+    member_devices,
     members,
     messages,
     welcomes,
@@ -224,39 +224,38 @@ async def test_re_adding_an_active_member_does_not_lock_their_row(
     assert isinstance(await adding, MembersAdded)
 
 
-async def test_an_add_locks_no_members_row_after_the_conversation_row(
+async def test_an_add_locks_its_targets_rows_before_the_conversation_row(
     db: Database, config: DbConfig, database_url: str
 ) -> None:
-    """Re-adding Carol (a new device) while she is active: the commit's statement does not
-    lock her row. Right after it, she is removed and her row held by another session;
-    the add's second statement must leave that row alone (it re-adds only rows the first
-    one locked), or it would wait on it while holding the conversation row, out of the
-    lock order (the soak met that deadlock with a concurrent removal and a send)."""
+    """Adding a new device of Carol while she is active: the commit's statement locks
+    her row with the actor's, before the conversation row, so between the add's two
+    statements nobody can remove her (a removal waits for the add), and the second one
+    never has to lock a members row after the conversation's (the soak met that
+    deadlock with a concurrent removal and a send)."""
     convo = (
         await conversations.create_conversation_with_members(
             db, actor_did=ALICE, cipher_suite=1, member_dids=[CAROL]
         )
     ).id
     carol = await new_member(db, CAROL, ALICE)
-    holder = psycopg.connect(database_url)
-    done: list[bool] = []
+    refused: list[BaseException] = []
 
     def tracer(stmt: Statement, _params: Any, _elapsed: float) -> None:
-        if stmt.name == "sequence_message" and not done:
-            done.append(True)
+        if stmt.name == "sequence_message" and not refused:
             with psycopg.connect(database_url, autocommit=True) as side:
-                side.execute("UPDATE members SET left_at = now() WHERE member_did = %s", (CAROL,))
-            holder.execute(
-                "SELECT 1 FROM members WHERE member_did = %s FOR NO KEY UPDATE", (CAROL,)
-            )
+                side.execute("SET lock_timeout = '200ms'")
+                try:
+                    side.execute(
+                        "UPDATE members SET left_at = now() WHERE member_did = %s", (CAROL,)
+                    )
+                except psycopg.errors.LockNotAvailable as e:
+                    refused.append(e)
 
-    try:
-        impatient = dataclasses.replace(config, lock_timeout_ms=2_000)
-        async with Database.connect(impatient, tracer=tracer) as traced:
-            added = await add_at_epoch_zero(traced, convo, ALICE, carol, uuid4())
-    finally:
-        holder.rollback()
-        holder.close()
-    assert done
+    async with Database.connect(config, tracer=tracer) as traced:
+        added = await add_at_epoch_zero(traced, convo, ALICE, carol, uuid4())
+    assert refused, "the removal did not wait for the add"
     assert isinstance(added, MembersAdded)
-    assert added.members_added == 0  # she was active when the commit was sequenced
+    # She was active, and stays: her new device joins the group.
+    assert (added.members_added, added.devices_added) == (0, 1)
+    page = await member_devices.list_member_devices(db, convo, actor_did=CAROL)
+    assert [d.member_did for d in page.items] == [CAROL]

@@ -62,6 +62,7 @@ _COPY_WELCOMES = statement("copy_welcomes")
 _COPY_BLOBS = statement("copy_blobs")
 _COPY_BLOB_USAGE = statement("copy_blob_usage")
 _COPY_DEVICES = statement("copy_devices")
+_COPY_MEMBER_DEVICES = statement("copy_member_devices")
 _VACUUM_ANALYZE = statement("vacuum_analyze_seeded")
 
 # Per unit of scale.
@@ -90,7 +91,7 @@ _TITLE_WORDS = (
 _POOL_BYTES = 1 << 20
 TABLES = (
     "conversations", "members", "messages", "key_packages", "welcomes", "blobs", "blob_usage",
-    "devices",
+    "devices", "member_devices",
 )  # fmt: skip
 # Binary COPY sends each value in its type's binary form: these are each table's column
 # types, in its statement's column order (a domain such as did goes as its base type, text).
@@ -104,10 +105,14 @@ _COPY_TYPES = {
         "text", "int2", "bytea", "bytea", "bool", "timestamptz", "timestamptz", "timestamptz",
         "text", "timestamptz", "uuid", "int2", "uuid",
     ],
-    "welcomes": ["uuid", "uuid", "text", "bytea", "bytea", "timestamptz", "timestamptz"],
+    "welcomes": [
+        "uuid", "uuid", "text", "bytea", "bytea", "timestamptz", "timestamptz", "uuid",
+        "timestamptz", "timestamptz",
+    ],
     "blobs": ["text", "text", "uuid", "int8", "text", "timestamptz", "bytea"],
     "blob_usage": ["text", "int8", "int8"],
     "devices": ["text", "uuid", "bytea", "timestamptz", "timestamptz"],
+    "member_devices": ["uuid", "text", "uuid", "int8", "timestamptz", "timestamptz"],
 }  # fmt: skip
 # Devices per user (a phone, then a laptop, a tablet...), and the share of the devices
 # after a user's first that are revoked.
@@ -185,6 +190,7 @@ def seed(
             _copy(cur.copy(_COPY_MEMBERS.text), data, "members", bar)
             _copy(cur.copy(_COPY_MESSAGES.text), data, "messages", bar)
             _copy(cur.copy(_COPY_DEVICES.text), data, "devices", bar)  # before their packages
+            _copy(cur.copy(_COPY_MEMBER_DEVICES.text), data, "member_devices", bar)
             _copy(cur.copy(_COPY_KEY_PACKAGES.text), data, "key_packages", bar)
             _copy(cur.copy(_COPY_WELCOMES.text), data, "welcomes", bar)
             _copy(cur.copy(_COPY_BLOBS.text), data, "blobs", bar)
@@ -333,6 +339,7 @@ class _Generator:
             ("blobs", 5),  # created_at
             ("blob_usage", 0),  # owner_did
             ("devices", 3),  # registered_at
+            ("member_devices", 4),  # joined_at
         ):
             self.tables[table].sort(key=itemgetter(key))
         return SeedData(self.tables, self._picks(*big))
@@ -431,8 +438,9 @@ class _Generator:
             )
             if m.left_at is None:
                 self.active[m.did] += 1
+            device = self._member_devices(convo, m)
             if m is not members[0]:
-                self._join(convo, suite, dids[0], m)
+                self._join(convo, suite, dids[0], m, device)
         return convo, members, messages
 
     def _messages(
@@ -474,7 +482,21 @@ class _Generator:
         self.tables["messages"].extend(out)
         return out
 
-    def _join(self, convo: UUID, suite: int, adder: str, member: _Member) -> None:
+    def _member_devices(self, convo: UUID, member: _Member) -> UUID:
+        """The member's devices in the group: every active one (a revoked one, now and
+        then, not removed yet), all joined with the member (and left with them); returns
+        the one the member joined with (its package, its welcome)."""
+        did, rng = member.did, self.device_rng
+        live = self.devices[did][: self.live_devices[did]]
+        joined = [d for d in self.devices[did] if d in live or rng.random() < 0.1]
+        first = rng.choice(live) if member.left_at is None or not joined else joined[0]
+        left = None if member.left_at is None else self._at(member.left_at)
+        at = self._at(member.joined_at)
+        for device in dict.fromkeys([first, *joined]):
+            self.tables["member_devices"].append((convo, did, device, member.joined_seq, at, left))
+        return first
+
+    def _join(self, convo: UUID, suite: int, adder: str, member: _Member, device: UUID) -> None:
         """The key package a join consumed and the welcome it left, while retained."""
         rng = self.rng
         joined = member.joined_at
@@ -486,12 +508,16 @@ class _Generator:
             # Claimed by the adder and used by the add that joined them, at the join.
             at = self._at(joined)
             times = (self._at(created + self.lifetime), at, adder, at, convo, 1)
-            device = self._device(member.did, active=False)
             self.tables["key_packages"].append((*row, *times, device))
         consumed: float | None = min(self.now, joined + rng.uniform(60, 12 * _HOUR))
         if joined > self.now - 2 * _DAY and rng.random() < 0.3:
             consumed = None
-        if consumed is None or consumed > self.now - self.config.welcome_retention_s - _LAG:
+        # A member who left before consuming it had it withdrawn.
+        withdrawn = None if consumed is None or member.left_at is None else member.left_at
+        if withdrawn is not None:
+            consumed = None
+        ended = consumed if withdrawn is None else withdrawn
+        if ended is None or ended > self.now - self.config.welcome_retention_s - _LAG:
             welcome = b"\x00\x01\x00\x03" + bytes(self._bytes(self._size(1500, 0.6, 200, 65536)))
             self.tables["welcomes"].append(
                 (
@@ -502,6 +528,9 @@ class _Generator:
                     welcome,
                     self._at(joined),
                     None if consumed is None else self._at(consumed),
+                    device,
+                    self._at(joined + self.config.welcome_ttl_s),
+                    None if withdrawn is None else self._at(withdrawn),
                 )
             )
 
@@ -605,7 +634,7 @@ class _Generator:
             for r in self.tables["key_packages"]
             if r[0] == owner and r[1] == 1 and not r[4] and r[7] is None
         )
-        pending = [w for w in self.tables["welcomes"] if w[6] is None]
+        pending = [w for w in self.tables["welcomes"] if w[6] is None and w[9] is None]
         welcome = pending[-1] if pending else self._pending_welcome()
         bound = next(b for b in self.tables["blobs"] if b[2] is not None)
         active = Counter(d[0] for d in self.tables["devices"] if d[4] is None)
@@ -636,7 +665,13 @@ class _Generator:
         """At tiny scales no welcome may be pending: the newest one becomes so."""
         welcomes = self.tables["welcomes"]
         newest = max(range(len(welcomes)), key=lambda i: welcomes[i][5])
-        welcomes[newest] = (*welcomes[newest][:6], None)
+        welcomes[newest] = (
+            *welcomes[newest][:6],
+            None,
+            welcomes[newest][7],
+            welcomes[newest][8],
+            None,
+        )
         return welcomes[newest]
 
 

@@ -41,9 +41,11 @@ key_packages,
 key_package_rows,
 claimable_key_packages,
 welcomes,
+pending_welcomes,
 blobs,
 blob_usage,
 devices,
+member_devices,
 _yoyo_migration
 FROM {grantee};
 
@@ -88,8 +90,19 @@ GRANT SELECT, UPDATE ON TABLE key_package_rows TO {grantee};
 GRANT SELECT, UPDATE ON TABLE claimable_key_packages TO {grantee};
 
 -- name: grant_welcomes
--- Stored by an add, consumed (UPDATE), deleted past their retention.
+-- Stored by an add, withdrawn by a removal or a revocation (UPDATE), deleted past their
+-- retention.
 GRANT SELECT, INSERT, UPDATE, DELETE ON TABLE welcomes TO {grantee};
+
+-- name: grant_pending_welcomes
+-- The view pending welcomes are listed, consumed and rejected through (UPDATE): the
+-- checks of a simple view's rows are the role's rights on the view.
+GRANT SELECT, UPDATE ON TABLE pending_welcomes TO {grantee};
+
+-- name: grant_member_devices
+-- Added by an add commit (ON CONFLICT DO UPDATE for a device back), ended with their
+-- member (UPDATE), listed. Rows go only with their member's cascade: no DELETE.
+GRANT SELECT, INSERT, UPDATE ON TABLE member_devices TO {grantee};
 
 -- name: grant_blobs
 -- Stored, bound to a conversation (UPDATE), read, deleted by their uploader or as

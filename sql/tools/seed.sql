@@ -52,7 +52,16 @@ COPY key_packages (
 -- name: copy_welcomes
 -- Loads seeded welcomes.
 COPY welcomes (
-    convo_id, id, recipient_did, key_package_ref, welcome_data, created_at, consumed_at
+    convo_id,
+    id,
+    recipient_did,
+    key_package_ref,
+    welcome_data,
+    created_at,
+    consumed_at,
+    recipient_device_id,
+    expires_at,
+    withdrawn_at
 ) FROM STDIN WITH BINARY;
 
 -- name: copy_blobs
@@ -68,8 +77,14 @@ COPY blob_usage (owner_did, used_bytes, quota_bytes) FROM STDIN WITH BINARY;
 -- Loads the seeded users' devices.
 COPY devices (owner_did, id, signature_key, registered_at, revoked_at) FROM STDIN WITH BINARY;
 
+-- name: copy_member_devices
+-- Loads the seeded members' devices in their groups.
+COPY member_devices (convo_id, member_did, device_id, joined_seq, joined_at, left_at)
+FROM STDIN WITH BINARY;
+
 -- name: vacuum_analyze_seeded
 -- After a seed: statistics for the planner, and the visibility map that autovacuum
 -- would have set on a production table (index-only scans are costed by it).
 VACUUM (ANALYZE)
-conversations, members, messages, key_packages, welcomes, blobs, blob_usage, devices;
+conversations, members, messages, key_packages, welcomes, blobs, blob_usage, devices,
+member_devices;
