@@ -28,7 +28,7 @@ class _Sequenced:
     seq: int | None
     sent_at: datetime | None
     expires_at: datetime | None
-    rejoining: list[str]
+    locked_targets: list[str]
 
 
 _SEQUENCE = query("sequence_message", _Sequenced)
@@ -53,7 +53,8 @@ async def sequence(
     """Store the message at the conversation's next seq (a commit also advances the epoch),
     or return the same send stored before (when `replay`). The existing members rows of
     the (distinct) `targets` are locked with the actor's; returns the message with the
-    DIDs of the targets whose locked rows are left (former members).
+    DIDs of the targets whose rows it locked (a row created since its snapshot is not
+    among them).
 
     Raises NotFound, NotAMember, NotAnAdmin (with `admin_only`, unless every target is
     an active member), AlreadyExists (the id is
@@ -107,7 +108,7 @@ async def sequence(
             row.sent_at,
             row.expires_at,
         )
-        return message, row.rejoining
+        return message, row.locked_targets
     _access.refuse(outcome, convo_id, actor_did)
     if outcome == "id_taken":
         raise AlreadyExists(f"message id {message_id} is taken in conversation {convo_id}")

@@ -11,7 +11,7 @@ from .database import Executor
 from .errors import LastAdmin, NotFound
 from .models import Member, Membership, Role
 from .pages import _MEMBERS, Page
-from .sql import query, scalar
+from .sql import command, query, scalar
 
 __all__ = [
     "add_member",
@@ -61,16 +61,24 @@ async def remove_member(
     conn: Executor, convo_id: UUID, member_did: str, *, actor_did: str
 ) -> Member:
     """Soft-delete a member (an admin removes anyone, a member themselves); returns the row.
+    Their devices leave the conversation's group and their pending welcomes there are
+    withdrawn, in the same transaction (a savepoint inside a caller's).
 
-    LastAdmin if it would leave no active admin; NotFound if the DID is not an active member.
+    LastAdmin if it would leave no active admin; NotFound if the DID is not an active
+    member; NotAMember, NotAnAdmin for the actor; InvalidInput on a bad argument.
     """
     convo, member = validate.uuid(convo_id, "convo_id"), validate.did(member_did, "member_did")
     actor = validate.did(actor_did, "actor_did")
     params = {"convo_id": convo, "member_did": member, "actor_did": actor}
-    result = await conn.fetch_one(_REMOVE, params)
-    assert result is not None  # the statement always returns its verdict
-    if result.outcome == "removed":
-        return result.member()
+    async with conn.transaction() as tx:
+        result = await tx.fetch_one(_REMOVE, params)
+        assert result is not None  # the statement always returns its verdict
+        if result.outcome == "removed":
+            removed = result.member()
+            # A second statement, so its snapshot sees an add the removal waited for.
+            ended = {"convo_id": convo, "member_did": member, "left_at": removed.left_at}
+            await tx.execute(_END_DEVICES, ended)
+            return removed
     if result.outcome == "last_admin":
         raise LastAdmin(f"{member_did} is the last admin of {convo_id}")
     _access.refuse(result.outcome, convo, actor)
@@ -189,3 +197,4 @@ class _Marked(_Verdict):
 _ADD = query("add_member", _Verdict)  # bound below the dataclasses they fill
 _MARK_READ = query("mark_read", _Marked)
 _REMOVE = query("remove_member", _Verdict)
+_END_DEVICES = command("end_member_devices")

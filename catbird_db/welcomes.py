@@ -17,7 +17,7 @@ from uuid import UUID
 from . import mls, validate
 from ._sequence import sequence
 from .database import Executor
-from .errors import AlreadyExists, DeviceRevoked, InvalidInput, NotFound
+from .errors import AlreadyExists, DeviceRevoked, InvalidInput, NotFound, RetryableError
 from .models import MembersAdded, NewMember, Welcome
 from .pages import _WELCOMES, Page
 from .sql import command, query
@@ -57,66 +57,28 @@ async def add_members_with_commit(
     included). Each package must be a package of that device of its member, of the
     conversation's cipher suite, either a regular one the actor claimed and no add has
     used (this one marks it used) or an unexpired last-resort one, and its
-    `welcome_data` a Welcome addressed to it; else InvalidInput. DeviceRevoked if a
-    device was revoked; AlreadyExists if a device is in the group already, if
+    `welcome_data` a Welcome addressed to it; else InvalidInput (a revocation deletes
+    its device's unconsumed packages). DeviceRevoked if a package the actor consumed is
+    of a revoked device; AlreadyExists if a device is in the group already, if
     `commit_id` is taken or a device has a pending welcome for that key package;
     EpochConflict (with the current epoch) if `expected_epoch` is not the current one;
-    NotFound, NotAMember, NotAnAdmin. Any failure writes nothing.
+    NotFound, NotAMember, NotAnAdmin; RetryableError (nothing written) if members were
+    added without a commit to the conversation twice over while the call ran. Any
+    failure writes nothing.
     """
     convo, actor = validate.uuid(convo_id, "convo_id"), validate.did(actor_did, "actor_did")
     expected = validate.non_negative(expected_epoch, "expected_epoch")
     commit_uuid = validate.uuid(commit_id, "commit_id")
     ciphertext = validate.bytes_(commit, "commit", conn.config.max_message_bytes)
     members = _new_members(conn, new_members)
-    refs = [m.key_package_ref for m in members]
-    # One transaction (a savepoint in the caller's): a refusal of the members' part
-    # rolls the sequenced commit back with it.
-    async with conn.transaction() as tx:
-        stored, rejoining = await sequence(
-            tx,
-            convo,
-            actor,
-            message_id=commit_uuid,
-            message_type="commit",
-            epoch=expected,
-            ciphertext=ciphertext,
-            admin_only=True,
-            targets=sorted({m.member_did for m in members}),
-            replay=False,
-        )
-        locked = await tx.fetch_all(_LOCK_DEVICES, {"key_package_refs": refs})
-        devices = _devices_of(members, {d.key_package_ref: d for d in locked})
-        params = {
-            "convo_id": convo,
-            "actor_did": actor,
-            "seq": stored.seq,
-            "member_dids": [m.member_did for m in members],
-            "device_ids": devices,
-            "rejoining": rejoining,
-            "key_package_refs": refs,
-            "welcome_data": [m.welcome_data for m in members],
-            "welcome_ttl_s": conn.config.welcome_ttl_s,
-        }
-        added = await tx.fetch_one(_ADD_MEMBERS, params)
-        assert added is not None  # the statement always returns its verdict
-        if added.outcome == "present":
-            raise AlreadyExists("a device listed is in the conversation's group already")
-        if added.outcome == "unusable":
-            raise InvalidInput(
-                "every new device's key_package_ref must be a key package of that device "
-                "of its member, of the conversation's cipher suite, held by the committer "
-                "(claimed and not taken by another claimer since) and not used by another "
-                "add, or an unexpired last-resort one"
-            )
-    return MembersAdded(
-        convo,
-        commit_uuid,
-        stored.seq,
-        expected + 1,
-        stored.sent_at,
-        added.members_added,
-        added.devices_added,
-    )
+    # A second run only follows an add_member of a target that committed after the
+    # first run's snapshot (its row was not locked): the rerun sees the row and locks it.
+    for _ in range(2):
+        try:
+            return await _add(conn, convo, actor, expected, commit_uuid, ciphertext, members)
+        except _Raced:
+            continue
+    raise RetryableError(f"a member was added to {convo_id} concurrently; add again")
 
 
 async def list_pending_welcomes(
@@ -217,6 +179,72 @@ class _Locked:
 # Bound below the dataclasses they fill.
 _ADD_MEMBERS = query("add_members", _Added)
 _LOCK_DEVICES = query("lock_added_devices", _Locked)
+
+
+class _Raced(Exception):
+    """An add met a target's members row it had not locked; its transaction rolls back."""
+
+
+async def _add(
+    conn: Executor,
+    convo: UUID,
+    actor: str,
+    expected: int,
+    commit_id: UUID,
+    ciphertext: bytes,
+    members: list[NewMember],
+) -> MembersAdded:
+    """One run of add_members_with_commit's checked arguments. One transaction (a
+    savepoint in the caller's): any refusal rolls the sequenced commit back with it."""
+    refs = [m.key_package_ref for m in members]
+    async with conn.transaction() as tx:
+        stored, locked_targets = await sequence(
+            tx,
+            convo,
+            actor,
+            message_id=commit_id,
+            message_type="commit",
+            epoch=expected,
+            ciphertext=ciphertext,
+            admin_only=True,
+            targets=sorted({m.member_did for m in members}),
+            replay=False,
+        )
+        locked = await tx.fetch_all(_LOCK_DEVICES, {"key_package_refs": refs})
+        devices = _devices_of(members, {d.key_package_ref: d for d in locked})
+        params = {
+            "convo_id": convo,
+            "actor_did": actor,
+            "seq": stored.seq,
+            "member_dids": [m.member_did for m in members],
+            "device_ids": devices,
+            "locked_targets": locked_targets,
+            "key_package_refs": refs,
+            "welcome_data": [m.welcome_data for m in members],
+            "welcome_ttl_s": conn.config.welcome_ttl_s,
+        }
+        added = await tx.fetch_one(_ADD_MEMBERS, params)
+        assert added is not None  # the statement always returns its verdict
+        if added.outcome == "raced":
+            raise _Raced
+        if added.outcome == "present":
+            raise AlreadyExists("a device listed is in the conversation's group already")
+        if added.outcome == "unusable":
+            raise InvalidInput(
+                "every new device's key_package_ref must be a key package of that device "
+                "of its member, of the conversation's cipher suite, held by the committer "
+                "(claimed and not taken by another claimer since) and not used by another "
+                "add, or an unexpired last-resort one"
+            )
+    return MembersAdded(
+        convo,
+        commit_id,
+        stored.seq,
+        expected + 1,
+        stored.sent_at,
+        added.members_added,
+        added.devices_added,
+    )
 
 
 def _new_members(conn: Executor, new_members: object) -> list[NewMember]:

@@ -5,8 +5,9 @@
 -- rejected (its device cannot process it) or withdrawn (its member was removed or its
 -- device revoked). The data already stored is carried over: a welcome is assigned the
 -- device of the key package it was made for (else its recipient's legacy device), each
--- members row gets the device of its newest welcome in the conversation (else the
--- legacy device), and a pending welcome of a member who has left is withdrawn.
+-- members row gets the devices of its welcomes there since its join (else the legacy
+-- device), and a pending welcome of a member who has left, or of a revoked device, is
+-- withdrawn.
 -- depends: 0002_members 0010_key_packages_of_devices 0011_key_package_reservations
 
 SET LOCAL lock_timeout = '5s';
@@ -77,6 +78,17 @@ WHERE
     AND m.convo_id = w.convo_id
     AND m.member_did = w.recipient_did
     AND m.left_at IS NOT NULL;
+
+-- A device revoked before the upgrade joins no group from a welcome either.
+UPDATE welcomes AS w
+SET withdrawn_at = now()
+FROM devices AS d
+WHERE
+    w.recipient_did = d.owner_did
+    AND w.recipient_device_id = d.id
+    AND d.revoked_at IS NOT NULL
+    AND w.consumed_at IS NULL
+    AND w.withdrawn_at IS NULL;
 
 -- squawk-ignore adding-not-nullable-field
 ALTER TABLE welcomes ALTER COLUMN recipient_device_id SET NOT NULL;
@@ -190,11 +202,12 @@ CREATE TABLE member_devices (
     FOREIGN KEY (member_did, device_id) REFERENCES devices (owner_did, id)
 );
 
--- Each members row gets the device of its newest welcome in the conversation (the
--- device that joined with it), else its legacy device where it has one (a member added
--- without a commit by a user who had registered devices of their own has none: which
--- of them is in the group, no row says; a commit adds it), with the member's join and
--- leave.
+-- Each members row gets the devices its welcomes since its (latest) join were made for:
+-- an active member added again with another device's package had that device join
+-- too. A row with no such welcome gets its legacy device where it has one (a member
+-- added without a commit by a user who had registered devices of their own has none:
+-- which of them is in the group, no row says; a commit adds it). Each with the member's
+-- join and leave.
 INSERT INTO member_devices (convo_id, member_did, device_id, joined_seq, joined_at, left_at)
 SELECT
     m.convo_id,
@@ -204,16 +217,24 @@ SELECT
     m.joined_at,
     m.left_at
 FROM members AS m
-INNER JOIN devices AS d
-    ON
-        m.member_did = d.owner_did
-        AND d.id = coalesce(
-            (
-                SELECT w.recipient_device_id
-                FROM welcomes AS w
-                WHERE w.convo_id = m.convo_id AND w.recipient_did = m.member_did
-                ORDER BY w.created_at DESC, w.id DESC
-                LIMIT 1
-            ),
-            legacy_device_id(m.member_did)
-        );
+INNER JOIN devices AS d ON m.member_did = d.owner_did
+WHERE
+    d.id IN (
+        SELECT w.recipient_device_id
+        FROM welcomes AS w
+        WHERE
+            w.convo_id = m.convo_id
+            AND w.recipient_did = m.member_did
+            AND w.created_at >= m.joined_at
+    )
+    OR (
+        d.id = legacy_device_id(m.member_did)
+        AND NOT EXISTS (
+            SELECT 1
+            FROM welcomes AS w
+            WHERE
+                w.convo_id = m.convo_id
+                AND w.recipient_did = m.member_did
+                AND w.created_at >= m.joined_at
+        )
+    );

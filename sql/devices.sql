@@ -133,18 +133,28 @@ RETURNING d.owner_did, d.id, d.signature_key, d.registered_at, d.revoked_at;
 -- Returns: no rows: the row count is how many packages went.
 -- Locks: the packages it deletes (reserved ones too: an add that would use one is then
 -- refused; a package an add or consume_key_package is taking is waited for, and left if
--- it was consumed), and the welcomes it withdraws (a consume or reject in flight is
--- waited for, and a welcome it ended is left as it is); no operation locks a welcome
--- before a key package, so the two cannot wait on each other in a cycle.
+-- it was consumed), and the welcomes it withdraws, in (convo_id, id) order (the order a
+-- removal's withdrawal and a conversation's cascade take them in; a consume or reject
+-- in flight is waited for, and a welcome it ended is left as it is); no operation
+-- locks a welcome before a key package, so the two cannot wait on each other in a
+-- cycle.
 -- Index: key_packages_available, welcomes_pending_by_recipient.
 WITH withdrawn AS (
     -- The device's pending welcomes: it joins no group more.
     UPDATE welcomes AS w
     SET withdrawn_at = now()
-    WHERE
-        w.recipient_did = %(owner_did)s
-        AND w.recipient_device_id = %(device_id)s
-        AND w.ended_at IS NULL
+    WHERE (w.convo_id, w.id) IN (
+        SELECT
+            p.convo_id,
+            p.id
+        FROM welcomes AS p
+        WHERE
+            p.recipient_did = %(owner_did)s
+            AND p.recipient_device_id = %(device_id)s
+            AND p.ended_at IS NULL
+        ORDER BY p.convo_id, p.id
+        FOR UPDATE
+    )
 )
 
 DELETE FROM key_packages AS k

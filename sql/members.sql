@@ -194,8 +194,8 @@ FROM judged
 LEFT JOIN shown ON TRUE;
 
 -- name: remove_member
--- Soft-deletes a member, their member devices with them, and withdraws their pending
--- welcomes in the conversation: an admin removes anyone, a member removes themselves. Two
+-- Soft-deletes a member (end_member_devices then ends their devices and welcomes): an
+-- admin removes anyone, a member removes themselves. Two
 -- admins removing each other at once cannot leave the conversation without an admin,
 -- and a target re-added by a transaction that committed meanwhile is judged as the
 -- active member it now is.
@@ -204,12 +204,8 @@ LEFT JOIN shown ON TRUE;
 -- removed, the member's row.
 -- Locks: the actor's and the target's rows (whatever their state in the statement's
 -- snapshot) and the active admins' rows, FOR NO KEY UPDATE in DID order; every decision
--- is taken on those locked, newest row versions. When removed, then the target's member
--- devices and pending welcomes in the conversation (they leave with the member; the
--- member's locked row keeps an add of theirs out meanwhile): a consume or reject of one
--- of those welcomes in flight is waited for, and a welcome it ended is left as it is.
--- Index: members_pkey, member_devices_pkey, welcomes_pending_by_recipient or
--- welcomes_pending_unique (a member's pending welcomes: by recipient or by conversation).
+-- is taken on those locked, newest row versions, held until the transaction ends.
+-- Index: members_pkey.
 -- not null: outcome (a CASE whose every branch is a literal)
 WITH locked AS (
     -- The actor's, the target's and the active admins' rows, locked in DID order.
@@ -293,29 +289,6 @@ removed AS (
         AND verdict.outcome = 'removed'
     RETURNING
         m.convo_id, m.member_did, m.role, m.joined_at, m.left_at, m.joined_seq, m.last_read_seq
-),
-
-devices_left AS (
-    -- The member's devices leave the group with them.
-    UPDATE member_devices AS md
-    SET left_at = removed.left_at
-    FROM removed
-    WHERE
-        md.convo_id = removed.convo_id
-        AND md.member_did = removed.member_did
-        AND md.left_at IS NULL
-),
-
-withdrawn AS (
-    -- Their pending welcomes in the conversation are withdrawn (expired ones too): no
-    -- device of theirs joins from one now, and a re-add may use the same package again.
-    UPDATE welcomes AS w
-    SET withdrawn_at = removed.left_at
-    FROM removed
-    WHERE
-        w.convo_id = removed.convo_id
-        AND w.recipient_did = removed.member_did
-        AND w.ended_at IS NULL
 )
 
 SELECT
@@ -329,6 +302,46 @@ SELECT
     removed.last_read_seq
 FROM verdict
 LEFT JOIN removed ON TRUE;
+
+-- name: end_member_devices
+-- What a removed member leaves behind in the conversation, run by remove_member after
+-- remove_member (the statement) in the same transaction, on a snapshot taken once it
+-- holds the member's row: an add by commit that held the row first has committed, and
+-- its devices and welcomes are seen here; a later one waits for the row, and finds the
+-- member gone. The member's devices leave the group with them; their pending welcomes
+-- (expired ones too) are withdrawn, so no device of theirs joins from one, and a re-add
+-- may use the same package again.
+-- Returns: no rows: the row count is the welcomes withdrawn.
+-- Locks: the member's member devices (under the member's row, held), then the pending
+-- welcomes, in (convo_id, id) order: the order a revocation's withdrawal and a
+-- conversation's cascade take them in. A consume or reject in flight is waited for, and
+-- a welcome it ended is left as it is.
+-- Index: member_devices_pkey, welcomes_pending_by_recipient or welcomes_pending_unique
+-- (a member's pending welcomes: by recipient or by conversation).
+WITH devices_left AS (
+    -- The member's devices leave the group with them.
+    UPDATE member_devices AS md
+    SET left_at = %(left_at)s
+    WHERE
+        md.convo_id = %(convo_id)s
+        AND md.member_did = %(member_did)s
+        AND md.left_at IS NULL
+)
+
+UPDATE welcomes AS w
+SET withdrawn_at = %(left_at)s
+WHERE (w.convo_id, w.id) IN (
+    SELECT
+        p.convo_id,
+        p.id
+    FROM welcomes AS p
+    WHERE
+        p.convo_id = %(convo_id)s
+        AND p.recipient_did = %(member_did)s
+        AND p.ended_at IS NULL
+    ORDER BY p.convo_id, p.id
+    FOR UPDATE
+);
 
 -- name: is_member
 -- Whether the DID is an active member of the conversation.

@@ -3,9 +3,9 @@
 -- submit_commit and add_members_with_commit run it. sent_at is left to its default, the
 -- clock at insert: after the lock, so in seq order. No other member's row is touched.
 -- Returns: exactly one row: the outcome and, when it is 'sequenced' or 'replayed', the
--- message's seq and times; `rejoining`, the former members among the `targets` whose
--- rows it locked (for an add: the only rows add_members may re-add, so no members row
--- is locked after the conversation's). Outcomes, in the order they are decided: sequenced
+-- message's seq and times; `locked_targets`, the `targets` whose rows it locked (for an
+-- add: the only rows add_members may re-add or add devices to, so no members row is
+-- locked after the conversation's). Outcomes, in the order they are decided: sequenced
 -- (last_seq + 1, and epoch + 1 for a commit, the message stored at its own epoch, the
 -- actor's read marker moved to it, the notification queued), else not_found,
 -- not_a_member, not_an_admin (when admin_only, unless every target is an active member:
@@ -24,7 +24,7 @@
 -- Index: members_pkey, messages_convo_id_id_key, conversations_pkey.
 -- Notifies: `channel`, payload 'convo_id:seq:message_type', queued by the insert
 -- itself, once per stored row, and delivered only on commit.
--- not null: outcome, rejoining (an array_agg, coalesced)
+-- not null: outcome, locked_targets (an array_agg, coalesced)
 WITH locked AS (
     -- The judged members rows, locked in DID order.
     SELECT
@@ -164,8 +164,8 @@ SELECT
     (
         SELECT coalesce(array_agg(l.member_did::text ORDER BY l.member_did), '{}')
         FROM locked AS l
-        WHERE l.left_at IS NOT NULL
-    ) AS rejoining
+        WHERE l.member_did = any(%(targets)s::text[])
+    ) AS locked_targets
 FROM verdict
 LEFT JOIN sent ON TRUE
 LEFT JOIN earlier ON verdict.outcome = 'replayed';

@@ -30,22 +30,27 @@ FOR SHARE OF d;
 -- with joined_seq = the commit's seq (its member sees nothing earlier, not even this
 -- commit); a member new to the conversation, or back after leaving, joins with it; an
 -- active member gains the device. One welcome per new device, addressed to it.
--- It re-adds only the former members in `rejoining`, and adds devices only to members
--- whose rows sequence_message locked, so no member joins or leaves meanwhile.
--- Returns: one row: the outcome ('added'; 'unusable': a device's key package is not a
--- package of that device of its member, of the conversation's cipher suite, and either
--- a regular one the actor holds (reserved by its claim, or consumed by it) and no add
--- has used, or an unexpired last-resort one; else 'present': a device named is in the
--- group already), members_added and devices_added. Unless the outcome is 'added' the
--- caller rolls the transaction back; rows written here are then undone with the commit.
+-- It changes only members whose rows sequence_message locked (`locked_targets`), so no
+-- member joins or leaves meanwhile. A target whose row it did not lock (created by an
+-- add_member that committed after sequence_message's snapshot) makes the outcome
+-- 'raced': nothing of the add stands, and the caller runs it again (its snapshot then
+-- sees the row, and locks it).
+-- Returns: one row: the outcome ('added'; 'raced', above; 'unusable': a device's key
+-- package is not a package of that device of its member, of the conversation's cipher
+-- suite, and either a regular one the actor holds (reserved by its claim, or consumed
+-- by it) and no add has used, or an unexpired last-resort one; else 'present': a device
+-- named is in the group already), members_added and devices_added. Unless the outcome
+-- is 'added' the caller rolls the transaction back; rows written here are then undone
+-- with the commit.
 -- Locks: the members rows of the targets and the conversation row are locked already
 -- (by sequence_message), the devices rows too (lock_added_devices); then each regular
 -- package (consumed and marked used: the UPDATE re-checks the holder and use_count = 0
 -- on the newest row version, so of two adds racing for one package only the first finds
 -- it unused, and a package another claimer holds is not the actor's), then the rows it
 -- creates or re-adds: members rows (a row another add created since the snapshot is
--- left as it is, ON CONFLICT DO NOTHING), member devices (of members whose rows are
--- locked) and welcomes.
+-- left as it is, ON CONFLICT DO NOTHING: only a concurrent add_member makes one, and
+-- then the outcome is 'raced'), member devices (of members whose rows are locked) and
+-- welcomes.
 -- Index: conversations_pkey, key_packages_key_package_ref_key, members_pkey,
 -- member_devices_pkey; welcomes_pending_unique, in no plan, refuses a second pending
 -- welcome for a device's package (AlreadyExists).
@@ -123,10 +128,21 @@ usable AS (
     SELECT u.key_package_ref FROM used AS u
 ),
 
+raced AS (
+    -- A target's row sequence_message did not lock: created since its snapshot.
+    SELECT 1 AS found
+    FROM members AS x
+    INNER JOIN new_members AS n ON x.member_did = n.member_did
+    WHERE
+        x.convo_id = %(convo_id)s
+        AND x.member_did <> all(%(locked_targets)s::text[])
+),
+
 verdict AS (
     -- Every device has a package that may serve, and none is in the group already.
     SELECT
         CASE
+            WHEN EXISTS (SELECT 1 FROM raced) THEN 'raced'
             WHEN (SELECT count(*) FROM usable) < (SELECT count(*) FROM new_members)
                 THEN 'unusable'
             WHEN EXISTS (SELECT 1 FROM present) THEN 'present'
@@ -147,7 +163,7 @@ rejoined AS (
     WHERE
         verdict.outcome = 'added'
         AND m.convo_id = %(convo_id)s
-        AND m.member_did = any(%(rejoining)s::text[])
+        AND m.member_did = any(%(locked_targets)s::text[])
         AND m.left_at IS NOT NULL
     RETURNING m.member_did
 ),

@@ -6,14 +6,16 @@ back leaves the data as it was."""
 from __future__ import annotations
 
 from typing import Any
+from uuid import uuid4
 
 import psycopg
 import pytest
 
-from catbird_db import Database, DbConfig, devices, key_packages, migrate
+from catbird_db import Database, DbConfig, devices, key_packages, member_devices, migrate
+from catbird_db.mls import key_package_ref
 from catbird_db.tools import seed
 
-from support import snapshot
+from support import ALICE, BOB, CAROL, fake_key_package, fake_welcome, snapshot
 
 # Migrations are rolled back and applied again: a database of its own.
 pytestmark = pytest.mark.fresh_database
@@ -65,6 +67,7 @@ def assert_welcomes_carried_over(raw: psycopg.Connection[Any], data: seed.SeedDa
                   w.rejected_at IS NULL,
                   (w.withdrawn_at IS NOT NULL)
                   = (w.consumed_at IS NULL AND m.left_at IS NOT NULL)
+                  OR w.withdrawn_at IS NOT NULL AND w.consumed_at IS NULL
            FROM welcomes AS w
            LEFT JOIN key_packages AS k
                ON k.key_package_ref = w.key_package_ref AND k.owner_did = w.recipient_did
@@ -76,27 +79,35 @@ def assert_welcomes_carried_over(raw: psycopg.Connection[Any], data: seed.SeedDa
 
 
 def assert_member_devices_carried_over(raw: psycopg.Connection[Any]) -> None:
-    """Each members row has one member device, the device of its newest welcome (else its
-    legacy device), joined and left with the member."""
-    missing = raw.execute(
-        """SELECT count(*) FROM members AS m
-           WHERE (
-               SELECT count(*) FROM member_devices AS md
-               WHERE md.convo_id = m.convo_id AND md.member_did = m.member_did
-                 AND md.joined_seq = m.joined_seq AND md.joined_at = m.joined_at
-                 AND md.left_at IS NOT DISTINCT FROM m.left_at
-                 AND md.device_id = coalesce(
-                     (SELECT w.recipient_device_id FROM welcomes AS w
-                      WHERE w.convo_id = m.convo_id AND w.recipient_did = m.member_did
-                      ORDER BY w.created_at DESC, w.id DESC LIMIT 1),
-                     legacy_device_id(m.member_did))
-           ) <> 1"""
+    """Each members row has the devices its welcomes since its join were made for (its
+    legacy device when there is none), joined and left with the member; no pending
+    welcome is left to a member who left or to a revoked device."""
+    expected = raw.execute(
+        """SELECT m.convo_id, m.member_did, d.device_id, m.joined_seq, m.joined_at, m.left_at
+           FROM members AS m
+           CROSS JOIN LATERAL (
+               SELECT DISTINCT w.recipient_device_id AS device_id FROM welcomes AS w
+               WHERE w.convo_id = m.convo_id AND w.recipient_did = m.member_did
+                 AND w.created_at >= m.joined_at
+               UNION
+               SELECT legacy_device_id(m.member_did)
+               WHERE NOT EXISTS (
+                   SELECT 1 FROM welcomes AS w
+                   WHERE w.convo_id = m.convo_id AND w.recipient_did = m.member_did
+                     AND w.created_at >= m.joined_at)
+           ) AS d
+           ORDER BY 1, 2, 3"""
     ).fetchall()
-    assert missing == [(0,)]
-    assert (
-        raw.execute("SELECT count(*) FROM member_devices").fetchone()
-        == raw.execute("SELECT count(*) FROM members").fetchone()
-    )
+    carried = raw.execute("SELECT * FROM member_devices ORDER BY 1, 2, 3").fetchall()
+    assert carried == expected
+    assert len(carried) >= raw.execute("SELECT count(*) FROM members").fetchall()[0][0]
+    stray = raw.execute(
+        """SELECT count(*) FROM welcomes AS w
+           JOIN devices AS d ON d.owner_did = w.recipient_did AND d.id = w.recipient_device_id
+           LEFT JOIN members AS m ON m.convo_id = w.convo_id AND m.member_did = w.recipient_did
+           WHERE w.ended_at IS NULL AND (d.revoked_at IS NOT NULL OR m.left_at IS NOT NULL)"""
+    ).fetchall()
+    assert stray == [(0,)]
 
 
 async def test_the_upgrade_gives_every_did_a_device_and_rolls_back_to_the_same_data(
@@ -152,3 +163,75 @@ async def test_the_upgrade_gives_every_did_a_device_and_rolls_back_to_the_same_d
 
     assert migrate.rollback(database_url, len(upgrades)) == upgrades[::-1]
     assert snapshot(raw) == before
+
+
+async def test_the_upgrade_to_member_devices_keeps_every_device_a_member_joined_with(
+    database_url: str, raw: psycopg.Connection[Any]
+) -> None:
+    """Data written with devices but before member devices (migration 0011): Bob joined
+    with two devices' packages (an admin added the second while he was active); Carol's
+    device was revoked after her add consumed its package, her welcome still pending."""
+    assert migrate.rollback(database_url, 1) == ["0012_member_devices"]
+    bob_1, bob_2, carol_d = uuid4(), uuid4(), uuid4()
+    convo = uuid4()
+    raw.execute(
+        "INSERT INTO conversations (id, creator_did, cipher_suite, epoch, last_seq)"
+        " VALUES (%s, %s, 1, 3, 3)",
+        [convo, ALICE],
+    )
+    raw.execute(
+        "INSERT INTO members (convo_id, member_did, role, joined_at, joined_seq, last_read_seq)"
+        " VALUES (%s, %s, 'admin', now() - interval '1 day', 0, 0),"
+        " (%s, %s, 'member', now() - interval '2 hours', 1, 1),"
+        " (%s, %s, 'member', now() - interval '2 hours', 3, 3)",
+        [convo, ALICE, convo, BOB, convo, CAROL],
+    )
+    raw.execute(
+        "INSERT INTO devices (owner_did, id, revoked_at) VALUES"
+        " (%s, %s, NULL), (%s, %s, NULL), (%s, %s, now())",
+        [BOB, bob_1, BOB, bob_2, CAROL, carol_d],
+    )
+    welcomes = []
+    for did, device, consumed in ((BOB, bob_1, True), (BOB, bob_2, False), (CAROL, carol_d, True)):
+        kp = fake_key_package()
+        ref = key_package_ref(kp)
+        raw.execute(
+            "INSERT INTO key_packages (owner_did, device_id, cipher_suite, key_data,"
+            " key_package_ref, expires_at, consumed_at, consumed_by_did)"
+            " VALUES (%s, %s, 1, %s, %s, now() + interval '1 day', now(), %s)",
+            [did, device, kp, ref, ALICE],
+        )
+        welcomes.append((did, ref, fake_welcome([kp]), consumed and did == BOB))
+    for did, ref, data, consumed in welcomes:
+        raw.execute(
+            "INSERT INTO welcomes (convo_id, recipient_did, key_package_ref, welcome_data,"
+            " consumed_at) VALUES (%s, %s, %s, %s, CASE WHEN %s THEN now() END)",
+            [convo, did, ref, data, consumed],
+        )
+    before = snapshot(raw)
+
+    assert migrate.apply(database_url) == ["0012_member_devices"]
+    carried = raw.execute(
+        "SELECT member_did, device_id FROM member_devices ORDER BY 1, 2"
+    ).fetchall()
+    # Alice, who had no device and no welcome, goes on as her legacy device.
+    alice = devices.legacy_device_id(ALICE)
+    assert sorted(carried) == sorted([(ALICE, alice), (BOB, bob_1), (BOB, bob_2), (CAROL, carol_d)])
+    pending = raw.execute(
+        "SELECT recipient_device_id FROM welcomes WHERE ended_at IS NULL"
+    ).fetchall()
+    assert pending == [(bob_2,)]  # the revoked device's welcome is withdrawn
+    config = DbConfig(database_url=database_url, min_size=1, max_size=1)
+    async with Database.connect(config) as db:
+        removals = await member_devices.list_pending_removals(db, convo, actor_did=ALICE)
+        assert [(d.member_did, d.device_id) for d in removals.items] == [(CAROL, carol_d)]
+
+    assert migrate.rollback(database_url, 1) == ["0012_member_devices"]
+    after = snapshot(raw)
+    # The legacy device it registered stays (devices are never deleted); all else is back.
+    added = set(after.pop("devices")) - set(before.pop("devices"))
+    assert added == set(
+        raw.execute("SELECT d::text FROM devices AS d WHERE d.id = %s", [alice]).fetchall()
+    )
+    assert after == before
+    migrate.apply(database_url)

@@ -15,6 +15,7 @@ import pytest
 
 from catbird_db import (
     Database,
+    DbConfig,
     DeviceRevoked,
     InvalidCursor,
     InvalidInput,
@@ -31,6 +32,7 @@ from catbird_db import (
     welcomes,
 )
 from catbird_db.mls import key_package_ref
+from catbird_db.sql import Statement
 
 from support import (
     ALICE,
@@ -338,3 +340,50 @@ def test_nothing_crosses_a_device_id(raw: psycopg.Connection[Any]) -> None:
             " VALUES (%s, %s, %s, %s, %s, now() + interval '1 day')",
             [convo[0], CAROL, bob_device, key_package_ref(kp), fake_welcome([kp])],
         )
+
+
+async def test_a_removal_that_waited_for_an_add_ends_the_devices_it_added(
+    db: Database, raw: psycopg.Connection[Any]
+) -> None:
+    """The add of Bob's new device holds his row; the removal of Bob waits for it, then
+    takes that device out too and withdraws its welcome."""
+    convo = await group(db)
+    (device,) = await with_devices(db, BOB, 1)
+    new = await claim_for(db, BOB)
+    async with db.transaction() as tx:
+        await add(tx, convo, new)
+        removing = asyncio.create_task(members.remove_member(db, convo, BOB, actor_did=ALICE))
+        await until_waiting_on_a_lock(raw)
+    await removing
+    assert await listed(db, convo) == []
+    assert (await welcomes.list_pending_welcomes(db, actor_did=BOB)).items == ()
+    left = raw.execute("SELECT device_id FROM member_devices WHERE left_at IS NOT NULL")
+    assert left.fetchall() == [(device,)]
+
+
+async def test_an_add_that_waited_for_an_add_member_of_its_target_runs_again(
+    db: Database, config: DbConfig, raw: psycopg.Connection[Any]
+) -> None:
+    """add_member of Carol holds the conversation row while an add by commit of Carol's
+    device waits for it: the add's snapshot has no row of Carol's, so it did not lock
+    one; it finds her row afterwards, runs again, and locks it."""
+    convo = await group(db)
+    (device,) = await with_devices(db, CAROL, 1)
+    new = await claim_for(db, CAROL)
+    runs: list[str] = []
+
+    def tracer(stmt: Statement, _params: Any, _elapsed: float) -> None:
+        runs.append(stmt.name)
+
+    async with Database.connect(config, tracer=tracer) as traced:
+        async with db.transaction() as tx:
+            await members.add_member(tx, convo, CAROL, actor_did=ALICE)
+            adding = asyncio.create_task(add(traced, convo, new))
+            await until_waiting_on_a_lock(raw)
+        added = await adding
+    assert runs.count("sequence_message") == 2
+    assert (added.members_added, added.devices_added) == (0, 1)
+    assert (CAROL, device) in await listed(db, convo)
+    carol = await members.get_membership(db, convo, CAROL)
+    assert carol is not None
+    assert carol.joined_seq == 0  # added by add_member, before the commit

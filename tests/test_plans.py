@@ -62,8 +62,8 @@ INTENDED: dict[str, tuple[Need, ...]] = {
     "add_member": ("conversations_pkey", GUARD, "members_pkey"),
     # A member's pending welcomes in one conversation: by the recipient or by the
     # conversation, whichever the planner finds cheaper.
-    "remove_member": (
-        "members_pkey",
+    "remove_member": ("members_pkey",),
+    "end_member_devices": (
         "member_devices_pkey",
         frozenset({"welcomes_pending_by_recipient", "welcomes_pending_unique"}),
     ),
@@ -191,6 +191,11 @@ def values(p: seed.Picks) -> dict[str, dict[str, Any]]:
             "role": "member",
         },
         "remove_member": {"convo_id": convo, "actor_did": admin, "member_did": member},
+        "end_member_devices": {
+            "convo_id": convo,
+            "member_did": member,
+            "left_at": p.message_sent_at,
+        },
         "is_member": {"convo_id": convo, "member_did": member},
         "list_members": {
             "convo_id": convo,
@@ -271,7 +276,7 @@ def values(p: seed.Picks) -> dict[str, dict[str, Any]]:
             "convo_id": convo,
             "actor_did": admin,
             "seq": p.message_seq,
-            "rejoining": [],
+            "locked_targets": [],
             "member_dids": [p.owner_did],
             "device_ids": [p.owner_device_id],
             "key_package_refs": [p.key_package_ref],
