@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from uuid import UUID, uuid4
 
 from . import _access, validate
 from .database import Executor
-from .errors import InvalidInput, NotFound, RetryableError
+from .errors import DeviceRevoked, InvalidInput, NotFound, RetryableError
 from .models import Conversation, ConversationSummary
 from .pages import _CONVERSATIONS, Page
 from .sql import query, scalar
@@ -23,11 +23,23 @@ __all__ = [
 ]
 
 
-_CREATE_WITH_MEMBERS = query("create_conversation_with_members", Conversation)
 _GET = query("get_conversation", Conversation)
 _LIST = query("list_conversations", ConversationSummary)
 _DELETE = scalar("delete_conversation", str)
 _DELETE_LOCKED = scalar("delete_locked_conversation", bool)
+
+
+@dataclass(frozen=True, slots=True)
+class _Created(Conversation):
+    """The new conversation, and whether the creator's device named is in its group."""
+
+    creator_device: str | None
+
+    def conversation(self) -> Conversation:
+        return Conversation(*(getattr(self, f.name) for f in fields(Conversation)))
+
+
+_CREATE_WITH_MEMBERS = query("create_conversation_with_members", _Created)
 
 
 async def create_conversation(
@@ -37,8 +49,11 @@ async def create_conversation(
     cipher_suite: int,
     title: str | None = None,
     convo_id: UUID | None = None,
+    device_id: UUID | None = None,
 ) -> Conversation:
-    """Create a conversation at epoch 0 whose only member is the actor, its creator, as admin."""
+    """Create a conversation at epoch 0 whose only member is the actor, its creator, as
+    admin (with `device_id`, the creator's device in its group); errors as for
+    create_conversation_with_members."""
     return await create_conversation_with_members(
         conn,
         actor_did=actor_did,
@@ -46,6 +61,7 @@ async def create_conversation(
         title=title,
         convo_id=convo_id,
         member_dids=(),
+        device_id=device_id,
     )
 
 
@@ -57,11 +73,16 @@ async def create_conversation_with_members(
     member_dids: Iterable[str],
     title: str | None = None,
     convo_id: UUID | None = None,
+    device_id: UUID | None = None,
 ) -> Conversation:
     """Create a conversation, the actor (its creator) as admin and its first members,
-    atomically.
+    atomically. `device_id` names the creator's device, the MLS client that creates the
+    group: it is in the group from the start (`member_devices`); the other members join
+    the group by an add commit, which names their devices.
 
-    Raises AlreadyExists if `convo_id` is taken, InvalidInput on a bad argument.
+    Raises AlreadyExists if `convo_id` is taken; NotFound if the actor has no device
+    `device_id`, DeviceRevoked if it is revoked (nothing written); InvalidInput on a bad
+    argument.
     """
     actor = validate.did(actor_did, "actor_did")
     dids = sorted(
@@ -76,10 +97,21 @@ async def create_conversation_with_members(
         "cipher_suite": validate.cipher_suite(cipher_suite),
         "title": validate.optional_text(title, "title", conn.config.max_title_chars),
         "member_dids": dids,
+        "device_id": None if device_id is None else validate.uuid(device_id, "device_id"),
     }
-    convo = await conn.fetch_one(_CREATE_WITH_MEMBERS, params)
-    assert convo is not None  # an INSERT ... RETURNING that did not raise returns its row
-    return convo
+    if device_id is None:
+        created = await conn.fetch_one(_CREATE_WITH_MEMBERS, params)
+        assert created is not None  # an INSERT ... RETURNING that did not raise returns it
+        return created.conversation()
+    # A transaction (a savepoint in the caller's), so a refused device undoes the rest.
+    async with conn.transaction() as tx:
+        created = await tx.fetch_one(_CREATE_WITH_MEMBERS, params)
+        assert created is not None
+        if created.creator_device == "unknown":
+            raise NotFound(f"{actor_did} has no device {device_id}")
+        if created.creator_device == "revoked":
+            raise DeviceRevoked(f"device {device_id} was revoked")
+    return created.conversation()
 
 
 async def get_conversation(

@@ -1,9 +1,15 @@
 -- name: create_conversation_with_members
 -- Creates the conversation, its creator as admin and the other members, in one
--- statement; a DID listed twice (or the creator listed again) joins once.
--- Returns: the new conversation's row: always one.
--- Locks: only the rows it inserts: the conversation's, then its members'.
--- Index: none (plain inserts scan nothing).
+-- statement; a DID listed twice (or the creator listed again) joins once. With
+-- device_id, the creator's device is in the group from the start (joined_seq 0).
+-- Returns: the new conversation's row (always one) and creator_device: 'added', or
+-- 'unknown' (the creator has no device of that id) or 'revoked', when the caller then
+-- rolls the transaction back; NULL without device_id.
+-- Locks: the rows it inserts (the conversation's, then its members', then the member
+-- device), and the creator's device row FOR SHARE (a revocation in flight is waited for
+-- and seen; a later one waits for the creation, then lists the device as a pending
+-- removal).
+-- Index: devices_pkey or devices_id_key (the creator's device, when named).
 WITH convo AS (
     -- The new conversation.
     INSERT INTO conversations (id, creator_did, cipher_suite, title)
@@ -27,17 +33,46 @@ joined AS (
         CASE WHEN dids.did = convo.creator_did THEN 'admin' ELSE 'member' END AS role
     FROM convo
     CROSS JOIN dids
+),
+
+named AS (
+    -- The creator's device, when named, locked against a revocation.
+    SELECT
+        d.id,
+        d.revoked_at
+    FROM devices AS d
+    WHERE d.owner_did = %(actor_did)s AND d.id = %(device_id)s::uuid
+    FOR SHARE
+),
+
+in_group AS (
+    -- The creator's active device in the group, since the start.
+    INSERT INTO member_devices (convo_id, member_did, device_id, joined_seq)
+    SELECT
+        convo.id AS convo_id,
+        convo.creator_did AS member_did,
+        named.id AS device_id,
+        0 AS joined_seq
+    FROM convo CROSS JOIN named
+    WHERE named.revoked_at IS NULL
+    RETURNING device_id
 )
 
 SELECT
-    id,
-    creator_did,
-    cipher_suite,
-    epoch,
-    last_seq,
-    title,
-    created_at,
-    updated_at
+    convo.id,
+    convo.creator_did,
+    convo.cipher_suite,
+    convo.epoch,
+    convo.last_seq,
+    convo.title,
+    convo.created_at,
+    convo.updated_at,
+    CASE
+        WHEN %(device_id)s::uuid IS NULL THEN NULL
+        WHEN EXISTS (SELECT 1 FROM in_group) THEN 'added'
+        WHEN EXISTS (SELECT 1 FROM named) THEN 'revoked'
+        ELSE 'unknown'
+    END AS creator_device
 FROM convo;
 
 -- name: get_conversation

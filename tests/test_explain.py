@@ -64,6 +64,7 @@ async def test_explaining_a_write_leaves_nothing_behind(
             "cipher_suite": "1",
             "title": None,
             "member_dids": f'["{BOB}"]',
+            "device_id": None,
         },
     )
     assert any("Insert on members" in line for line in lines)
@@ -99,12 +100,14 @@ async def test_values_are_read_as_the_types_the_statement_gives_its_parameters(
             "cipher_suite": "3",
             "title": None,
             "member_dids": f'["{BOB}", "{ALICE}"]',
+            "device_id": str(convo_id),
         },
     )
     assert params["cipher_suite"] == 3
     assert params["title"] is None
     assert params["member_dids"] == [BOB, ALICE]
     assert isinstance(params["convo_id"], UUID)
+    assert params["device_id"] == convo_id
 
 
 async def test_missing_unknown_and_unreadable_values_are_named(database_url: str) -> None:
@@ -157,6 +160,8 @@ def test_the_command_reports_a_refused_statement_and_keeps_nothing(
             "title",
             "--param",
             "member_dids=[]",
+            "--null",
+            "device_id",
         ]
     )
     assert code == 1

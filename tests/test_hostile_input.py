@@ -578,6 +578,10 @@ CONVERSATIONS = [
     *create.vary("convo_id", [v for v in BAD_UUIDS if v[0] != "none"]),
     create.case("convo_id=taken", AlreadyExists, convo_id=CONVO_A),
     create.case("convo_id=taken-as-str", AlreadyExists, convo_id=str(CONVO_B)),
+    *create.vary("device_id", [v for v in BAD_UUIDS if v[0] != "none"]),
+    create.case("device_id=unknown", NotFound, actor_did=MALLORY, device_id=NO_DEVICE),
+    create.case("device_id=another-users", NotFound, actor_did=MALLORY, device_id=BOB_DEVICE),
+    create.case("device_id=revoked", DeviceRevoked, actor_did=MALLORY, device_id=MALLORY_OLD),
     *dids(create_with, "actor_did"),
     *[
         create_with.case(f"member_dids=[bob, {lb}]", InvalidInput, member_dids=[BOB, v])
@@ -598,6 +602,7 @@ CONVERSATIONS = [
     *create_with.vary("title", BAD_TITLES[:4]),
     create_with.case("convo_id=taken", AlreadyExists, convo_id=CONVO_A),
     *create_with.vary("convo_id", BAD_UUIDS[:3]),
+    create_with.case("device_id=revoked", DeviceRevoked, actor_did=MALLORY, device_id=MALLORY_OLD),
     *get_convo.vary(1, BAD_UUIDS),
     *dids(get_convo, "actor_did"),
     get_convo.case("actor=former-member", NotAMember, actor_did=DAVE),

@@ -387,3 +387,26 @@ async def test_an_add_that_waited_for_an_add_member_of_its_target_runs_again(
     carol = await members.get_membership(db, convo, CAROL)
     assert carol is not None
     assert carol.joined_seq == 0  # added by add_member, before the commit
+
+
+async def test_the_creators_device_is_in_the_group_from_the_start(
+    db: Database, raw: psycopg.Connection[Any]
+) -> None:
+    (device,) = await with_devices(db, ALICE, 1)
+    convo = await conversations.create_conversation(
+        db, actor_did=ALICE, cipher_suite=1, device_id=device
+    )
+    page = await member_devices.list_member_devices(db, convo.id, actor_did=ALICE)
+    assert [(d.member_did, d.device_id, d.joined_seq) for d in page.items] == [(ALICE, device, 0)]
+    await devices.revoke_device(db, device, actor_did=ALICE)
+    assert await listed(db, convo.id, pending=True) == [(ALICE, device)]
+    before = snapshot(raw)
+    with pytest.raises(DeviceRevoked):
+        await conversations.create_conversation(
+            db, actor_did=ALICE, cipher_suite=1, device_id=device
+        )
+    with pytest.raises(NotFound):
+        await conversations.create_conversation_with_members(
+            db, actor_did=ALICE, cipher_suite=1, member_dids=[BOB], device_id=uuid4()
+        )
+    assert snapshot(raw) == before

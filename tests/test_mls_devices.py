@@ -129,7 +129,11 @@ async def test_every_device_joins_from_its_own_welcome_and_a_revoked_one_gets_no
     phone, laptop, tablet = Device(BOB, "phone"), Device(BOB, "laptop"), Device(BOB, "tablet")
     for d in (phone, laptop):
         await d.register_and_publish(db)
-    convo = (await conversations.create_conversation(db, actor_did=ALICE, cipher_suite=SUITE)).id
+    await devices.register_device(db, alice.id, actor_did=ALICE)
+    created = await conversations.create_conversation(
+        db, actor_did=ALICE, cipher_suite=SUITE, device_id=alice.id
+    )
+    convo = created.id
     alice.group = alice.client.create_group(convo.bytes)
 
     # One commit adds both of Bob's devices; each joins from its own welcome.
@@ -157,7 +161,7 @@ async def test_every_device_joins_from_its_own_welcome_and_a_revoked_one_gets_no
     export = (b"catbird devices", b"", 32)
     assert alice.group.export_secret(*export) == tablet.group.export_secret(*export)
     page = await member_devices.list_member_devices(db, convo, actor_did=ALICE)
-    assert {d.device_id for d in page.items} == {phone.id, laptop.id, tablet.id}
+    assert {d.device_id for d in page.items} == {alice.id, phone.id, laptop.id, tablet.id}
 
     # The laptop is revoked: it is a pending removal here, and no add reaches it.
     await devices.revoke_device(db, laptop.id, actor_did=BOB)

@@ -51,7 +51,8 @@ Need = str | frozenset[str]  # an index, or a choice of indexes that serve equal
 # table whole.
 INTENDED: dict[str, tuple[Need, ...]] = {
     # conversations
-    "create_conversation_with_members": (),
+    # The creator's device, when named: either index finds the one row.
+    "create_conversation_with_members": (frozenset({"devices_pkey", "devices_id_key"}),),
     "get_conversation": ("conversations_pkey", GUARD),
     "list_conversations": (ACTIVE, "conversations_pkey", "messages_pkey"),
     "get_current_epoch": ("conversations_pkey", GUARD),
@@ -172,6 +173,7 @@ def values(p: seed.Picks) -> dict[str, dict[str, Any]]:
             "cipher_suite": 1,
             "title": "Plans",
             "member_dids": [member, p.busy_did],
+            "device_id": p.device_id,
         },
         "get_conversation": {"convo_id": convo, "actor_did": member},
         "list_conversations": {
