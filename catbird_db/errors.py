@@ -102,7 +102,9 @@ class DeviceRevoked(CatbirdDbError):
 class RetryableError(CatbirdDbError):
     """The operation did not happen and may succeed if tried again: a serialization
     failure, a deadlock, or a lock wait past `lock_timeout`. In a Transaction the whole
-    transaction is rolled back; retry all of it (`Database.run_transaction`)."""
+    transaction is rolled back; retry all of it (`Database.run_transaction`). A race the
+    layer met and undid itself (its savepoint only; no SQLSTATE, so `run_transaction`
+    does not re-run it) says so in its message: call again."""
 
 
 class DatabaseUnavailable(CatbirdDbError):

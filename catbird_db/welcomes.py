@@ -32,8 +32,7 @@ __all__ = [
 
 
 _LIST_PENDING = query("list_pending_welcomes", Welcome)
-_CONSUME = command("consume_welcome")
-_REJECT = command("reject_welcome")
+_END = command("end_welcome")
 _DELETE_CONSUMED = command("delete_consumed_welcomes")
 
 
@@ -120,13 +119,7 @@ async def consume_welcome(
     """Mark the actor's pending welcome consumed: its device joined. NotFound if it is
     not theirs, does not exist, or is not pending (consumed, rejected, withdrawn or
     expired): a welcome ends exactly once. InvalidInput on a bad argument."""
-    params = {
-        "convo_id": validate.uuid(convo_id, "convo_id"),
-        "welcome_id": validate.uuid(welcome_id, "welcome_id"),
-        "actor_did": validate.did(actor_did, "actor_did"),
-    }
-    if await conn.execute(_CONSUME, params) == 0:
-        raise NotFound(f"no pending welcome {welcome_id} for {actor_did}")
+    await _end(conn, convo_id, welcome_id, actor_did, None)
 
 
 async def reject_welcome(
@@ -135,13 +128,22 @@ async def reject_welcome(
     """Mark the actor's pending welcome rejected, with the client's `reason` (1 to
     1,000 characters, stored as given): its device cannot join from it. NotFound as for
     consume_welcome (a welcome ends exactly once); InvalidInput on a bad argument."""
+    await _end(
+        conn, convo_id, welcome_id, actor_did, validate.text(reason, "reason", _MAX_REASON_CHARS)
+    )
+
+
+async def _end(
+    conn: Executor, convo_id: UUID, welcome_id: UUID, actor_did: str, reason: str | None
+) -> None:
+    """End the welcome: consumed without a reason, rejected with one."""
     params = {
         "convo_id": validate.uuid(convo_id, "convo_id"),
         "welcome_id": validate.uuid(welcome_id, "welcome_id"),
         "actor_did": validate.did(actor_did, "actor_did"),
-        "reason": validate.text(reason, "reason", _MAX_REASON_CHARS),
+        "reason": reason,
     }
-    if await conn.execute(_REJECT, params) == 0:
+    if await conn.execute(_END, params) == 0:
         raise NotFound(f"no pending welcome {welcome_id} for {actor_did}")
 
 

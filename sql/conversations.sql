@@ -5,10 +5,11 @@
 -- Returns: the new conversation's row (always one) and creator_device: 'added', or
 -- 'unknown' (the creator has no device of that id) or 'revoked', when the caller then
 -- rolls the transaction back; NULL without device_id.
--- Locks: the rows it inserts (the conversation's, then its members', then the member
--- device), and the creator's device row FOR SHARE (a revocation in flight is waited for
--- and seen; a later one waits for the creation, then lists the device as a pending
--- removal).
+-- Locks: only the rows it inserts (the conversation's, its members', the member device);
+-- the creator's device row is read, not locked (the member device's foreign key check
+-- takes FOR KEY SHARE, which a revocation does not wait for): a revocation committed
+-- before the statement is seen ('revoked'), a later one finds the device in the group,
+-- a pending removal, as it would any other.
 -- Index: devices_pkey or devices_id_key (the creator's device, when named).
 WITH convo AS (
     -- The new conversation.
@@ -36,13 +37,12 @@ joined AS (
 ),
 
 named AS (
-    -- The creator's device, when named, locked against a revocation.
+    -- The creator's device, when named.
     SELECT
         d.id,
         d.revoked_at
     FROM devices AS d
     WHERE d.owner_did = %(actor_did)s AND d.id = %(device_id)s::uuid
-    FOR SHARE
 ),
 
 in_group AS (

@@ -312,10 +312,10 @@ LEFT JOIN removed ON TRUE;
 -- (expired ones too) are withdrawn, so no device of theirs joins from one, and a re-add
 -- may use the same package again.
 -- Returns: no rows: the row count is the welcomes withdrawn.
--- Locks: the member's member devices (under the member's row, held), then the pending
--- welcomes, in (convo_id, id) order: the order a revocation's withdrawal and a
--- conversation's cascade take them in. A consume or reject in flight is waited for, and
--- a welcome it ended is left as it is.
+-- Locks: under the member's row, held: the pending welcomes, in (convo_id, id) order
+-- (the order a revocation's withdrawal and a conversation's cascade take them in; a
+-- consume or reject locks the member's row first, so none is in flight here), and the
+-- member's member devices.
 -- Index: member_devices_pkey, welcomes_pending_by_recipient or welcomes_pending_unique
 -- (a member's pending welcomes: by recipient or by conversation).
 WITH devices_left AS (

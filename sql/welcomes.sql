@@ -189,6 +189,21 @@ joined AS (
     RETURNING m.member_did
 ),
 
+touched AS (
+    -- Active members who gain devices: their rows are written too (to the same values),
+    -- so a removal of one of them in a REPEATABLE READ or SERIALIZABLE transaction whose
+    -- snapshot predates this add fails with a serialization error instead of missing
+    -- the devices this add gives them.
+    UPDATE members AS m
+    SET joined_seq = m.joined_seq
+    FROM verdict
+    WHERE
+        verdict.outcome = 'added'
+        AND m.convo_id = %(convo_id)s
+        AND m.member_did = any(%(locked_targets)s::text[])
+        AND m.left_at IS NULL
+),
+
 devices_joined AS (
     -- The new devices in the group: new rows, or rows of devices back after leaving.
     INSERT INTO member_devices AS md (convo_id, member_did, device_id, joined_seq)
@@ -258,30 +273,36 @@ WHERE
 ORDER BY w.created_at, w.convo_id, w.id
 LIMIT %(limit)s;
 
--- name: consume_welcome
--- Marks a pending welcome consumed, for its recipient only and only once.
--- Returns: no rows: the row count says whether the welcome was consumed now.
--- Locks: the welcome's row (the UPDATE re-checks, through pending_welcomes, that it is
--- pending on its newest version: of two concurrent calls, or a consume and a reject,
--- exactly one matches).
--- Index: welcomes_pending_by_recipient.
-UPDATE pending_welcomes AS w
-SET consumed_at = now()
-WHERE
-    w.convo_id = %(convo_id)s
-    AND w.id = %(welcome_id)s
-    AND w.recipient_did = %(actor_did)s;
+-- name: end_welcome
+-- Ends a pending welcome, for its recipient only and only once: consumed (its device
+-- joined), or, with a reason, rejected (its device cannot process it).
+-- Returns: no rows: the row count says whether the welcome ended now.
+-- Locks: the recipient's members row of the conversation first, FOR NO KEY UPDATE (read
+-- through an aggregate, so it is locked before the welcome: a removal, which holds that
+-- row and then withdraws the member's welcomes, is waited for, not met halfway), then
+-- the welcome's row (the UPDATE re-checks, through pending_welcomes, that it is pending
+-- on its newest version: of two concurrent calls exactly one matches).
+-- Index: members_pkey (the recipient's row), welcomes_pending_by_recipient.
+WITH locked AS (
+    -- The recipient's membership row, when there is one.
+    SELECT l.member_did
+    FROM members AS l
+    WHERE l.convo_id = %(convo_id)s AND l.member_did = %(actor_did)s
+    FOR NO KEY UPDATE
+),
 
--- name: reject_welcome
--- Marks a pending welcome rejected, with its recipient's reason, for its recipient only
--- and only once.
--- Returns: no rows: the row count says whether the welcome was rejected now.
--- Locks: the welcome's row (re-checked as consume_welcome's is).
--- Index: welcomes_pending_by_recipient.
+judged AS (
+    -- Read whole before the welcome is touched.
+    SELECT count(*) AS n
+    FROM locked
+)
+
 UPDATE pending_welcomes AS w
 SET
-    rejected_at = now(),
-    rejection_reason = %(reason)s
+    consumed_at = CASE WHEN %(reason)s::text IS NULL THEN now() END,
+    rejected_at = CASE WHEN %(reason)s::text IS NOT NULL THEN now() END,
+    rejection_reason = %(reason)s::text
+FROM judged
 WHERE
     w.convo_id = %(convo_id)s
     AND w.id = %(welcome_id)s

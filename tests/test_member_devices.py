@@ -6,6 +6,7 @@ are rejected with a reason, and expire."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from datetime import timedelta
 from typing import Any
 from uuid import UUID, uuid4
@@ -19,11 +20,13 @@ from catbird_db import (
     DeviceRevoked,
     InvalidCursor,
     InvalidInput,
+    IsolationLevel,
     MembersAdded,
     NewMember,
     NotAMember,
     NotAnAdmin,
     NotFound,
+    RetryableError,
     conversations,
     devices,
     key_packages,
@@ -410,3 +413,82 @@ async def test_the_creators_device_is_in_the_group_from_the_start(
             db, actor_did=ALICE, cipher_suite=1, member_dids=[BOB], device_id=uuid4()
         )
     assert snapshot(raw) == before
+
+
+async def test_two_creations_by_one_device_then_a_publish_wait_on_nothing(
+    db: Database, config: DbConfig
+) -> None:
+    """A creation reads its device, it does not lock it: after two open transactions
+    each created a group from one device, one of them publishes from it without waiting
+    (a lock wait here would end in RetryableError after 2 s)."""
+    (device,) = await with_devices(db, ALICE, 1)
+    impatient = dataclasses.replace(config, lock_timeout_ms=2_000)
+    async with (
+        Database.connect(impatient) as idb,
+        idb.transaction() as one,
+        idb.transaction() as two,
+    ):
+        for tx in (one, two):
+            await conversations.create_conversation(
+                tx, actor_did=ALICE, cipher_suite=1, device_id=device
+            )
+        # Were the device row held by `two`, this publish would wait for it.
+        await key_packages.store_key_package(
+            one, actor_did=ALICE, device_id=device, cipher_suite=1, key_data=fake_key_package()
+        )
+    page = await conversations.list_conversations(db, actor_did=ALICE, limit=10)
+    for c in page.items:
+        assert await listed(db, c.id) == [(ALICE, device)]
+    assert len(page.items) == 2
+
+
+async def test_a_repeatable_read_removal_that_waited_for_an_add_must_run_again(
+    db: Database, raw: psycopg.Connection[Any]
+) -> None:
+    """Its snapshot predates the add of Bob's new device: it would miss that device, so
+    it fails with a serialization error, and nothing of it stands."""
+    convo = await group(db)
+    (device,) = await with_devices(db, BOB, 1)
+    new = await claim_for(db, BOB)
+    added, release = asyncio.Event(), asyncio.Event()
+
+    async def adder() -> None:
+        async with db.transaction() as tx:
+            await add(tx, convo, new)
+            added.set()
+            await release.wait()
+
+    adding = asyncio.create_task(adder())
+    await added.wait()
+    with pytest.raises(RetryableError):
+        async with db.transaction(isolation=IsolationLevel.REPEATABLE_READ) as removing:
+            assert await members.is_member(removing, convo, BOB)  # its snapshot, now
+            removal = asyncio.create_task(
+                members.remove_member(removing, convo, BOB, actor_did=ALICE)
+            )
+            await until_waiting_on_a_lock(raw)
+            release.set()
+            await adding
+            await removal
+    assert await members.is_member(db, convo, BOB)
+    assert (BOB, device) in await listed(db, convo)
+
+
+async def test_a_removal_waits_for_a_transaction_that_consumed_a_welcome_then_marks_read(
+    db: Database, raw: psycopg.Connection[Any]
+) -> None:
+    """Bob's transaction consumes his welcome, then marks read: the consume locked his
+    members row first, so a removal waits for the transaction instead of holding the
+    row while it waits for the welcome."""
+    convo = await group(db)
+    await with_devices(db, BOB, 1)
+    await add(db, convo, await claim_for(db, BOB))
+    (welcome,) = (await welcomes.list_pending_welcomes(db, actor_did=BOB)).items
+    async with db.transaction() as tx:
+        await welcomes.consume_welcome(tx, convo, welcome.id, actor_did=BOB)
+        removal = asyncio.create_task(members.remove_member(db, convo, BOB, actor_did=ALICE))
+        await until_waiting_on_a_lock(raw)
+        await members.mark_read(tx, convo, actor_did=BOB, seq=1)
+    removed = await removal
+    assert removed.left_at is not None
+    assert await listed(db, convo) == []

@@ -113,8 +113,7 @@ INTENDED: dict[str, tuple[Need, ...]] = {
         "member_devices_pkey",
     ),
     "list_pending_welcomes": ("welcomes_pending_by_recipient",),
-    "consume_welcome": ("welcomes_pending_by_recipient",),
-    "reject_welcome": ("welcomes_pending_by_recipient",),
+    "end_welcome": ("members_pkey", "welcomes_pending_by_recipient"),
     "delete_consumed_welcomes": ("welcomes_ended", "welcomes_expired", "welcomes_pkey"),
     # member devices
     "list_member_devices": ("member_devices_pkey", "devices_pkey", GUARD),
@@ -293,16 +292,11 @@ def values(p: seed.Picks) -> dict[str, dict[str, Any]]:
             "after_id": UUID(int=0),
             "limit": PAGE + 1,
         },
-        "consume_welcome": {
+        "end_welcome": {
             "convo_id": p.welcome_convo_id,
             "welcome_id": p.welcome_id,
             "actor_did": p.recipient_did,
-        },
-        "reject_welcome": {
-            "convo_id": p.welcome_convo_id,
-            "welcome_id": p.welcome_id,
-            "actor_did": p.recipient_did,
-            "reason": "unsupported extension",
+            "reason": None,
         },
         "delete_consumed_welcomes": {
             "older_than": timedelta(seconds=config.welcome_retention_s),
