@@ -21,6 +21,7 @@ __all__ = [
     "mark_read",
     "remove_member",
     "reset_unread_count",
+    "set_role",
 ]
 
 _IS_MEMBER = scalar("is_member", bool)
@@ -69,20 +70,42 @@ async def remove_member(
     """
     convo, member = validate.uuid(convo_id, "convo_id"), validate.did(member_did, "member_did")
     actor = validate.did(actor_did, "actor_did")
-    params = {"convo_id": convo, "member_did": member, "actor_did": actor}
     async with conn.transaction() as tx:
-        result = await tx.fetch_one(_REMOVE, params)
-        assert result is not None  # the statement always returns its verdict
-        if result.outcome == "removed":
-            removed = result.member()
-            # A second statement, so its snapshot sees an add the removal waited for.
-            ended = {"convo_id": convo, "member_did": member, "left_at": removed.left_at}
-            await tx.execute(_END_DEVICES, ended)
-            return removed
+        removed = await _change(tx, convo, member, actor, None)
+        # A second statement, so its snapshot sees an add the removal waited for.
+        ended = {"convo_id": convo, "member_did": member, "left_at": removed.left_at}
+        await tx.execute(_END_DEVICES, ended)
+    return removed
+
+
+async def set_role(
+    conn: Executor, convo_id: UUID, member_did: str, role: Role, *, actor_did: str
+) -> Member:
+    """Set an active member's role ('admin' or 'member'); only an active admin may, for
+    anyone (themselves included). Returns the row; setting the role it has changes
+    nothing. The conversation never ends with no admin: LastAdmin if it would demote
+    its last active admin, under any concurrency (two admins demoting each other at once
+    included: the second is refused). NotFound if the DID is not an active member;
+    NotAMember, NotAnAdmin for the actor; InvalidInput on a bad argument.
+    """
+    convo, member = validate.uuid(convo_id, "convo_id"), validate.did(member_did, "member_did")
+    actor = validate.did(actor_did, "actor_did")
+    return await _change(conn, convo, member, actor, validate.role(role))
+
+
+async def _change(
+    conn: Executor, convo: UUID, member: str, actor: str, new_role: str | None
+) -> Member:
+    """Run change_member: remove the member (no role), or set their role."""
+    params = {"convo_id": convo, "member_did": member, "actor_did": actor, "new_role": new_role}
+    result = await conn.fetch_one(_CHANGE, params)
+    assert result is not None  # the statement always returns its verdict
+    if result.outcome == "done":
+        return result.member()
     if result.outcome == "last_admin":
-        raise LastAdmin(f"{member_did} is the last admin of {convo_id}")
+        raise LastAdmin(f"{member} is the last admin of {convo}")
     _access.refuse(result.outcome, convo, actor)
-    raise NotFound(f"{member_did} is not an active member of {convo_id}")
+    raise NotFound(f"{member} is not an active member of {convo}")
 
 
 async def is_member(conn: Executor, convo_id: UUID, member_did: str) -> bool:
@@ -196,5 +219,5 @@ class _Marked(_Verdict):
 
 _ADD = query("add_member", _Verdict)  # bound below the dataclasses they fill
 _MARK_READ = query("mark_read", _Marked)
-_REMOVE = query("remove_member", _Verdict)
+_CHANGE = query("change_member", _Verdict)
 _END_DEVICES = command("end_member_devices")

@@ -193,15 +193,17 @@ SELECT
 FROM judged
 LEFT JOIN shown ON TRUE;
 
--- name: remove_member
--- Soft-deletes a member (end_member_devices then ends their devices and welcomes): an
--- admin removes anyone, a member removes themselves. Two
--- admins removing each other at once cannot leave the conversation without an admin,
--- and a target re-added by a transaction that committed meanwhile is judged as the
--- active member it now is.
--- Returns: one row: the outcome ('removed', 'not_found', 'not_a_member',
--- 'not_an_admin', 'not_member' (the target is not active) or 'last_admin') and, when
--- removed, the member's row.
+-- name: change_member
+-- Removes a member (soft delete; end_member_devices then ends their devices and
+-- welcomes) when new_role is NULL, else sets their role: run by remove_member and
+-- set_role, so the rule that the conversation never loses its last admin is written
+-- once. An admin removes anyone, a member removes themselves; only an admin sets a
+-- role (their own included). Two admins removing or demoting each other at once cannot
+-- leave the conversation without an admin, and a target re-added by a transaction that
+-- committed meanwhile is judged as the active member it now is.
+-- Returns: one row: the outcome ('done', 'not_found', 'not_a_member', 'not_an_admin',
+-- 'not_member' (the target is not active) or 'last_admin': the target is the last
+-- active admin, and would be removed or demoted) and, when done, the member's row.
 -- Locks: the actor's and the target's rows (whatever their state in the statement's
 -- snapshot) and the active admins' rows, FOR NO KEY UPDATE in DID order; every decision
 -- is taken on those locked, newest row versions, held until the transaction ends.
@@ -250,7 +252,7 @@ verdict AS (
                 )
                 THEN 'not_a_member'
             WHEN
-                %(actor_did)s <> %(member_did)s
+                (%(actor_did)s <> %(member_did)s OR %(new_role)s::text IS NOT NULL)
                 AND NOT EXISTS (
                     SELECT 1 FROM active
                     WHERE member_did = %(actor_did)s AND role = 'admin'
@@ -267,26 +269,29 @@ verdict AS (
                     SELECT 1 FROM active
                     WHERE member_did = %(member_did)s AND role = 'admin'
                 )
+                AND coalesce(%(new_role)s::text, 'removed') <> 'admin'
                 AND NOT EXISTS (
                     SELECT 1 FROM active
                     WHERE role = 'admin' AND member_did <> %(member_did)s
                 )
                 THEN 'last_admin'
-            ELSE 'removed'
+            ELSE 'done'
         END AS outcome
 ),
 
 removed AS (
-    -- The target's row, left, when the outcome is 'removed'.
+    -- The target's row, left or with its new role, when the outcome is 'done'.
     UPDATE members AS m
     -- The clock after the locks are held, not the transaction's start: a send that held
     -- the member's row (and so was waited for) is then always before left_at.
-    SET left_at = clock_timestamp()
+    SET
+        left_at = CASE WHEN %(new_role)s::text IS NULL THEN clock_timestamp() END,
+        role = coalesce(%(new_role)s::text, m.role)
     FROM verdict
     WHERE
         m.convo_id = %(convo_id)s
         AND m.member_did = %(member_did)s
-        AND verdict.outcome = 'removed'
+        AND verdict.outcome = 'done'
     RETURNING
         m.convo_id, m.member_did, m.role, m.joined_at, m.left_at, m.joined_seq, m.last_read_seq
 )
@@ -305,7 +310,7 @@ LEFT JOIN removed ON TRUE;
 
 -- name: end_member_devices
 -- What a removed member leaves behind in the conversation, run by remove_member after
--- remove_member (the statement) in the same transaction, on a snapshot taken once it
+-- change_member in the same transaction, on a snapshot taken once it
 -- holds the member's row: an add by commit that held the row first has committed, and
 -- its devices and welcomes are seen here; a later one waits for the row, and finds the
 -- member gone. The member's devices leave the group with them; their pending welcomes

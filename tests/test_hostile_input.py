@@ -641,6 +641,7 @@ list_members = entity(members.list_members, DB, CONVO_A, actor_did=BOB, limit=1)
 get_membership = entity(members.get_membership, DB, CONVO_A, BOB)
 mark_read = entity(members.mark_read, DB, CONVO_A, actor_did=BOB, seq=1)
 reset_unread = entity(members.reset_unread_count, DB, CONVO_A, actor_did=BOB)
+set_role = entity(members.set_role, DB, CONVO_A, BOB, "member", actor_did=ALICE)
 
 MEMBERS = [
     *add.vary(1, BAD_UUIDS),
@@ -694,6 +695,15 @@ MEMBERS = [
     *dids(reset_unread, "actor_did"),
     reset_unread.case("actor=former-member", NotAMember, actor_did=DAVE),
     reset_unread.case("convo=unknown", NotFound, at={1: NO_CONVO}),
+    *set_role.vary(1, BAD_UUIDS),
+    *dids(set_role, 2, "actor_did"),
+    *set_role.vary(3, BAD_ROLES),
+    set_role.case("actor=member-not-admin", NotAnAdmin, actor_did=BOB, at={2: CAROL}),
+    set_role.case("actor=former-member", NotAMember, actor_did=DAVE),
+    set_role.case("actor=stranger", NotAMember, actor_did=MALLORY),
+    set_role.case("member=former-member", NotFound, at={2: DAVE}),
+    set_role.case("member=the-last-admin-themselves", LastAdmin, at={2: ALICE}),
+    set_role.case("convo=unknown", NotFound, at={1: NO_CONVO}),
 ]
 
 # messages

@@ -63,7 +63,7 @@ INTENDED: dict[str, tuple[Need, ...]] = {
     "add_member": ("conversations_pkey", GUARD, "members_pkey"),
     # A member's pending welcomes in one conversation: by the recipient or by the
     # conversation, whichever the planner finds cheaper.
-    "remove_member": ("members_pkey",),
+    "change_member": ("members_pkey",),
     "end_member_devices": (
         "member_devices_pkey",
         frozenset({"welcomes_pending_by_recipient", "welcomes_pending_unique"}),
@@ -191,7 +191,12 @@ def values(p: seed.Picks) -> dict[str, dict[str, Any]]:
             "member_did": p.owner_did,
             "role": "member",
         },
-        "remove_member": {"convo_id": convo, "actor_did": admin, "member_did": member},
+        "change_member": {
+            "convo_id": convo,
+            "actor_did": admin,
+            "member_did": member,
+            "new_role": None,
+        },
         "end_member_devices": {
             "convo_id": convo,
             "member_did": member,
