@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable
 from typing import Any
 from uuid import UUID
 
@@ -77,25 +78,35 @@ async def test_the_last_admin_cannot_be_demoted(db: Database) -> None:
     assert (await roles(db, convo))[ALICE] == "admin"
 
 
-async def test_two_admins_demoting_each_other_at_once_leave_one_admin(
-    db: Database, database_url: str, raw: psycopg.Connection[Any]
-) -> None:
-    """Both wait on a row a side session holds, then race: the first demotes the other,
-    who is then no admin, and is refused."""
-    convo = await group(db)
-    await members.set_role(db, convo, BOB, "admin", actor_did=ALICE)
+async def race(
+    database_url: str, raw: psycopg.Connection[Any], convo: UUID, *calls: Awaitable[Any]
+) -> list[Any]:
+    """Run the calls while a side session holds the first admin's row, wait until both
+    are blocked on it, release it: they race. Their outcomes, errors included."""
     async with await psycopg.AsyncConnection.connect(database_url) as holder:
         await holder.execute(
             "SELECT 1 FROM members WHERE convo_id = %s AND member_did = %s FOR NO KEY UPDATE",
             (convo, min(ALICE, BOB)),
         )
-        calls = [
-            asyncio.create_task(members.set_role(db, convo, BOB, "member", actor_did=ALICE)),
-            asyncio.create_task(members.set_role(db, convo, ALICE, "member", actor_did=BOB)),
-        ]
-        await until_waiting_on_a_lock(raw, 2)
+        tasks = [asyncio.ensure_future(c) for c in calls]
+        await until_waiting_on_a_lock(raw, len(tasks))
         await holder.rollback()
-        outcomes = await asyncio.gather(*calls, return_exceptions=True)
+        return await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def test_two_admins_demoting_each_other_at_once_leave_one_admin(
+    db: Database, database_url: str, raw: psycopg.Connection[Any]
+) -> None:
+    """The first demotes the other, who is then no admin, and is refused."""
+    convo = await group(db)
+    await members.set_role(db, convo, BOB, "admin", actor_did=ALICE)
+    outcomes = await race(
+        database_url,
+        raw,
+        convo,
+        members.set_role(db, convo, BOB, "member", actor_did=ALICE),
+        members.set_role(db, convo, ALICE, "member", actor_did=BOB),
+    )
     refused = [o for o in outcomes if isinstance(o, BaseException)]
     assert len(refused) == 1
     assert isinstance(refused[0], NotAnAdmin | LastAdmin)
@@ -107,17 +118,12 @@ async def test_a_demotion_and_a_removal_of_the_other_admin_at_once_leave_one_adm
 ) -> None:
     convo = await group(db)
     await members.set_role(db, convo, BOB, "admin", actor_did=ALICE)
-    async with await psycopg.AsyncConnection.connect(database_url) as holder:
-        await holder.execute(
-            "SELECT 1 FROM members WHERE convo_id = %s AND member_did = %s FOR NO KEY UPDATE",
-            (convo, min(ALICE, BOB)),
-        )
-        calls = [
-            asyncio.create_task(members.set_role(db, convo, ALICE, "member", actor_did=ALICE)),
-            asyncio.create_task(members.remove_member(db, convo, BOB, actor_did=BOB)),
-        ]
-        await until_waiting_on_a_lock(raw, 2)
-        await holder.rollback()
-        outcomes = await asyncio.gather(*calls, return_exceptions=True)
+    outcomes = await race(
+        database_url,
+        raw,
+        convo,
+        members.set_role(db, convo, ALICE, "member", actor_did=ALICE),
+        members.remove_member(db, convo, BOB, actor_did=BOB),
+    )
     assert sum(isinstance(o, LastAdmin) for o in outcomes) == 1
     assert "admin" in (await roles(db, convo)).values()
