@@ -93,6 +93,9 @@ class Statement:
                 f"{self.qualified_name}: expected identifiers {sorted(self.identifiers)}, "
                 f"got {sorted(identifiers)}"
             )
+        # Only the tools' GRANT statements have slots: PostgreSQL takes no bind parameter
+        # for a role, database or schema name, so psycopg quotes each as an identifier
+        # into the text from sql/tools/ (values never go through here).
         return sql.SQL(self.text).format(
             **{slot: sql.Identifier(value) for slot, value in identifiers.items()}
         )
