@@ -1057,7 +1057,7 @@ BAD_NEW_MEMBERS: Values = [
     ],
     ("device_id=not-the-packages", [NewMember(FRANK, REF[F1], W_FRANK, NO_DEVICE)]),
     ("device_id=another-users", [NewMember(FRANK, REF[F1], W_FRANK, BOB_DEVICE)]),
-    ("the-actor-themselves", [NewMember(ALICE, REF[F1], W_FRANK)]),
+    ("the-actor-with-another-users-package", [NewMember(ALICE, REF[F1], W_FRANK)]),
     (
         "a-did-twice",
         [NewMember(FRANK, REF[F1], W_F1_F2), NewMember(FRANK, REF[F2], W_F1_F2)],
