@@ -62,9 +62,11 @@ from .models import (
     MemberDevice,
     MembersAdded,
     Membership,
+    MembersRemoved,
     Message,
     MessageEvent,
     NewMember,
+    Removal,
     Welcome,
 )
 from .pages import Page
@@ -98,6 +100,7 @@ __all__ = [
     "Member",
     "MemberDevice",
     "MembersAdded",
+    "MembersRemoved",
     "Membership",
     "Message",
     "MessageEvent",
@@ -110,6 +113,7 @@ __all__ = [
     "Page",
     "PermissionDenied",
     "QuotaExceeded",
+    "Removal",
     "RetryableError",
     "SchemaNotMigrated",
     "ServerError",

@@ -20,12 +20,27 @@ from .sql import query
 _ACCESS_OF = query("access_of", Access)
 
 
-async def check(conn: Executor, convo_id: UUID, actor_did: str, *, admin: bool = False) -> Access:
-    """Raise NotFound, NotAMember or NotAnAdmin if the actor may not act; else the access."""
-    access = await conn.fetch_one(_ACCESS_OF, {"convo_id": convo_id, "actor_did": actor_did})
+async def check(
+    conn: Executor,
+    convo_id: UUID,
+    actor_did: str,
+    *,
+    admin: bool = False,
+    read: bool = False,
+    device_id: UUID | None = None,
+) -> Access:
+    """Raise NotFound, NotAMember or NotAnAdmin if the actor may not act (with `read`:
+    may not read messages, as its device `device_id` when given; a reader removed by a
+    commit still may); else the access."""
+    params = {"convo_id": convo_id, "actor_did": actor_did, "device_id": device_id}
+    access = await conn.fetch_one(_ACCESS_OF, params)
     if access is None or not access.convo_exists:
         raise NotFound(f"conversation {convo_id} does not exist")
-    if not access.is_member:
+    if read and access.is_reader:
+        return access
+    if read and access.is_member and device_id is not None:
+        raise NotAMember(f"device {device_id} of {actor_did} is not in the group of {convo_id}")
+    if read or not access.is_member:
         raise NotAMember(f"{actor_did} is not an active member of conversation {convo_id}")
     if admin and not access.is_admin:
         raise NotAnAdmin(f"{actor_did} is not an admin of conversation {convo_id}")
@@ -52,10 +67,13 @@ async def page(
     scope: str,
     convo_id: UUID,
     actor_did: str,
+    *,
+    read: bool = False,
+    device_id: UUID | None = None,
 ) -> Page[R]:
     """The page of `size` in `rows` of a conversation's list (fetched one past it); the
-    list reads nothing where the actor may not, so an empty one is checked: NotFound,
-    NotAMember."""
+    list reads nothing where the actor may not, so an empty one is checked (`read` and
+    `device_id` as for check): NotFound, NotAMember."""
     if not rows:
-        await check(conn, convo_id, actor_did)
+        await check(conn, convo_id, actor_did, read=read, device_id=device_id)
     return keyset.page(conn.cursors, rows, size, scope)

@@ -1,6 +1,7 @@
 """The one way a message gets its place in a conversation's order.
 
-create_message, submit_commit and add_members_with_commit all run `sequence_message`
+create_message, submit_commit, request_leave and the roster commits all run
+`sequence_message`
 (sql/messages.sql): the lock order, the seq bump, the epoch test, idempotency by id, the
 sender's read marker and the notification are written there once. The statement returns
 its verdict with the message, decided on the rows it locked, so the error raised here
@@ -16,7 +17,7 @@ from uuid import UUID
 
 from . import _access
 from .database import Executor
-from .errors import AlreadyExists, EpochConflict, NotFound
+from .errors import AlreadyExists, EpochConflict, NotAMember, NotFound
 from .events import CHANNEL
 from .models import Message, MessageType
 from .sql import query, scalar
@@ -31,8 +32,29 @@ class _Sequenced:
     locked_targets: list[str]
 
 
+@dataclass(frozen=True, slots=True)
+class Sequenced:
+    """A message in its place: stored now, or found stored before (`replayed`), with
+    the targets whose members rows the statement locked."""
+
+    message: Message
+    locked_targets: list[str]
+    replayed: bool
+
+
+@dataclass(frozen=True, slots=True)
+class RosterChange:
+    """What a roster commit changed, as recorded when it was stored."""
+
+    members_joined: int
+    devices_joined: int
+    members_left: int
+    devices_left: int
+
+
 _SEQUENCE = query("sequence_message", _Sequenced)
 _EPOCH_NOW = scalar("epoch_after_conflict", int)
+_ROSTER_COMMIT = query("get_roster_commit", RosterChange)
 
 
 async def sequence(
@@ -48,16 +70,21 @@ async def sequence(
     expires_at: datetime | None = None,
     admin_only: bool = False,
     targets: Sequence[str] = (),
+    lock_admins: bool = False,
+    device_id: UUID | None = None,
     replay: bool = True,
-) -> tuple[Message, list[str]]:
+) -> Sequenced:
     """Store the message at the conversation's next seq (a commit also advances the epoch),
     or return the same send stored before (when `replay`). The existing members rows of
-    the (distinct) `targets` are locked with the actor's; returns the message with the
-    DIDs of the targets whose rows it locked (a row created since its snapshot is not
-    among them).
+    the (distinct) `targets` are locked with the actor's (and with `lock_admins` the
+    active admins'); returns the message with the DIDs of the targets whose rows it
+    locked (a row created since its snapshot is not among them), and whether it was a
+    replay.
 
-    Raises NotFound, NotAMember, NotAnAdmin (with `admin_only`, unless every target is
-    an active member), AlreadyExists (the id is
+    Raises NotFound, NotAMember (also for an actor who asked to leave, unless this is a
+    replay, and when `device_id` names a device of the actor's not in the group),
+    NotAnAdmin (with `admin_only`, unless every target is an active member),
+    AlreadyExists (the id is
     taken, or a replay when `replay` is False), EpochConflict with the current epoch
     (judged before the id when `replay` is False).
     """
@@ -72,6 +99,8 @@ async def sequence(
         "expires_at": expires_at,
         "admin_only": admin_only,
         "targets": list(targets),
+        "lock_admins": lock_admins,
+        "device_id": device_id,
         "channel": CHANNEL,
     }
     if not replay:
@@ -108,8 +137,12 @@ async def sequence(
             row.sent_at,
             row.expires_at,
         )
-        return message, row.locked_targets
+        return Sequenced(message, row.locked_targets, outcome == "replayed")
     _access.refuse(outcome, convo_id, actor_did)
+    if outcome == "not_in_group":
+        raise NotAMember(f"device {device_id} of {actor_did} is not in the group of {convo_id}")
+    if outcome == "leaving":
+        raise NotAMember(f"{actor_did} asked to leave conversation {convo_id}: it sends no more")
     if outcome == "id_taken":
         raise AlreadyExists(f"message id {message_id} is taken in conversation {convo_id}")
     # epoch_conflict: the epoch moved (or the conversation went) since the statement's
@@ -123,3 +156,16 @@ async def _epoch_now(conn: Executor, convo_id: UUID) -> int:
     if current is None:
         raise NotFound(f"conversation {convo_id} does not exist")
     return current
+
+
+async def recorded_change(conn: Executor, replayed: Message) -> RosterChange:
+    """What the replayed roster commit changed when it was stored. AlreadyExists when the
+    message is not a roster commit (the id was used by a commit that changed no roster:
+    another operation, whose content only looks the same)."""
+    params = {"convo_id": replayed.convo_id, "seq": replayed.seq}
+    change = await conn.fetch_one(_ROSTER_COMMIT, params)
+    if change is None:
+        raise AlreadyExists(
+            f"message id {replayed.id} is taken in conversation {replayed.convo_id}"
+        )
+    return change

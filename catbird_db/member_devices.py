@@ -2,8 +2,10 @@
 
 In MLS each device is its own client, its own leaf. An add by commit
 (`welcomes.add_members_with_commit`) puts the devices whose key packages it used in the
-group; removing a member takes their devices out with them. A device its owner revoked
-stays in the group until a commit removes it: until then it is a pending removal.
+group; a removal by commit (`members.remove_members_with_commit`) takes devices out,
+and a member whose last device goes with them. A device its owner revoked, and every
+device of a member who asked to leave, stays in the group until a commit removes it:
+until then it is a pending removal.
 docs/devices.md explains the model.
 """
 
@@ -27,19 +29,22 @@ async def list_member_devices(
 ) -> Page[MemberDevice]:
     """The conversation's member devices (of its active members), in (DID, device id)
     order, one keyset page at a time; revoked ones included, with their revocation
-    time. NotFound, NotAMember (the actor must be an active member); InvalidInput,
+    time and its member's request to leave. NotFound, NotAMember (the actor must be an
+    active member); InvalidInput,
     InvalidCursor on a bad argument."""
-    return await _list(conn, convo_id, actor_did, limit, cursor, revoked_only=False)
+    return await _list(conn, convo_id, actor_did, limit, cursor, pending_only=False)
 
 
 async def list_pending_removals(
     conn: Executor, convo_id: UUID, *, actor_did: str, limit: int = 50, cursor: str | None = None
 ) -> Page[MemberDevice]:
-    """The member devices a commit should remove: revoked by their owner while still in
-    the group, in (DID, device id) order, one keyset page at a time. NotFound,
+    """The member devices a commit should remove, while still in the group: revoked by
+    their owner, or of a member who asked to leave (members.request_leave); in (DID,
+    device id) order, one keyset page at a time. Any active member may commit their
+    removal (members.remove_members_with_commit). NotFound,
     NotAMember (the actor must be an active member); InvalidInput, InvalidCursor on a
     bad argument."""
-    return await _list(conn, convo_id, actor_did, limit, cursor, revoked_only=True)
+    return await _list(conn, convo_id, actor_did, limit, cursor, pending_only=True)
 
 
 async def _list(
@@ -49,19 +54,19 @@ async def _list(
     limit: int,
     cursor: str | None,
     *,
-    revoked_only: bool,
+    pending_only: bool,
 ) -> Page[MemberDevice]:
     """One page of the one statement both lists run; a cursor of one list is refused by
     the other (its scope names the list)."""
     convo = validate.uuid(convo_id, "convo_id")
     actor = validate.did(actor_did, "actor_did")
     size = validate.limit(limit, conn.config.max_page_size)
-    scope = f"{convo}:{actor}:{'pending' if revoked_only else 'all'}"
+    scope = f"{convo}:{actor}:{'pending' if pending_only else 'all'}"
     after_did, after_device_id = _MEMBER_DEVICES.decode(conn.cursors, cursor, scope)
     params = {
         "convo_id": convo,
         "actor_did": actor,
-        "revoked_only": revoked_only,
+        "pending_only": pending_only,
         "after_did": after_did,
         "after_device_id": after_device_id,
         "limit": _MEMBER_DEVICES.limit(size),

@@ -1,15 +1,25 @@
-"""Members: who belongs to a conversation, joining, leaving and rejoining."""
+"""Members: who belongs to a conversation, joining, leaving and rejoining.
+
+In MLS the roster changes only by commits: `remove_members_with_commit` stores the
+commit that removes devices or whole members (the add is welcomes'
+`add_members_with_commit`), and a member leaves by asking (`request_leave`: a proposal
+in the conversation's order) for the next removal commit to fulfil. `add_member` and
+`remove_member` change the roster without a commit: the seed's bare operations, kept
+for what they are (docs/usage.md).
+"""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from datetime import datetime
 from uuid import UUID
 
 from . import _access, validate
+from ._sequence import recorded_change, sequence
 from .database import Executor
-from .errors import LastAdmin, NotFound
-from .models import Member, Membership, Role
+from .errors import InvalidInput, LastAdmin, NotAnAdmin, NotFound
+from .models import Member, Membership, MembersRemoved, Message, Removal, Role
 from .pages import _MEMBERS, Page
 from .sql import command, query, scalar
 
@@ -20,6 +30,8 @@ __all__ = [
     "list_members",
     "mark_read",
     "remove_member",
+    "remove_members_with_commit",
+    "request_leave",
     "reset_unread_count",
     "set_role",
 ]
@@ -76,6 +88,178 @@ async def remove_member(
         ended = {"convo_id": convo, "member_did": member, "left_at": removed.left_at}
         await tx.execute(_END_DEVICES, ended)
     return removed
+
+
+async def remove_members_with_commit(
+    conn: Executor,
+    convo_id: UUID,
+    *,
+    actor_did: str,
+    expected_epoch: int,
+    commit_id: UUID,
+    commit: bytes,
+    removals: Sequence[Removal],
+    device_id: UUID | None = None,
+) -> MembersRemoved:
+    """Store an MLS commit that removes devices or whole members, atomically: the commit
+    sequenced, the epoch advanced, the removed devices out of the group at this commit
+    (a member whose last device goes leaves with it), their pending welcomes withdrawn.
+    Returns the commit's seq, the new epoch and what left.
+
+    Each Removal names a device of a member, or (no `device_id`) the whole member. An
+    active admin removes anyone else; any active member may remove devices of their
+    own, revoked devices, and a member who asked to leave (request_leave: this commit
+    fulfils it). No commit removes its committer: `device_id` (the committing device,
+    checked to be in the group when given), the actor's last device, or the actor whole
+    is InvalidInput. The removed read up to and including this commit, and nothing
+    after; their sends are refused from it on (a send in flight either precedes the
+    commit or is refused).
+
+    Idempotent by `commit_id`: the same actor sending the same commit (epoch and bytes)
+    again gets the stored result, and nothing is written twice. Raises EpochConflict
+    (with the current epoch) if `expected_epoch` is not the current one; AlreadyExists
+    if `commit_id` is taken; NotFound if the conversation does not exist or a member
+    named is not active (or a device named is not in the group); NotAMember (also for
+    an actor who asked to leave, or whose `device_id` is not in the group); NotAnAdmin;
+    LastAdmin if an admin would leave and no active admin who has not asked to leave
+    would stay; InvalidInput on a bad argument. Any failure writes nothing.
+    """
+    convo, actor = validate.uuid(convo_id, "convo_id"), validate.did(actor_did, "actor_did")
+    expected = validate.non_negative(expected_epoch, "expected_epoch")
+    commit_uuid = validate.uuid(commit_id, "commit_id")
+    ciphertext = validate.bytes_(commit, "commit", conn.config.max_message_bytes)
+    wanted = _removals(conn, removals)
+    device = None if device_id is None else validate.uuid(device_id, "device_id")
+    async with conn.transaction() as tx:
+        sequenced = await sequence(
+            tx,
+            convo,
+            actor,
+            message_id=commit_uuid,
+            message_type="commit",
+            epoch=expected,
+            ciphertext=ciphertext,
+            targets=sorted({r.member_did for r in wanted}),
+            lock_admins=True,
+            device_id=device,
+        )
+        stored = sequenced.message
+        if sequenced.replayed:
+            change = await recorded_change(tx, stored)
+            members_removed, devices_removed = change.members_left, change.devices_left
+        else:
+            params = {
+                "convo_id": convo,
+                "actor_did": actor,
+                "actor_device_id": device,
+                "seq": stored.seq,
+                "member_dids": [r.member_did for r in wanted],
+                "device_ids": [r.device_id for r in wanted],
+            }
+            result = await tx.fetch_one(_REMOVE, params)
+            assert result is not None  # the statement always returns its verdict
+            _refuse_removal(result.outcome, convo, actor)
+            members_removed, devices_removed = result.members_left, result.devices_left
+    return MembersRemoved(
+        convo,
+        commit_uuid,
+        stored.seq,
+        expected + 1,
+        stored.sent_at,
+        members_removed,
+        devices_removed,
+    )
+
+
+async def request_leave(
+    conn: Executor,
+    convo_id: UUID,
+    *,
+    actor_did: str,
+    message_id: UUID,
+    epoch: int,
+    proposal: bytes,
+    device_id: UUID | None = None,
+) -> Message:
+    """Ask to leave: store the actor's MLS proposal to remove itself (in MLS a member
+    cannot commit its own removal) in the conversation's order, as a message of type
+    'proposal'; returns it. From it on the actor sends nothing (reads go on); it is
+    listed with its devices among the pending removals, and the next removal commit, by
+    any member, fulfils it. The proposal must be made at the current epoch.
+
+    Idempotent by `message_id` like create_message (a retry of the same proposal gets
+    it back). Raises LastAdmin if the actor is the last active admin who has not asked
+    to leave while another active member has not asked either (promote someone first);
+    EpochConflict (with the current epoch); AlreadyExists if the id is taken; NotFound,
+    NotAMember (also when the actor asked to leave already with another proposal, or
+    `device_id`, when given, is not in the group); InvalidInput on a bad argument. Any
+    failure writes nothing.
+    """
+    convo, actor = validate.uuid(convo_id, "convo_id"), validate.did(actor_did, "actor_did")
+    msg_id = validate.uuid(message_id, "message_id")
+    at = validate.non_negative(epoch, "epoch")
+    data = validate.bytes_(proposal, "proposal", conn.config.max_message_bytes)
+    device = None if device_id is None else validate.uuid(device_id, "device_id")
+    async with conn.transaction() as tx:
+        sequenced = await sequence(
+            tx,
+            convo,
+            actor,
+            message_id=msg_id,
+            message_type="proposal",
+            epoch=at,
+            ciphertext=data,
+            lock_admins=True,
+            device_id=device,
+        )
+        params = {"convo_id": convo, "actor_did": actor, "seq": sequenced.message.seq}
+        if await tx.fetch_value(_REQUEST_LEAVE, params) == "last_admin":
+            raise LastAdmin(f"{actor} is the last admin of {convo}: promote another first")
+    return sequenced.message
+
+
+def _removals(conn: Executor, removals: object) -> list[Removal]:
+    """The removals, checked: each member named once whole, or by distinct devices."""
+    if not isinstance(removals, Sequence) or isinstance(removals, str | bytes):
+        raise InvalidInput("removals must be a sequence of Removal")
+    most = conn.config.max_new_members
+    if not 1 <= len(removals) <= most:
+        raise InvalidInput(f"removals must hold 1 to {most} entries")
+    checked: list[Removal] = []
+    for r in removals:
+        if not isinstance(r, Removal):
+            raise InvalidInput("removals must be a sequence of Removal")
+        did = validate.did(r.member_did, "member_did")
+        device = None if r.device_id is None else validate.uuid(r.device_id, "device_id")
+        checked.append(Removal(did, device))
+    if len(set(checked)) < len(checked):
+        raise InvalidInput("removals lists a device twice")
+    whole = {r.member_did for r in checked if r.device_id is None}
+    if sum(r.member_did in whole for r in checked) > len(whole):
+        raise InvalidInput("removals names a member whole and one of their devices too")
+    return checked
+
+
+def _refuse_removal(outcome: str, convo: UUID, actor: str) -> None:
+    """Raise the error remove_members's verdict names; return when it removed."""
+    if outcome == "removed":
+        return
+    if outcome == "not_member":
+        raise NotFound(f"a member named is not an active member of {convo}")
+    if outcome == "not_in_group":
+        raise NotFound(f"a device named is not in the group of {convo}")
+    if outcome == "self":
+        raise InvalidInput(
+            "a commit cannot remove its committer (its device, its last device, or its "
+            "member whole): ask to leave with request_leave"
+        )
+    if outcome == "not_an_admin":
+        raise NotAnAdmin(
+            f"{actor} may remove only its own devices, revoked devices and members who "
+            f"asked to leave in {convo}"
+        )
+    assert outcome == "last_admin", outcome  # the statement's last refusal
+    raise LastAdmin(f"the removal would leave {convo} with no admin")
 
 
 async def set_role(
@@ -221,3 +405,15 @@ _ADD = query("add_member", _Verdict)  # bound below the dataclasses they fill
 _MARK_READ = query("mark_read", _Marked)
 _CHANGE = query("change_member", _Verdict)
 _END_DEVICES = command("end_member_devices")
+
+
+@dataclass(frozen=True, slots=True)
+class _Removed:
+    outcome: str
+    members_left: int
+    devices_left: int
+    welcomes_withdrawn: int
+
+
+_REMOVE = query("remove_members", _Removed)
+_REQUEST_LEAVE = scalar("request_leave", str)

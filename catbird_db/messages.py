@@ -45,15 +45,20 @@ async def create_message(
     epoch: int,
     ciphertext: bytes,
     expires_at: datetime | None = None,
+    device_id: UUID | None = None,
 ) -> Message:
     """Send an application message; returns it with its seq, the next in the conversation.
 
     Idempotent by `message_id`: the same sender sending the same epoch and ciphertext
     again gets the stored message back and nothing is written. Raises AlreadyExists if
     the id is taken otherwise, EpochConflict (with the current epoch) if `epoch` is not
-    within `epoch_window` of it, NotFound or NotAMember.
+    within `epoch_window` of it, NotFound or NotAMember (also when the actor asked to
+    leave, or `device_id`, when given, names a device of the actor's not in the group:
+    removed, or never added).
     """
-    return await _send(conn, convo_id, actor_did, "app", message_id, epoch, ciphertext, expires_at)
+    return await _send(
+        conn, convo_id, actor_did, "app", message_id, epoch, ciphertext, expires_at, device_id
+    )
 
 
 async def submit_commit(
@@ -64,14 +69,18 @@ async def submit_commit(
     message_id: UUID,
     epoch: int,
     ciphertext: bytes,
+    device_id: UUID | None = None,
 ) -> Message:
     """Store a commit made at `epoch` and move the conversation to `epoch + 1`, atomically.
 
     Returns the stored commit. Of concurrent commits for one epoch exactly one wins; the
     others get EpochConflict with the current epoch. Idempotent by `message_id` like
-    create_message (AlreadyExists if the id is taken otherwise); NotFound, NotAMember.
+    create_message (AlreadyExists if the id is taken otherwise); NotFound, NotAMember
+    (as for create_message).
     """
-    return await _send(conn, convo_id, actor_did, "commit", message_id, epoch, ciphertext)
+    return await _send(
+        conn, convo_id, actor_did, "commit", message_id, epoch, ciphertext, None, device_id
+    )
 
 
 async def _send(
@@ -82,12 +91,13 @@ async def _send(
     message_id: UUID,
     epoch: int,
     ciphertext: bytes,
-    expires_at: datetime | None = None,
+    expires_at: datetime | None,
+    device_id: UUID | None,
 ) -> Message:
     """create_message and submit_commit: the arguments checked in the order they take
     them, then the message sequenced."""
     convo, actor = validate.uuid(convo_id, "convo_id"), validate.did(actor_did, "actor_did")
-    message, _ = await sequence(
+    sequenced = await sequence(
         conn,
         convo,
         actor,
@@ -98,20 +108,35 @@ async def _send(
         # A commit moves the group from one epoch exactly; a message may trail it a little.
         epoch_window=0 if message_type == "commit" else conn.config.epoch_window,
         expires_at=validate.expiry(expires_at),
+        device_id=_device(device_id),
     )
-    return message
+    return sequenced.message
+
+
+def _device(device_id: UUID | None) -> UUID | None:
+    """The optional device of a call, checked."""
+    return None if device_id is None else validate.uuid(device_id, "device_id")
 
 
 async def get_message(
-    conn: Executor, convo_id: UUID, message_id: UUID, *, actor_did: str
+    conn: Executor,
+    convo_id: UUID,
+    message_id: UUID,
+    *,
+    actor_did: str,
+    device_id: UUID | None = None,
 ) -> Message | None:
-    """The message, or None if the actor cannot see it (sent before they joined, expired,
-    deleted, never sent); NotFound if the conversation does not exist, NotAMember."""
+    """The message, or None if the actor (its device `device_id`, when given) cannot see
+    it (sent before they joined, after the commit that removed them, expired, deleted,
+    never sent); NotFound if the conversation does not exist, NotAMember if the actor
+    has no read range in it (never a member, or removed without a commit; a device not
+    in the group)."""
     convo, actor = validate.uuid(convo_id, "convo_id"), validate.did(actor_did, "actor_did")
-    params = {"convo_id": convo, "actor_did": actor, "id": validate.uuid(message_id, "message_id")}
+    msg_id, device = validate.uuid(message_id, "message_id"), _device(device_id)
+    params = {"convo_id": convo, "actor_did": actor, "id": msg_id, "device_id": device}
     found = await conn.fetch_one(_GET, params)
     if found is None:
-        await _access.check(conn, convo, actor)
+        await _access.check(conn, convo, actor, read=True, device_id=device)
     return found
 
 
@@ -125,16 +150,21 @@ async def list_messages(
     before_seq: int | None = None,
     cursor: str | None = None,
     limit: int = 50,
+    device_id: UUID | None = None,
 ) -> Page[Message]:
-    """The messages the actor may read, by seq, one keyset page at a time.
+    """The messages the actor (its device `device_id`, when given) may read, by seq,
+    one keyset page at a time: those after its join (its device's addition) and, once a
+    commit removed it, up to and including that commit.
 
     Forward (oldest first) starts after `after_seq`, or at the first message the actor
     may read; backward (newest first) starts before `before_seq`, or at the newest.
     Pass `next_cursor` back with the same direction for the next page. `limit` is
-    clamped to 1..max_page_size. Raises InvalidCursor, NotFound, NotAMember.
+    clamped to 1..max_page_size. Raises InvalidCursor, NotFound, NotAMember (no read
+    range: never a member, removed without a commit; a device not in the group).
     """
     convo, actor = validate.uuid(convo_id, "convo_id"), validate.did(actor_did, "actor_did")
     size = validate.limit(limit, conn.config.max_page_size)
+    device = _device(device_id)
     if direction not in ("forward", "backward"):
         raise InvalidInput("direction must be 'forward' or 'backward'")
     if (after_seq is not None and direction == "backward") or (
@@ -147,16 +177,30 @@ async def list_messages(
     if cursor is not None and bound is not None:
         raise InvalidInput(f"give a cursor or {name}, not both")
     keyset = _MESSAGES_FORWARD if direction == "forward" else _MESSAGES_BACKWARD
-    scope = f"{convo}:{actor}"
+    scope = f"{convo}:{actor}" if device is None else f"{convo}:{actor}:{device}"
     (seq,) = keyset.decode(conn.cursors, cursor, scope) if bound is None else (bound,)
     fetch = keyset.limit(size)
     if direction == "forward":
-        forward = {"convo_id": convo, "actor_did": actor, "after_seq": seq, "limit": fetch}
+        forward = {
+            "convo_id": convo,
+            "actor_did": actor,
+            "device_id": device,
+            "after_seq": seq,
+            "limit": fetch,
+        }
         rows = await conn.fetch_all(_LIST_FORWARD, forward)
     else:
-        backward = {"convo_id": convo, "actor_did": actor, "before_seq": seq, "limit": fetch}
+        backward = {
+            "convo_id": convo,
+            "actor_did": actor,
+            "device_id": device,
+            "before_seq": seq,
+            "limit": fetch,
+        }
         rows = await conn.fetch_all(_LIST_BACKWARD, backward)
-    return await _access.page(conn, keyset, rows, size, scope, convo, actor)
+    return await _access.page(
+        conn, keyset, rows, size, scope, convo, actor, read=True, device_id=device
+    )
 
 
 async def list_messages_since(
@@ -167,37 +211,51 @@ async def list_messages_since(
     actor_did: str,
     cursor: str | None = None,
     limit: int = 50,
+    device_id: UUID | None = None,
 ) -> Page[Message]:
-    """The messages the actor may read from the first one sent at or after `since`,
-    oldest first, paged by seq: messages sharing a timestamp are never lost or repeated.
+    """The messages the actor (its device `device_id`, when given) may read, as for
+    list_messages, from the first one sent at or after `since`, oldest first, paged by
+    seq: messages sharing a timestamp are never lost or repeated.
 
     Pass `next_cursor` back with the same `since`. Raises InvalidCursor, NotFound,
-    NotAMember.
+    NotAMember (as for list_messages).
     """
     convo, actor = validate.uuid(convo_id, "convo_id"), validate.did(actor_did, "actor_did")
     when = validate.timestamp(since, "since")
     size = validate.limit(limit, conn.config.max_page_size)
+    device = _device(device_id)
     scope = f"{convo}:{actor}:{when.isoformat()}"
+    if device is not None:
+        scope = f"{scope}:{device}"
     (after,) = _MESSAGES_SINCE.decode(conn.cursors, cursor, scope)
     params = {
         "convo_id": convo,
         "actor_did": actor,
+        "device_id": device,
         "since": when,
         "after_seq": after,
         "limit": _MESSAGES_SINCE.limit(size),
     }
     rows = await conn.fetch_all(_LIST_SINCE, params)
-    return await _access.page(conn, _MESSAGES_SINCE, rows, size, scope, convo, actor)
+    return await _access.page(
+        conn, _MESSAGES_SINCE, rows, size, scope, convo, actor, read=True, device_id=device
+    )
 
 
-async def get_message_count(conn: Executor, convo_id: UUID, *, actor_did: str) -> int:
-    """How many messages (and commits) the actor may read; NotFound or NotAMember."""
+async def get_message_count(
+    conn: Executor, convo_id: UUID, *, actor_did: str, device_id: UUID | None = None
+) -> int:
+    """How many messages (commits and proposals included) the actor (its device
+    `device_id`, when given) may read, as for list_messages; NotFound or NotAMember (as
+    for list_messages)."""
     convo, actor = validate.uuid(convo_id, "convo_id"), validate.did(actor_did, "actor_did")
-    count = await conn.fetch_value(_COUNT, {"convo_id": convo, "actor_did": actor})
+    device = _device(device_id)
+    params = {"convo_id": convo, "actor_did": actor, "device_id": device}
+    count = await conn.fetch_value(_COUNT, params)
     if count is None:
-        # Not a member when counted; if the check finds one now, they joined in between,
-        # and at their joining there was nothing they could read yet.
-        await _access.check(conn, convo, actor)
+        # No read range when counted; if the check finds one now, they joined in
+        # between, and at their joining there was nothing they could read yet.
+        await _access.check(conn, convo, actor, read=True, device_id=device)
         return 0
     return int(count)
 

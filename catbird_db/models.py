@@ -12,7 +12,7 @@ from typing import Literal
 from uuid import UUID
 
 Role = Literal["admin", "member"]
-MessageType = Literal["app", "commit"]
+MessageType = Literal["app", "commit", "proposal"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,12 +60,13 @@ class Membership(Member):
 
 @dataclass(frozen=True, slots=True)
 class Access:
-    """What an actor may do in a conversation, read to explain a refused write."""
+    """What an actor may do in a conversation, read to explain a refused call."""
 
     convo_exists: bool
     is_member: bool
     is_admin: bool
     epoch: int | None
+    is_reader: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,8 +95,10 @@ class Device:
 @dataclass(frozen=True, slots=True)
 class MemberDevice:
     """A device of a member in a conversation's group, since the commit at `joined_seq`
-    (0: since the start). `revoked_at` is set when its owner revoked it: its leaf stays
-    in the group, a pending removal, until a commit removes it."""
+    (0: since the start). `revoked_at` is set when its owner revoked it, and
+    `leave_requested_seq` (the seq of the member's proposal) when its member asked to
+    leave: either way its leaf stays in the group, a pending removal, until a commit
+    removes it."""
 
     convo_id: UUID
     member_did: str
@@ -103,6 +106,7 @@ class MemberDevice:
     joined_seq: int
     joined_at: datetime
     revoked_at: datetime | None
+    leave_requested_seq: int | None = None
 
 
 # -- messages ---------------------------------------------------------------------------
@@ -227,6 +231,31 @@ class MembersAdded:
     sent_at: datetime
     members_added: int
     devices_added: int
+
+
+@dataclass(frozen=True, slots=True)
+class Removal:
+    """An input of remove_members_with_commit: a device leaving the group, by its
+    member's DID and its device id; with no `device_id`, the whole member (every device
+    of theirs in the group)."""
+
+    member_did: str
+    device_id: UUID | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class MembersRemoved:
+    """The outcome of remove_members_with_commit: the sequenced commit, the new epoch,
+    the members who left the conversation (named whole, or with their last device) and
+    the devices that left its group."""
+
+    convo_id: UUID
+    commit_id: UUID
+    seq: int
+    epoch: int
+    sent_at: datetime
+    members_removed: int
+    devices_removed: int
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,7 +15,7 @@ from datetime import timedelta
 from uuid import UUID
 
 from . import mls, validate
-from ._sequence import sequence
+from ._sequence import recorded_change, sequence
 from .database import Executor
 from .errors import AlreadyExists, DeviceRevoked, InvalidInput, NotFound, RetryableError
 from .models import MembersAdded, NewMember, Welcome
@@ -45,6 +45,7 @@ async def add_members_with_commit(
     commit_id: UUID,
     commit: bytes,
     new_members: Sequence[NewMember],
+    device_id: UUID | None = None,
 ) -> MembersAdded:
     """Store an MLS commit that adds devices, their members and their welcomes,
     atomically; returns the commit's seq, the new epoch and what joined.
@@ -61,20 +62,27 @@ async def add_members_with_commit(
     of a revoked device; AlreadyExists if a device is in the group already, if
     `commit_id` is taken or a device has a pending welcome for that key package;
     EpochConflict (with the current epoch) if `expected_epoch` is not the current one;
-    NotFound, NotAMember, NotAnAdmin; RetryableError (nothing written) if members were
-    added without a commit to the conversation twice over while the call ran. Any
-    failure writes nothing.
+    NotFound, NotAMember (also for an actor who asked to leave, and when `device_id`,
+    the committing device, is given and not in the group), NotAnAdmin; RetryableError
+    (nothing written) if members were added without a commit to the conversation twice
+    over while the call ran. Any failure writes nothing.
+
+    Idempotent by `commit_id`: the same actor sending the same commit (epoch and bytes)
+    again gets the stored result, and nothing is written twice.
     """
     convo, actor = validate.uuid(convo_id, "convo_id"), validate.did(actor_did, "actor_did")
     expected = validate.non_negative(expected_epoch, "expected_epoch")
     commit_uuid = validate.uuid(commit_id, "commit_id")
     ciphertext = validate.bytes_(commit, "commit", conn.config.max_message_bytes)
     members = _new_members(conn, new_members)
+    device = None if device_id is None else validate.uuid(device_id, "device_id")
     # A second run only follows an add_member of a target that committed after the
     # first run's snapshot (its row was not locked): the rerun sees the row and locks it.
     for _ in range(2):
         try:
-            return await _add(conn, convo, actor, expected, commit_uuid, ciphertext, members)
+            return await _add(
+                conn, convo, actor, expected, commit_uuid, ciphertext, members, device
+            )
         except _Raced:
             continue
     raise RetryableError(f"a member was added to {convo_id} concurrently; add again")
@@ -195,12 +203,13 @@ async def _add(
     commit_id: UUID,
     ciphertext: bytes,
     members: list[NewMember],
+    device_id: UUID | None,
 ) -> MembersAdded:
     """One run of add_members_with_commit's checked arguments. One transaction (a
     savepoint in the caller's): any refusal rolls the sequenced commit back with it."""
     refs = [m.key_package_ref for m in members]
     async with conn.transaction() as tx:
-        stored, locked_targets = await sequence(
+        sequenced = await sequence(
             tx,
             convo,
             actor,
@@ -210,8 +219,21 @@ async def _add(
             ciphertext=ciphertext,
             admin_only=True,
             targets=sorted({m.member_did for m in members}),
-            replay=False,
+            device_id=device_id,
         )
+        stored, locked_targets = sequenced.message, sequenced.locked_targets
+        if sequenced.replayed:
+            # The same commit stored before: its result as it was, nothing written.
+            change = await recorded_change(tx, stored)
+            return MembersAdded(
+                convo,
+                commit_id,
+                stored.seq,
+                expected + 1,
+                stored.sent_at,
+                change.members_joined,
+                change.devices_joined,
+            )
         locked = await tx.fetch_all(_LOCK_DEVICES, {"key_package_refs": refs})
         devices = _devices_of(members, {d.key_package_ref: d for d in locked})
         params = {

@@ -88,6 +88,8 @@ rejoined AS (
         role = %(role)s,
         joined_at = now(),
         left_at = NULL,
+        left_seq = NULL,
+        leave_requested_seq = NULL,
         joined_seq = convo.last_seq,
         last_read_seq = convo.last_seq
     FROM convo
@@ -202,8 +204,9 @@ LEFT JOIN shown ON TRUE;
 -- leave the conversation without an admin, and a target re-added by a transaction that
 -- committed meanwhile is judged as the active member it now is.
 -- Returns: one row: the outcome ('done', 'not_found', 'not_a_member', 'not_an_admin',
--- 'not_member' (the target is not active) or 'last_admin': the target is the last
--- active admin, and would be removed or demoted) and, when done, the member's row.
+-- 'not_member' (the target is not active) or 'last_admin': the target is an active
+-- admin, would be removed or demoted, and no other active admin who has not asked to
+-- leave remains) and, when done, the member's row.
 -- Locks: the actor's and the target's rows (whatever their state in the statement's
 -- snapshot) and the active admins' rows, FOR NO KEY UPDATE in DID order; every decision
 -- is taken on those locked, newest row versions, held until the transaction ends.
@@ -214,7 +217,8 @@ WITH locked AS (
     SELECT
         l.member_did,
         l.role,
-        l.left_at
+        l.left_at,
+        l.leave_requested_seq
     FROM members AS l
     WHERE
         l.convo_id = %(convo_id)s
@@ -230,7 +234,8 @@ active AS (
     -- One line per locked row that is active in its newest version.
     SELECT
         locked.member_did,
-        locked.role
+        locked.role,
+        locked.leave_requested_seq
     FROM locked
     WHERE locked.left_at IS NULL
 ),
@@ -272,7 +277,10 @@ verdict AS (
                 AND coalesce(%(new_role)s::text, 'removed') <> 'admin'
                 AND NOT EXISTS (
                     SELECT 1 FROM active
-                    WHERE role = 'admin' AND member_did <> %(member_did)s
+                    WHERE
+                        role = 'admin'
+                        AND member_did <> %(member_did)s
+                        AND leave_requested_seq IS NULL
                 )
                 THEN 'last_admin'
             ELSE 'done'
@@ -463,3 +471,332 @@ SELECT
 FROM (SELECT %(convo_id)s::uuid AS id) AS wanted
 LEFT JOIN conversations AS c ON wanted.id = c.id
 LEFT JOIN marked ON TRUE;
+
+-- name: remove_members
+-- The roster change of a removal commit, run by remove_members_with_commit in the
+-- transaction where sequence_message has just stored the commit at `seq`, holding the
+-- members rows of the actor, of every member named and of the active admins. Each
+-- (member_did, device_id) names a device to remove; a NULL device_id names the whole
+-- member (every device of theirs in the group). A member left with no device in the
+-- group leaves with the last one. What leaves is ended at `seq` (left_seq), so the
+-- removed reads up to and including this commit; pending welcomes of removed devices,
+-- and every pending welcome of a member who leaves, are withdrawn. What changed is kept
+-- in roster_commits for a retry of the same commit.
+-- Rights: an active admin removes anyone else's devices; any active member removes
+-- devices of its own, revoked devices, and devices (or the whole) of a member who asked
+-- to leave. No commit removes its committer: its device (`actor_device_id`, when given),
+-- its last device in the group, or its member whole.
+-- Returns: one row: the outcome ('removed'; else, in the order decided: 'not_member' (a
+-- DID named is not an active member), 'not_in_group' (a device named is not in the
+-- group), 'self', 'not_an_admin', 'last_admin' (an admin leaves and no active admin who
+-- has not asked to leave stays)), members_left, devices_left and welcomes_withdrawn.
+-- Unless the outcome is 'removed' nothing is written and the caller rolls the commit
+-- back.
+-- Locks: the members rows are locked already (sequence_message), and this statement's
+-- snapshot, taken after, sees them as they stay: member devices and leave requests
+-- change only under their member's row. Then the member devices it ends, the members
+-- rows it ends (held), and the pending welcomes it withdraws, in (convo_id, id) order
+-- (as every withdrawal takes them; a consume or reject waits on its recipient's
+-- members row first).
+-- Index: members_pkey, member_devices_pkey, devices_pkey or devices_id_key (each
+-- device's revocation), members_active_admins (the admins who stay),
+-- welcomes_pending_unique (the conversation's pending welcomes); the record of what the
+-- commit changed is a plain insert.
+-- not null: outcome (a CASE whose every branch is a literal)
+-- not null: members_left, devices_left, welcomes_withdrawn (counts)
+WITH wanted AS (
+    -- What the commit removes, one row per entry, as the caller listed them.
+    SELECT
+        w.member_did,
+        w.device_id
+    FROM
+        unnest(%(member_dids)s::text[], %(device_ids)s::uuid[])
+            AS w (member_did, device_id)
+),
+
+people AS (
+    -- The members named, as their locked rows stay.
+    SELECT
+        m.member_did,
+        m.role,
+        m.left_at IS NULL AS active,
+        m.leave_requested_seq IS NOT NULL AS asked_to_leave
+    FROM members AS m
+    WHERE m.convo_id = %(convo_id)s AND m.member_did = any(%(member_dids)s::text[])
+),
+
+removed AS (
+    -- The devices that leave the group: every device of a member named whole, else the
+    -- device named.
+    SELECT
+        md.member_did,
+        md.device_id,
+        w.device_id IS NOT NULL AS named,
+        dv.revoked_at IS NOT NULL AS revoked
+    FROM member_devices AS md
+    INNER JOIN wanted AS w
+        ON
+            md.member_did = w.member_did
+            AND (w.device_id IS NULL OR md.device_id = w.device_id)
+    INNER JOIN devices AS dv ON md.member_did = dv.owner_did AND md.device_id = dv.id
+    WHERE md.convo_id = %(convo_id)s AND md.left_at IS NULL
+),
+
+leaving AS (
+    -- The members who leave: named whole, or left with no device in the group.
+    SELECT
+        p.member_did,
+        p.role
+    FROM people AS p
+    WHERE
+        p.active
+        AND (
+            EXISTS (
+                SELECT 1 FROM wanted AS w
+                WHERE w.member_did = p.member_did AND w.device_id IS NULL
+            )
+            OR NOT EXISTS (
+                SELECT 1
+                FROM member_devices AS md
+                WHERE
+                    md.convo_id = %(convo_id)s
+                    AND md.member_did = p.member_did
+                    AND md.left_at IS NULL
+                    AND NOT EXISTS (
+                        SELECT 1 FROM removed AS r
+                        WHERE r.member_did = md.member_did AND r.device_id = md.device_id
+                    )
+            )
+        )
+),
+
+verdict AS (
+    -- The outcome, refusals in their order.
+    SELECT
+        CASE
+            WHEN
+                EXISTS (
+                    SELECT 1 FROM wanted AS w
+                    WHERE NOT EXISTS (
+                        SELECT 1 FROM people AS p
+                        WHERE p.member_did = w.member_did AND p.active
+                    )
+                )
+                THEN 'not_member'
+            WHEN
+                EXISTS (
+                    SELECT 1 FROM wanted AS w
+                    WHERE
+                        w.device_id IS NOT NULL
+                        AND NOT EXISTS (
+                            SELECT 1 FROM removed AS r
+                            WHERE r.member_did = w.member_did AND r.device_id = w.device_id
+                        )
+                )
+                THEN 'not_in_group'
+            WHEN
+                EXISTS (
+                    SELECT 1 FROM leaving AS l
+                    WHERE l.member_did = %(actor_did)s
+                )
+                OR EXISTS (
+                    SELECT 1 FROM removed AS r
+                    WHERE
+                        r.member_did = %(actor_did)s
+                        AND r.device_id = %(actor_device_id)s::uuid
+                )
+                THEN 'self'
+            WHEN
+                NOT EXISTS (
+                    SELECT 1 FROM members AS a
+                    WHERE
+                        a.convo_id = %(convo_id)s
+                        AND a.member_did = %(actor_did)s
+                        AND a.role = 'admin'
+                )
+                AND EXISTS (
+                    SELECT 1
+                    FROM wanted AS w
+                    INNER JOIN people AS p ON w.member_did = p.member_did
+                    WHERE
+                        w.member_did <> %(actor_did)s
+                        AND NOT p.asked_to_leave
+                        AND NOT EXISTS (
+                            SELECT 1 FROM removed AS r
+                            WHERE
+                                r.member_did = w.member_did
+                                AND r.named
+                                AND r.device_id = w.device_id
+                                AND r.revoked
+                        )
+                )
+                THEN 'not_an_admin'
+            WHEN
+                EXISTS (
+                    SELECT 1 FROM leaving AS l
+                    WHERE l.role = 'admin'
+                )
+                AND (
+                    -- A count, not an EXISTS: a search for any one admin row could
+                    -- read the table from its start rather than the admins' index.
+                    SELECT count(*)
+                    FROM members AS a
+                    WHERE
+                        a.convo_id = %(convo_id)s
+                        AND a.role = 'admin'
+                        AND a.left_at IS NULL
+                        AND a.leave_requested_seq IS NULL
+                        AND NOT EXISTS (
+                            SELECT 1 FROM leaving AS l
+                            WHERE l.member_did = a.member_did
+                        )
+                ) = 0
+                THEN 'last_admin'
+            ELSE 'removed'
+        END AS outcome
+),
+
+clock AS (
+    -- One time for everything this commit ends: after the locks are held, so a send
+    -- that held a removed member's row (and so was waited for) is before it.
+    SELECT clock_timestamp() AS at
+),
+
+devices_left AS (
+    -- The removed devices leave the group at this commit.
+    UPDATE member_devices AS md
+    SET
+        left_at = clock.at,
+        left_seq = %(seq)s
+    FROM removed AS r, verdict, clock
+    WHERE
+        verdict.outcome = 'removed'
+        AND md.convo_id = %(convo_id)s
+        AND md.member_did = r.member_did
+        AND md.device_id = r.device_id
+    RETURNING md.device_id
+),
+
+members_left AS (
+    -- The members who leave, at this commit.
+    UPDATE members AS m
+    SET
+        left_at = clock.at,
+        left_seq = %(seq)s
+    FROM leaving AS l, verdict, clock
+    WHERE
+        verdict.outcome = 'removed'
+        AND m.convo_id = %(convo_id)s
+        AND m.member_did = l.member_did
+    RETURNING m.member_did
+),
+
+withdrawn AS (
+    -- Pending welcomes of what leaves: no removed device joins from one.
+    UPDATE welcomes AS w
+    SET withdrawn_at = clock.at
+    FROM clock
+    WHERE (w.convo_id, w.id) IN (
+        SELECT
+            p.convo_id,
+            p.id
+        FROM welcomes AS p
+        WHERE
+            p.convo_id = %(convo_id)s
+            AND p.ended_at IS NULL
+            AND (SELECT v.outcome FROM verdict AS v) = 'removed'
+            AND (
+                p.recipient_did IN (SELECT l.member_did FROM leaving AS l)
+                OR EXISTS (
+                    SELECT 1 FROM removed AS r
+                    WHERE
+                        r.member_did = p.recipient_did
+                        AND r.device_id = p.recipient_device_id
+                )
+            )
+        ORDER BY p.convo_id, p.id
+        FOR UPDATE
+    )
+    RETURNING w.id
+),
+
+recorded AS (
+    -- What this commit changed, for a retry of it.
+    INSERT INTO roster_commits (
+        convo_id, seq, members_joined, devices_joined, members_left, devices_left
+    )
+    SELECT
+        %(convo_id)s::uuid AS convo_id,
+        %(seq)s::bigint AS seq,
+        0 AS members_joined,
+        0 AS devices_joined,
+        (SELECT count(*) FROM members_left) AS members_left,
+        (SELECT count(*) FROM devices_left) AS devices_left
+    FROM verdict
+    WHERE verdict.outcome = 'removed'
+)
+
+SELECT
+    verdict.outcome,
+    (SELECT count(*) FROM members_left) AS members_left,
+    (SELECT count(*) FROM devices_left) AS devices_left,
+    (SELECT count(*) FROM withdrawn) AS welcomes_withdrawn
+FROM verdict;
+
+-- name: request_leave
+-- Marks the actor's request to leave, run by request_leave in the transaction where
+-- sequence_message has just stored the actor's proposal at `seq`, holding the actor's
+-- members row and the active admins' rows. From it on the actor sends nothing; the
+-- next removal commit, by any member, fulfils it.
+-- Returns: one row: the outcome ('asked': marked now, or marked before by this same
+-- proposal, replayed; 'last_admin': the actor is an admin, no other active admin who has
+-- not asked to leave remains, and some other active member has not asked either: the
+-- caller rolls the proposal back).
+-- Locks: the rows are locked already (sequence_message); the actor's row is updated.
+-- Index: members_pkey.
+-- not null: outcome (a CASE whose every branch is a literal)
+WITH verdict AS (
+    -- Decided on the locked rows, as they stay.
+    SELECT
+        CASE
+            WHEN
+                a.leave_requested_seq IS NULL
+                AND a.role = 'admin'
+                AND NOT EXISTS (
+                    SELECT 1 FROM members AS o
+                    WHERE
+                        o.convo_id = a.convo_id
+                        AND o.member_did <> a.member_did
+                        AND o.role = 'admin'
+                        AND o.left_at IS NULL
+                        AND o.leave_requested_seq IS NULL
+                )
+                AND EXISTS (
+                    SELECT 1 FROM members AS o
+                    WHERE
+                        o.convo_id = a.convo_id
+                        AND o.member_did <> a.member_did
+                        AND o.left_at IS NULL
+                        AND o.leave_requested_seq IS NULL
+                )
+                THEN 'last_admin'
+            ELSE 'asked'
+        END AS outcome
+    FROM members AS a
+    WHERE a.convo_id = %(convo_id)s AND a.member_did = %(actor_did)s
+),
+
+asked AS (
+    -- The request, unless this proposal made it before.
+    UPDATE members AS m
+    SET leave_requested_seq = %(seq)s
+    FROM verdict
+    WHERE
+        verdict.outcome = 'asked'
+        AND m.convo_id = %(convo_id)s
+        AND m.member_did = %(actor_did)s
+        AND m.leave_requested_seq IS NULL
+)
+
+SELECT verdict.outcome
+FROM verdict;

@@ -1,6 +1,7 @@
 -- name: sequence_message
 -- The one statement that gives a conversation its next message: create_message,
--- submit_commit and add_members_with_commit run it. sent_at is left to its default, the
+-- submit_commit, request_leave and the roster commits (add_members_with_commit,
+-- remove_members_with_commit) run it. sent_at is left to its default, the
 -- clock at insert: after the lock, so in seq order. No other member's row is touched.
 -- Returns: exactly one row: the outcome and, when it is 'sequenced' or 'replayed', the
 -- message's seq and times; `locked_targets`, the `targets` whose rows it locked (for an
@@ -8,20 +9,26 @@
 -- locked after the conversation's). Outcomes, in the order they are decided: sequenced
 -- (last_seq + 1, and epoch + 1 for a commit, the message stored at its own epoch, the
 -- actor's read marker moved to it, the notification queued), else not_found,
--- not_a_member, not_an_admin (when admin_only, unless every target is an active member:
+-- not_a_member, not_in_group (`device_id` names a device of the actor's that is not in
+-- the group), leaving (the actor asked to leave, and sends nothing more: unless this is
+-- a replay), not_an_admin (when admin_only, unless every target is an active member:
 -- an add of new devices of members is any member's), replayed (this id was sent before by
 -- the actor, with the same type, epoch and ciphertext: the stored message, nothing
 -- written), id_taken, and epoch_conflict (the conversation's epoch minus `epoch` is not
 -- within 0..epoch_window; commits pass 0): the caller then reads the epoch as it is now
 -- (epoch_after_conflict).
 -- Locks: in the layer's order: the judged members rows, FOR NO KEY UPDATE in DID order
--- (the actor's, and for an add the existing rows of the members it adds devices of:
--- `targets`, active or not, so add_members finds them as judged here), read
--- through an aggregate so every one is locked before the conversation row; then the
--- conversation row, by the UPDATE that tests the epoch on the row's newest version (a
--- commit or send in flight is waited for and decided on). The read marker is moved on
--- the actor's row, locked already.
--- Index: members_pkey, messages_convo_id_id_key, conversations_pkey.
+-- (the actor's; the existing rows of `targets`, active or not, the members a roster
+-- commit adds devices to or removes, so the statement after this one finds them as
+-- judged here; with lock_admins, the active admins', so the rule that the group keeps
+-- an admin is decided on locked rows), read through an aggregate so every one is locked
+-- before the conversation row; then the actor's member device when `device_id` is
+-- given, FOR SHARE (its newest version: a removal that held the actor's row and ended
+-- the device is seen); then the conversation row, by the UPDATE that tests the epoch on
+-- the row's newest version (a commit or send in flight is waited for and decided on).
+-- The read marker is moved on the actor's row, locked already.
+-- Index: members_pkey, messages_convo_id_id_key, conversations_pkey (and, when a device
+-- is named, one probe of its member device's primary key).
 -- Notifies: `channel`, payload 'convo_id:seq:message_type', queued by the insert
 -- itself, once per stored row, and delivered only on commit.
 -- not null: outcome, locked_targets (an array_agg, coalesced)
@@ -30,16 +37,31 @@ WITH locked AS (
     SELECT
         l.member_did,
         l.role,
-        l.left_at
+        l.left_at,
+        l.leave_requested_seq
     FROM members AS l
     WHERE
         l.convo_id = %(convo_id)s
         AND (
             l.member_did = %(actor_did)s
             OR l.member_did = any(%(targets)s::text[])
+            OR (%(lock_admins)s::boolean AND l.role = 'admin' AND l.left_at IS NULL)
         )
     ORDER BY l.member_did
     FOR NO KEY UPDATE
+),
+
+device AS (
+    -- The actor's device, when the call names one, in the group; read by judged after
+    -- its aggregate of the members rows, so locked after them.
+    SELECT d.device_id
+    FROM member_devices AS d
+    WHERE
+        d.convo_id = %(convo_id)s
+        AND d.member_did = %(actor_did)s
+        AND d.device_id = %(device_id)s::uuid
+        AND d.left_at IS NULL
+    FOR SHARE
 ),
 
 judged AS (
@@ -52,6 +74,11 @@ judged AS (
             bool_or(a.member_did = %(actor_did)s AND a.left_at IS NULL AND a.role = 'admin'),
             FALSE
         ) AS is_admin,
+        coalesce(
+            bool_or(a.member_did = %(actor_did)s AND a.leave_requested_seq IS NOT NULL),
+            FALSE
+        ) AS is_leaving,
+        %(device_id)s::uuid IS NULL OR EXISTS (SELECT 1 FROM device) AS in_group,
         cardinality(%(targets)s::text[]) > 0
         AND count(*) FILTER (WHERE a.member_did = any(%(targets)s::text[]) AND a.left_at IS NULL)
         = cardinality(%(targets)s::text[]) AS targets_active
@@ -74,6 +101,18 @@ earlier AS (
     WHERE e.convo_id = %(convo_id)s AND e.id = %(id)s
 ),
 
+replay AS (
+    -- Whether that message is this one sent again by its sender.
+    SELECT
+        coalesce(bool_or(
+            r.sender_did = %(actor_did)s
+            AND r.message_type = %(message_type)s::text
+            AND r.epoch = %(epoch)s
+            AND r.ciphertext = %(ciphertext)s
+        ), FALSE) AS matches
+    FROM earlier AS r
+),
+
 bump AS (
     -- The next seq, and for a commit the next epoch. The UPDATE locks the conversation
     -- row after the members rows (it joins the aggregate) and tests the epoch on the
@@ -87,6 +126,8 @@ bump AS (
     WHERE
         c.id = %(convo_id)s
         AND judged.is_member
+        AND judged.in_group
+        AND NOT judged.is_leaving
         AND (judged.is_admin OR NOT %(admin_only)s::boolean OR judged.targets_active)
         AND NOT EXISTS (SELECT 1 FROM earlier)
         AND c.epoch - %(epoch)s BETWEEN 0 AND %(epoch_window)s
@@ -102,21 +143,18 @@ verdict AS (
             WHEN EXISTS (SELECT 1 FROM bump) THEN 'sequenced'
             WHEN convo.id IS NULL THEN 'not_found'
             WHEN NOT judged.is_member THEN 'not_a_member'
+            WHEN NOT judged.in_group THEN 'not_in_group'
+            WHEN judged.is_leaving AND NOT replay.matches THEN 'leaving'
             WHEN
                 %(admin_only)s::boolean AND NOT judged.is_admin AND NOT judged.targets_active
                 THEN 'not_an_admin'
-            WHEN
-                earlier.sender_did = %(actor_did)s
-                AND earlier.message_type = %(message_type)s::text
-                AND earlier.epoch = %(epoch)s
-                AND earlier.ciphertext = %(ciphertext)s
-                THEN 'replayed'
-            WHEN earlier.id IS NOT NULL THEN 'id_taken'
+            WHEN replay.matches THEN 'replayed'
+            WHEN EXISTS (SELECT 1 FROM earlier) THEN 'id_taken'
             ELSE 'epoch_conflict'
         END AS outcome
     FROM judged
+    CROSS JOIN replay
     LEFT JOIN conversations AS convo ON convo.id = %(convo_id)s
-    LEFT JOIN earlier ON TRUE
 ),
 
 sent AS (
@@ -181,15 +219,30 @@ SELECT c.epoch
 FROM conversations AS c
 WHERE c.id = %(convo_id)s;
 
--- name: get_message
--- One message by its id, when the actor may read it (readable_messages: an active
--- member who joined before it was sent).
--- Returns: the message; no row for an unknown id, for an actor who is not an active
--- member or joined after it was sent, or when it has expired: an expired message is
--- gone even before maintenance deletes it.
+-- name: get_roster_commit
+-- What a roster commit changed, read by add_members_with_commit and
+-- remove_members_with_commit when sequence_message found the same commit stored
+-- before (a retry after a lost acknowledgement).
+-- Returns: the row; none for a commit that changed no roster.
 -- Locks: none.
--- Index: messages_convo_id_id_key; members_pkey or members_active_by_member (the
--- membership look-up).
+-- Index: roster_commits_pkey.
+SELECT
+    r.members_joined,
+    r.devices_joined,
+    r.members_left,
+    r.devices_left
+FROM roster_commits AS r
+WHERE r.convo_id = %(convo_id)s AND r.seq = %(seq)s;
+
+-- name: get_message
+-- One message by its id, when the actor (its device, when device_id is given) may read
+-- it (readable_messages: within its read range, unexpired).
+-- Returns: the message; no row for an unknown id, for a reader it is out of range of
+-- (sent before the join, or after the commit that removed the reader), or when it has
+-- expired: an expired message is gone even before maintenance deletes it.
+-- Locks: none.
+-- Index: messages_convo_id_id_key; members_pkey (the read range; a device named adds
+-- one probe of its member device's primary key).
 -- not null: convo_id, seq, id, sender_did, message_type, epoch, ciphertext, sent_at
 -- (NOT NULL columns of messages, read through readable_messages)
 SELECT
@@ -202,16 +255,17 @@ SELECT
     m.ciphertext,
     m.sent_at,
     m.expires_at
-FROM readable_messages(%(convo_id)s, %(actor_did)s) AS m
+FROM readable_messages(%(convo_id)s, %(actor_did)s, %(device_id)s::uuid) AS m
 WHERE m.id = %(id)s;
 
 -- name: list_messages_forward
--- The messages the actor may read (readable_messages: an active member, seq >
--- joined_seq, unexpired) after a seq, oldest first: a keyset range on the primary key.
--- Returns: up to limit messages; none for a non-member (its bound is NULL).
+-- The messages the actor (its device, when device_id is given) may read
+-- (readable_messages: within its read range, unexpired) after a seq, oldest first: a
+-- keyset range on the primary key.
+-- Returns: up to limit messages; none for a DID with no read range (its bound is NULL).
 -- Locks: none.
--- Index: messages_pkey (the keyset range); members_pkey or members_active_by_member
--- (the membership look-up).
+-- Index: messages_pkey (the keyset range); members_pkey (the read range; a device
+-- named adds one probe of its member device's primary key).
 -- not null: convo_id, seq, id, sender_did, message_type, epoch, ciphertext, sent_at
 -- (NOT NULL columns of messages, read through readable_messages)
 SELECT
@@ -224,17 +278,18 @@ SELECT
     m.ciphertext,
     m.sent_at,
     m.expires_at
-FROM readable_messages(%(convo_id)s, %(actor_did)s) AS m
+FROM readable_messages(%(convo_id)s, %(actor_did)s, %(device_id)s::uuid) AS m
 WHERE m.seq > %(after_seq)s
 ORDER BY m.seq
 LIMIT %(limit)s;
 
 -- name: list_messages_backward
--- The messages an active member may read before a seq, newest first.
--- Returns: up to limit messages; none for a non-member.
+-- The messages the actor (its device, when device_id is given) may read before a seq,
+-- newest first.
+-- Returns: up to limit messages; none for a DID with no read range.
 -- Locks: none.
--- Index: messages_pkey (the keyset range); members_pkey or members_active_by_member
--- (the membership look-up).
+-- Index: messages_pkey (the keyset range); members_pkey (the read range; a device
+-- named adds one probe of its member device's primary key).
 -- not null: convo_id, seq, id, sender_did, message_type, epoch, ciphertext, sent_at
 -- (NOT NULL columns of messages, read through readable_messages)
 SELECT
@@ -247,21 +302,22 @@ SELECT
     m.ciphertext,
     m.sent_at,
     m.expires_at
-FROM readable_messages(%(convo_id)s, %(actor_did)s) AS m
+FROM readable_messages(%(convo_id)s, %(actor_did)s, %(device_id)s::uuid) AS m
 WHERE m.seq < %(before_seq)s
 ORDER BY m.seq DESC
 LIMIT %(limit)s;
 
 -- name: list_messages_since
--- The messages an active member may read from the first one sent at or after a
--- timestamp, oldest first, paged by seq (after_seq) so messages with equal sent_at are
--- neither lost nor repeated. sent_at never decreases as seq grows, so the first seq at
--- or after the timestamp starts the range.
--- Returns: up to limit messages; none for a non-member, or when nothing was sent at or
--- after the timestamp.
+-- The messages the actor (its device, when device_id is given) may read from the first
+-- one sent at or after a timestamp, oldest first, paged by seq (after_seq) so messages
+-- with equal sent_at are neither lost nor repeated. sent_at never decreases as seq
+-- grows, so the first seq at or after the timestamp starts the range.
+-- Returns: up to limit messages; none for a DID with no read range, or when nothing was
+-- sent at or after the timestamp.
 -- Locks: none.
 -- Index: messages_by_sent_at (the first seq at or after the timestamp), messages_pkey
--- (the range); members_pkey or members_active_by_member (the membership look-up).
+-- (the range); members_pkey (the read range; a device named adds one probe of its
+-- member device's primary key).
 -- not null: convo_id, seq, id, sender_did, message_type, epoch, ciphertext, sent_at
 -- (NOT NULL columns of messages, read through readable_messages)
 SELECT
@@ -274,7 +330,7 @@ SELECT
     m.ciphertext,
     m.sent_at,
     m.expires_at
-FROM readable_messages(%(convo_id)s, %(actor_did)s) AS m
+FROM readable_messages(%(convo_id)s, %(actor_did)s, %(device_id)s::uuid) AS m
 WHERE
     m.seq > %(after_seq)s
     AND m.seq >= (
@@ -288,20 +344,18 @@ ORDER BY m.seq
 LIMIT %(limit)s;
 
 -- name: get_message_count
--- How many messages an active member may read (readable_messages).
--- Returns: one row, message_count, for an active member; no row for anyone else.
+-- How many messages the actor (its device, when device_id is given) may read
+-- (readable_messages).
+-- Returns: one row, message_count, for a reader with a read range; no row for anyone
+-- else.
 -- Locks: none.
--- Index: members_pkey or members_active_by_member (the membership look-up);
--- messages_pkey (the count).
+-- Index: members_pkey (the read range; a device named adds one probe of its member
+-- device's primary key); messages_pkey (the count).
 SELECT (
     SELECT count(*)
-    FROM readable_messages(a.convo_id, a.member_did)
+    FROM readable_messages(%(convo_id)s, %(actor_did)s, %(device_id)s::uuid)
 ) AS message_count
-FROM members AS a
-WHERE
-    a.convo_id = %(convo_id)s
-    AND a.member_did = %(actor_did)s
-    AND a.left_at IS NULL;
+FROM read_range(%(convo_id)s, %(actor_did)s, %(device_id)s::uuid);
 
 -- name: delete_message
 -- Deletes an application message, by its sender only, while an active member who can

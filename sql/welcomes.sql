@@ -49,11 +49,12 @@ FOR SHARE OF d;
 -- it unused, and a package another claimer holds is not the actor's), then the rows it
 -- creates or re-adds: members rows (a row another add created since the snapshot is
 -- left as it is, ON CONFLICT DO NOTHING: only a concurrent add_member makes one, and
--- then the outcome is 'raced'), member devices (of members whose rows are locked) and
--- welcomes.
+-- then the outcome is 'raced'), member devices (of members whose rows are locked),
+-- welcomes and the commit's roster record.
 -- Index: conversations_pkey, key_packages_key_package_ref_key, members_pkey,
--- member_devices_pkey; welcomes_pending_unique, in no plan, refuses a second pending
--- welcome for a device's package (AlreadyExists).
+-- member_devices_pkey; the unique index on pending welcomes, in no plan of this
+-- statement, refuses a second pending welcome for a device's package (AlreadyExists);
+-- the record of what the commit changed (for a retry of it) is a plain insert.
 -- not null: outcome (a CASE whose every branch is a literal)
 -- not null: members_added, devices_added (counts)
 WITH new_members AS (
@@ -157,6 +158,8 @@ rejoined AS (
         role = 'member',
         joined_at = now(),
         left_at = NULL,
+        left_seq = NULL,
+        leave_requested_seq = NULL,
         joined_seq = %(seq)s,
         last_read_seq = %(seq)s
     FROM verdict
@@ -218,7 +221,8 @@ devices_joined AS (
         SET
             joined_seq = excluded.joined_seq,
             joined_at = excluded.joined_at,
-            left_at = NULL
+            left_at = NULL,
+            left_seq = NULL
     RETURNING md.device_id
 ),
 
@@ -235,6 +239,22 @@ welcomed AS (
         n.welcome_data,
         now() + %(welcome_ttl_s)s * interval '1 second' AS expires_at
     FROM new_members AS n CROSS JOIN verdict
+    WHERE verdict.outcome = 'added'
+),
+
+recorded AS (
+    -- What this commit changed, for a retry of it.
+    INSERT INTO roster_commits (
+        convo_id, seq, members_joined, devices_joined, members_left, devices_left
+    )
+    SELECT
+        %(convo_id)s::uuid AS convo_id,
+        %(seq)s::bigint AS seq,
+        (SELECT count(*) FROM joined) + (SELECT count(*) FROM rejoined) AS members_joined,
+        (SELECT count(*) FROM devices_joined) AS devices_joined,
+        0 AS members_left,
+        0 AS devices_left
+    FROM verdict
     WHERE verdict.outcome = 'added'
 )
 

@@ -40,6 +40,7 @@ _TABLES = (
     "blob_usage",
     "devices",
     "member_devices",
+    "roster_commits",
 )
 
 

@@ -98,7 +98,10 @@ def assert_member_devices_carried_over(raw: psycopg.Connection[Any]) -> None:
            ) AS d
            ORDER BY 1, 2, 3"""
     ).fetchall()
-    carried = raw.execute("SELECT * FROM member_devices ORDER BY 1, 2, 3").fetchall()
+    carried = raw.execute(
+        "SELECT convo_id, member_did, device_id, joined_seq, joined_at, left_at"
+        " FROM member_devices ORDER BY 1, 2, 3"
+    ).fetchall()
     assert carried == expected
     assert len(carried) >= raw.execute("SELECT count(*) FROM members").fetchall()[0][0]
     stray = raw.execute(
@@ -145,8 +148,17 @@ async def test_the_upgrade_gives_every_did_a_device_and_rolls_back_to_the_same_d
     assert len(owners) == len(data.tables["key_packages"])
     assert all(device == devices.legacy_device_id(did) for did, device in owners)
     after = snapshot(raw)
-    for table in ("conversations", "members", "messages", "blobs", "blob_usage"):
+    for table in ("conversations", "messages", "blobs", "blob_usage"):
         assert after[table] == before[table], table
+    # Members gain the columns of removals by commit and requests to leave (0013), empty.
+    old_columns = raw.execute(
+        "SELECT (convo_id, member_did, role, joined_at, left_at, joined_seq, last_read_seq)::text"
+        " FROM members ORDER BY 1"
+    ).fetchall()
+    assert old_columns == before["members"]
+    assert raw.execute(
+        "SELECT count(*) FROM members WHERE left_seq IS NOT NULL OR leave_requested_seq IS NOT NULL"
+    ).fetchall() == [(0,)]
     assert_welcomes_carried_over(raw, data)
     assert_member_devices_carried_over(raw)
 
@@ -171,7 +183,7 @@ async def test_the_upgrade_to_member_devices_keeps_every_device_a_member_joined_
     """Data written with devices but before member devices (migration 0011): Bob joined
     with two devices' packages (an admin added the second while he was active); Carol's
     device was revoked after her add consumed its package, her welcome still pending."""
-    assert migrate.rollback(database_url, 1) == ["0012_member_devices"]
+    assert migrate.rollback(database_url, 2) == ["0013_roster_commits", "0012_member_devices"]
     bob_1, bob_2, carol_d = uuid4(), uuid4(), uuid4()
     convo = uuid4()
     raw.execute(
@@ -210,7 +222,7 @@ async def test_the_upgrade_to_member_devices_keeps_every_device_a_member_joined_
         )
     before = snapshot(raw)
 
-    assert migrate.apply(database_url) == ["0012_member_devices"]
+    assert migrate.apply(database_url) == ["0012_member_devices", "0013_roster_commits"]
     carried = raw.execute(
         "SELECT member_did, device_id FROM member_devices ORDER BY 1, 2"
     ).fetchall()
@@ -226,7 +238,7 @@ async def test_the_upgrade_to_member_devices_keeps_every_device_a_member_joined_
         removals = await member_devices.list_pending_removals(db, convo, actor_did=ALICE)
         assert [(d.member_did, d.device_id) for d in removals.items] == [(CAROL, carol_d)]
 
-    assert migrate.rollback(database_url, 1) == ["0012_member_devices"]
+    assert migrate.rollback(database_url, 2) == ["0013_roster_commits", "0012_member_devices"]
     after = snapshot(raw)
     # The legacy device it registered stays (devices are never deleted); all else is back.
     added = set(after.pop("devices")) - set(before.pop("devices"))

@@ -51,6 +51,8 @@ async def test_explaining_a_write_leaves_nothing_behind(
             "expires_at": None,
             "admin_only": "false",
             "targets": "[]",
+            "lock_admins": "false",
+            "device_id": None,
             "channel": "catbird_messages",
         },
     )

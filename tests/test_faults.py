@@ -53,7 +53,6 @@ from catbird_db import (
     Database,
     DatabaseUnavailable,
     DbConfig,
-    EpochConflict,
     Listener,
     Message,
     MessageEvent,
@@ -315,10 +314,11 @@ async def test_add_members_with_commit_terminated_while_marking_its_key_package(
     await still_serves(fdb, convo.id)
     added = await add()
     assert (added.seq, added.epoch, added.members_added) == (1, 1, 1)
-    # Not idempotent by commit_id: a second run finds the epoch moved on and says so; the
-    # client that never saw its answer finds its commit by id.
-    with pytest.raises(EpochConflict):
-        await add()
+    # Idempotent by commit_id: the client that never saw its answer retries and gets the
+    # stored result; nothing is written twice.
+    stored = snapshot(raw)
+    assert await add() == added
+    assert snapshot(raw) == stored
     found = await messages.get_message(fdb, convo.id, commit_id, actor_did=ALICE)
     assert found is not None
     assert found.seq == added.seq

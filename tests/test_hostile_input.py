@@ -48,6 +48,7 @@ from catbird_db import (
     NotFound,
     NotTheSender,
     QuotaExceeded,
+    Removal,
     Transaction,
     blobs,
     conversations,
@@ -642,6 +643,41 @@ get_membership = entity(members.get_membership, DB, CONVO_A, BOB)
 mark_read = entity(members.mark_read, DB, CONVO_A, actor_did=BOB, seq=1)
 reset_unread = entity(members.reset_unread_count, DB, CONVO_A, actor_did=BOB)
 set_role = entity(members.set_role, DB, CONVO_A, BOB, "member", actor_did=ALICE)
+remove_by_commit = entity(
+    members.remove_members_with_commit,
+    DB,
+    CONVO_A,
+    actor_did=ALICE,
+    expected_epoch=EPOCH_A,
+    commit_id=FRESH_ID,
+    commit=b"removes erin",
+    removals=[Removal(ERIN)],
+)
+leave = entity(
+    members.request_leave,
+    DB,
+    CONVO_A,
+    actor_did=BOB,
+    message_id=FRESH_ID,
+    epoch=EPOCH_A,
+    proposal=b"bob leaves",
+)
+# An optional device: None means no device named, so it is not hostile here.
+DEVICE_IDS = [v for v in BAD_UUIDS if v[0] != "none"]
+BAD_REMOVALS: Values = [
+    ("empty", []),
+    ("none", None),
+    ("str", ERIN),
+    ("one-removal-not-in-a-list", Removal(ERIN)),
+    ("a-dict", [{"member_did": ERIN}]),
+    ("member_did=not-a-did", [Removal("erin")]),
+    ("member_did=lone-surrogate", [Removal(SURROGATE)]),
+    ("member_did=none", [Removal(None)]),  # type: ignore[arg-type]
+    ("device_id=not-a-uuid", [Removal(ERIN, "not-a-uuid")]),  # type: ignore[arg-type]
+    ("twice", [Removal(ERIN), Removal(ERIN)]),
+    ("whole-and-a-device", [Removal(ERIN), Removal(ERIN, NO_DEVICE)]),
+    ("too-many", [Removal(ERIN)] * 1001),
+]
 
 MEMBERS = [
     *add.vary(1, BAD_UUIDS),
@@ -704,6 +740,39 @@ MEMBERS = [
     set_role.case("member=former-member", NotFound, at={2: DAVE}),
     set_role.case("member=the-last-admin-themselves", LastAdmin, at={2: ALICE}),
     set_role.case("convo=unknown", NotFound, at={1: NO_CONVO}),
+    *remove_by_commit.vary(1, BAD_UUIDS),
+    *dids(remove_by_commit, "actor_did"),
+    *remove_by_commit.vary("expected_epoch", [*BAD_COUNTS, ("none", None)]),
+    *remove_by_commit.vary("commit_id", BAD_UUIDS),
+    *remove_by_commit.vary("commit", bad_bytes(64, b"commit bytes")),
+    *remove_by_commit.vary("removals", BAD_REMOVALS),
+    *remove_by_commit.vary("device_id", DEVICE_IDS),
+    remove_by_commit.case("expected_epoch=stale", EpochConflict, expected_epoch=1),
+    remove_by_commit.case("commit_id=taken", AlreadyExists, commit_id=COMMIT_A),
+    remove_by_commit.case("actor=member-not-admin", NotAnAdmin, actor_did=BOB),
+    remove_by_commit.case("actor=former-member", NotAMember, actor_did=DAVE),
+    remove_by_commit.case("actor=stranger", NotAMember, actor_did=MALLORY),
+    remove_by_commit.case("convo=unknown", NotFound, at={1: NO_CONVO}),
+    remove_by_commit.case("removal=never-a-member", NotFound, removals=[Removal(MALLORY)]),
+    remove_by_commit.case("removal=former-member", NotFound, removals=[Removal(DAVE)]),
+    remove_by_commit.case(
+        "removal=a-device-not-in-the-group", NotFound, removals=[Removal(ERIN, NO_DEVICE)]
+    ),
+    remove_by_commit.case("removal=the-committer", InvalidInput, removals=[Removal(ALICE)]),
+    remove_by_commit.case("device_id=not-in-the-group", NotAMember, device_id=NO_DEVICE),
+    *leave.vary(1, BAD_UUIDS),
+    *dids(leave, "actor_did"),
+    *leave.vary("message_id", BAD_UUIDS),
+    *leave.vary("epoch", [*BAD_COUNTS, ("none", None)]),
+    *leave.vary("proposal", bad_bytes(64, b"proposal")),
+    *leave.vary("device_id", DEVICE_IDS),
+    leave.case("epoch=stale", EpochConflict, epoch=0),
+    leave.case("message_id=own-other-content", AlreadyExists, message_id=M_BOB_1),
+    leave.case("actor=the-last-admin", LastAdmin, actor_did=ALICE),
+    leave.case("actor=former-member", NotAMember, actor_did=DAVE),
+    leave.case("actor=stranger", NotAMember, actor_did=MALLORY),
+    leave.case("convo=unknown", NotFound, at={1: NO_CONVO}),
+    leave.case("device_id=not-in-the-group", NotAMember, device_id=NO_DEVICE),
 ]
 
 # messages
@@ -740,6 +809,8 @@ MESSAGES = [
     *send.vary("epoch", [*BAD_COUNTS, ("none", None)]),
     *send.vary("ciphertext", bad_bytes(64, b"ciphertext")),
     *send.vary("expires_at", BAD_EXPIRIES),
+    *send.vary("device_id", DEVICE_IDS),
+    send.case("device_id=not-in-the-group", NotAMember, device_id=NO_DEVICE),
     send.case("epoch=stale", EpochConflict, epoch=0),
     send.case("epoch=ahead", EpochConflict, epoch=EPOCH_A + 1),
     send.case("epoch=max-bigint", EpochConflict, epoch=validate.MAX_BIGINT),
@@ -756,6 +827,8 @@ MESSAGES = [
     *commit.vary("message_id", BAD_UUIDS),
     *commit.vary("epoch", [*BAD_COUNTS, ("none", None)]),
     *commit.vary("ciphertext", bad_bytes(64, b"ciphertext")),
+    *commit.vary("device_id", DEVICE_IDS),
+    commit.case("device_id=not-in-the-group", NotAMember, device_id=NO_DEVICE),
     commit.case("epoch=stale", EpochConflict, epoch=1),
     commit.case("epoch=ahead", EpochConflict, epoch=EPOCH_A + 1),
     commit.case("epoch=max-bigint", EpochConflict, epoch=validate.MAX_BIGINT),
@@ -769,6 +842,8 @@ MESSAGES = [
     *dids(get_message, "actor_did"),
     get_message.case("actor=former-member", NotAMember, actor_did=DAVE),
     get_message.case("actor=stranger", NotAMember, actor_did=MALLORY),
+    *get_message.vary("device_id", DEVICE_IDS),
+    get_message.case("device_id=not-in-the-group", NotAMember, device_id=NO_DEVICE),
     get_message.case("convo=unknown", NotFound, at={1: NO_CONVO}),
     *list_messages.vary(1, BAD_UUIDS),
     *dids(list_messages, "actor_did"),
@@ -815,6 +890,14 @@ MESSAGES = [
         cursor=cursor("messages_forward_b"),
     ),
     list_messages.case("actor=former-member", NotAMember, actor_did=DAVE),
+    *list_messages.vary("device_id", DEVICE_IDS),
+    list_messages.case("device_id=not-in-the-group", NotAMember, device_id=NO_DEVICE),
+    list_messages.case(
+        "cursor=of-the-members-walk-for-a-device",
+        InvalidCursor,
+        device_id=BOB_DEVICE,
+        cursor=cursor("messages_forward"),
+    ),
     list_messages.case("convo=unknown", NotFound, at={1: NO_CONVO}),
     list_messages.case(
         "in-a-transaction:cursor=flipped",
@@ -847,10 +930,14 @@ MESSAGES = [
         "cursor=of-another-actor", InvalidCursor, actor_did=CAROL, cursor=cursor("messages_since")
     ),
     since.case("actor=former-member", NotAMember, actor_did=DAVE),
+    *since.vary("device_id", DEVICE_IDS),
+    since.case("device_id=not-in-the-group", NotAMember, device_id=NO_DEVICE),
     since.case("convo=unknown", NotFound, at={1: NO_CONVO}),
     *count.vary(1, BAD_UUIDS),
     *dids(count, "actor_did"),
     count.case("actor=former-member", NotAMember, actor_did=DAVE),
+    *count.vary("device_id", DEVICE_IDS),
+    count.case("device_id=not-in-the-group", NotAMember, device_id=NO_DEVICE),
     count.case("convo=unknown", NotFound, at={1: NO_CONVO}),
     *delete_message.vary(1, BAD_UUIDS),
     *delete_message.vary(2, BAD_UUIDS),
@@ -1079,6 +1166,8 @@ WELCOMES = [
     *add_members.vary("commit_id", BAD_UUIDS),
     *add_members.vary("commit", bad_bytes(64, b"commit bytes")),
     *add_members.vary("new_members", BAD_NEW_MEMBERS),
+    *add_members.vary("device_id", DEVICE_IDS),
+    add_members.case("device_id=not-in-the-group", NotAMember, device_id=NO_DEVICE),
     add_members.case("expected_epoch=stale", EpochConflict, expected_epoch=1),
     add_members.case(
         "expected_epoch=max-bigint", EpochConflict, expected_epoch=validate.MAX_BIGINT

@@ -47,7 +47,8 @@ DEEP = os.environ.get("CATBIRD_DEEP") == "1"
 USERS = (ALICE, BOB, CAROL, DAVE)
 QUOTA = 1000
 _TABLES = (
-    "conversations, members, member_devices, messages, key_packages, welcomes, blobs, blob_usage"
+    "conversations, members, member_devices, messages, roster_commits, key_packages, welcomes,"
+    " blobs, blob_usage"
 )
 
 

@@ -55,6 +55,7 @@ _LAYOUT = {
     "members": ["SELECT", "INSERT", "UPDATE"],
     "messages": ["SELECT", "INSERT", "UPDATE", "DELETE"],
     "pending_welcomes": ["SELECT", "UPDATE"],
+    "roster_commits": ["SELECT", "INSERT"],
     "welcomes": ["SELECT", "INSERT", "UPDATE", "DELETE"],
 }
 _VIEWS = frozenset({"key_package_rows", "claimable_key_packages", "pending_welcomes"})
@@ -289,11 +290,12 @@ async def test_a_database_that_revokes_execute_from_public_needs_the_function_gr
     granted: str, role: str, raw: psycopg.Connection[Any]
 ) -> None:
     raw.execute(
-        "REVOKE EXECUTE ON FUNCTION readable_messages(uuid, text),"
-        " unread_messages(uuid, text, bigint), readable_blob(text, text) FROM PUBLIC"
+        "REVOKE EXECUTE ON FUNCTION read_range(uuid, text, uuid),"
+        " readable_messages(uuid, text, uuid), unread_messages(uuid, text, bigint),"
+        " readable_blob(text, text) FROM PUBLIC"
     )
     assert refused(granted) == {}  # the grant gave the role EXECUTE of its own
-    revoke = sql.SQL("REVOKE EXECUTE ON FUNCTION readable_messages(uuid, text) FROM {}")
+    revoke = sql.SQL("REVOKE EXECUTE ON FUNCTION readable_messages(uuid, text, uuid) FROM {}")
     raw.execute(revoke.format(_ident(role)))
     why = refused(granted)
     assert set(why.values()) == {"permission denied for function readable_messages"}

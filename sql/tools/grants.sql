@@ -5,10 +5,10 @@
 -- filled with psycopg.sql.Identifier: no parameter can stand for a role or a schema.
 -- Row locks (FOR UPDATE, FOR NO KEY UPDATE, FOR KEY SHARE) need UPDATE on their table.
 -- No sequence needs USAGE (key_packages.id is an identity column, drawn without a
--- privilege check). Of the layer's functions, the statements call readable_messages,
--- unread_messages and readable_blob (EXECUTE, granted below: PUBLIC holds it by
--- default, a hardened database revokes it); a trigger function is checked when its
--- trigger is created, not when it fires.
+-- privilege check). Of the layer's functions, the statements call readable_messages
+-- (which calls read_range), unread_messages and readable_blob (EXECUTE, granted below:
+-- PUBLIC holds it by default, a hardened database revokes it); a trigger function is
+-- checked when its trigger is created, not when it fires.
 
 -- name: describe_grantee
 -- The role, and what would make a grant pointless or leave the role more than the
@@ -46,6 +46,7 @@ blobs,
 blob_usage,
 devices,
 member_devices,
+roster_commits,
 _yoyo_migration
 FROM {grantee};
 
@@ -104,6 +105,11 @@ GRANT SELECT, UPDATE ON TABLE pending_welcomes TO {grantee};
 -- member (UPDATE), listed. Rows go only with their member's cascade: no DELETE.
 GRANT SELECT, INSERT, UPDATE ON TABLE member_devices TO {grantee};
 
+-- name: grant_roster_commits
+-- Written by the roster commits, read back when one is retried. Rows go only with
+-- their commit's cascade: no UPDATE, no DELETE.
+GRANT SELECT, INSERT ON TABLE roster_commits TO {grantee};
+
 -- name: grant_blobs
 -- Stored, bound to a conversation (UPDATE), read, deleted by their uploader or as
 -- orphans.
@@ -124,7 +130,8 @@ GRANT SELECT, INSERT, UPDATE ON TABLE devices TO {grantee};
 -- What a member may read (migrations/0008_read_rules.sql): the reads of messages and
 -- blobs, the unread counts of the memberships and of the conversation list.
 GRANT EXECUTE ON FUNCTION
-readable_messages(uuid, text),
+read_range(uuid, text, uuid),
+readable_messages(uuid, text, uuid),
 unread_messages(uuid, text, bigint),
 readable_blob(text, text)
 TO {grantee};
