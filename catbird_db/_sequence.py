@@ -11,11 +11,13 @@ always names the reason the statement itself refused for.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 from uuid import UUID
 
-from . import _access
+from . import _access, group_infos
 from .database import Executor
 from .errors import AlreadyExists, EpochConflict, NotAMember, NotFound
 from .events import CHANNEL
@@ -73,6 +75,7 @@ async def sequence(
     lock_admins: bool = False,
     device_id: UUID | None = None,
     replay: bool = True,
+    group_info: bytes | None = None,
 ) -> Sequenced:
     """Store the message at the conversation's next seq (a commit also advances the epoch),
     or return the same send stored before (when `replay`). The existing members rows of
@@ -84,9 +87,11 @@ async def sequence(
     Raises NotFound, NotAMember (also for an actor who asked to leave, unless this is a
     replay, and when `device_id` names a device of the actor's not in the group),
     NotAnAdmin (with `admin_only`, unless every target is an active member),
-    AlreadyExists (the id is
-    taken, or a replay when `replay` is False), EpochConflict with the current epoch
-    (judged before the id when `replay` is False).
+    AlreadyExists (the id is taken, or a replay when `replay` is False), EpochConflict
+    with the current epoch (judged before the id when `replay` is False).
+
+    A commit's `group_info` (the GroupInfo of the epoch it creates) is kept in the same
+    transaction as the commit (group_infos.store); a replay keeps nothing new.
     """
     params = {
         "convo_id": convo_id,
@@ -103,19 +108,37 @@ async def sequence(
         "device_id": device_id,
         "channel": CHANNEL,
     }
-    if not replay:
-        # A concurrent send of this id makes the insert fail with AlreadyExists: the
-        # error id_taken would name too.
-        row = await conn.fetch_one(_SEQUENCE, params)
-    else:
-        try:
-            async with conn.savepoint():
-                row = await conn.fetch_one(_SEQUENCE, params)
-        except AlreadyExists:
-            # A concurrent send of this id committed while this one waited for its locks;
-            # it is visible now, so running again replays it or names the taken id.
-            row = await conn.fetch_one(_SEQUENCE, params)
-    assert row is not None  # the statement always returns its verdict
+    async with AsyncExitStack() as stack:
+        # A commit's GroupInfo is kept with it or not at all: one transaction (a
+        # savepoint in the caller's) holds both.
+        tx = conn if group_info is None else await stack.enter_async_context(conn.transaction())
+        if not replay:
+            # A concurrent send of this id makes the insert fail with AlreadyExists: the
+            # error id_taken would name too.
+            row = await tx.fetch_one(_SEQUENCE, params)
+        else:
+            try:
+                async with tx.savepoint():
+                    row = await tx.fetch_one(_SEQUENCE, params)
+            except AlreadyExists:
+                # A concurrent send of this id committed while this one waited for its
+                # locks; it is visible now, so running again replays it or names the id.
+                row = await tx.fetch_one(_SEQUENCE, params)
+        assert row is not None  # the statement always returns its verdict
+        sequenced = await _verdict(tx, row, params, replay)
+        if group_info is not None and not sequenced.replayed:
+            await group_infos.store(tx, convo_id, epoch + 1, group_info)
+    return sequenced
+
+
+async def _verdict(
+    conn: Executor, row: _Sequenced, params: dict[str, Any], replay: bool
+) -> Sequenced:
+    """The statement's verdict on the message of `params`: the message in its place, or
+    the error that names the refusal."""
+    convo_id: UUID = params["convo_id"]
+    actor_did: str = params["actor_did"]
+    epoch: int = params["epoch"]
     outcome = row.outcome
     current: int | None = None  # the epoch as it is now, read once if needed
     if not replay and outcome in ("replayed", "id_taken"):
@@ -129,22 +152,23 @@ async def sequence(
         message = Message(
             convo_id,
             row.seq,
-            message_id,
+            params["id"],
             actor_did,
-            message_type,
+            params["message_type"],
             epoch,
-            ciphertext,
+            params["ciphertext"],
             row.sent_at,
             row.expires_at,
         )
         return Sequenced(message, row.locked_targets, outcome == "replayed")
     _access.refuse(outcome, convo_id, actor_did)
     if outcome == "not_in_group":
-        raise NotAMember(f"device {device_id} of {actor_did} is not in the group of {convo_id}")
+        device = params["device_id"]
+        raise NotAMember(f"device {device} of {actor_did} is not in the group of {convo_id}")
     if outcome == "leaving":
         raise NotAMember(f"{actor_did} asked to leave conversation {convo_id}: it sends no more")
     if outcome == "id_taken":
-        raise AlreadyExists(f"message id {message_id} is taken in conversation {convo_id}")
+        raise AlreadyExists(f"message id {params['id']} is taken in conversation {convo_id}")
     # epoch_conflict: the epoch moved (or the conversation went) since the statement's
     # snapshot was taken, or the caller's epoch is out of the window: say where it is now.
     raise EpochConflict(current if current is not None else await _epoch_now(conn, convo_id))

@@ -74,6 +74,8 @@ class DbConfig:
     # Consumed key packages are kept this long, so a retried publish of one stays a no-op.
     key_package_retention_s: int = 30 * 24 * 3600
     max_welcome_bytes: int = 1024 * 1024
+    # A commit's GroupInfo: with the ratchet tree in it, it grows with the group.
+    max_group_info_bytes: int = 1024 * 1024
     # add_members_with_commit: members one commit adds.
     max_new_members: int = 1000
     # Consumed welcomes are kept this long before delete_consumed_welcomes removes them.
@@ -196,6 +198,7 @@ _RANGES: tuple[tuple[str, float, float], ...] = (
     ("max_message_bytes", 1, _INT4),
     ("max_key_package_bytes", 1, _INT4),
     ("max_welcome_bytes", 1, _INT4),
+    ("max_group_info_bytes", 1, _INT4),
     ("max_publish_batch", 1, _INT4),
     ("max_new_members", 1, _INT4),
     ("max_blob_bytes", 1, _BLOB_BYTES),

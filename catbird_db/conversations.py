@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Iterable
 from dataclasses import dataclass, fields
+from typing import get_args
 from uuid import UUID, uuid4
 
 from . import _access, validate
 from .database import Executor
-from .errors import DeviceRevoked, InvalidInput, NotFound, RetryableError
-from .models import Conversation, ConversationSummary
+from .errors import AlreadyExists, DeviceRevoked, InvalidInput, NotFound, RetryableError
+from .models import Conversation, ConversationSummary, ExternalJoins
 from .pages import _CONVERSATIONS, Page
 from .sql import query, scalar
 
@@ -20,11 +23,13 @@ __all__ = [
     "get_conversation",
     "get_current_epoch",
     "list_conversations",
+    "set_external_joins",
 ]
 
 
 _GET = query("get_conversation", Conversation)
 _LIST = query("list_conversations", ConversationSummary)
+_SET_EXTERNAL_JOINS = scalar("set_external_joins", str)
 _DELETE = scalar("delete_conversation", str)
 _DELETE_LOCKED = scalar("delete_locked_conversation", bool)
 
@@ -39,7 +44,15 @@ class _Created(Conversation):
         return Conversation(*(getattr(self, f.name) for f in fields(Conversation)))
 
 
+@dataclass(frozen=True, slots=True)
+class _CreatedBefore(Conversation):
+    """The conversation holding an id, and whether its creation is the one asked again."""
+
+    replays: bool
+
+
 _CREATE_WITH_MEMBERS = query("create_conversation_with_members", _Created)
+_CREATED_BEFORE = query("get_created_conversation", _CreatedBefore)
 
 
 async def create_conversation(
@@ -80,9 +93,12 @@ async def create_conversation_with_members(
     group: it is in the group from the start (`member_devices`); the other members join
     the group by an add commit, which names their devices.
 
-    Raises AlreadyExists if `convo_id` is taken; NotFound if the actor has no device
-    `device_id`, DeviceRevoked if it is revoked (nothing written); InvalidInput on a bad
-    argument.
+    Idempotent by `convo_id`: the same creator asking again for the same conversation
+    (cipher suite, title, members and device) gets it back as it is now, and nothing is
+    written twice, as long as they are still a member of it. Raises AlreadyExists if
+    `convo_id` is taken otherwise (nothing about the conversation is revealed); NotFound
+    if the actor has no device `device_id`, DeviceRevoked if it is revoked (nothing
+    written); InvalidInput on a bad argument.
     """
     actor = validate.did(actor_did, "actor_did")
     dids = sorted(
@@ -91,27 +107,56 @@ async def create_conversation_with_members(
     most = conn.config.max_initial_members
     if len(dids) > most:
         raise InvalidInput(f"at most {most} initial members")
+    suite = validate.cipher_suite(cipher_suite)
+    checked_title = validate.optional_text(title, "title", conn.config.max_title_chars)
+    device = None if device_id is None else validate.uuid(device_id, "device_id")
+    convo = uuid4() if convo_id is None else validate.uuid(convo_id, "convo_id")
+    digest = _digest(actor, suite, checked_title, dids, device)
     params = {
-        "convo_id": uuid4() if convo_id is None else validate.uuid(convo_id, "convo_id"),
+        "convo_id": convo,
         "actor_did": actor,
-        "cipher_suite": validate.cipher_suite(cipher_suite),
-        "title": validate.optional_text(title, "title", conn.config.max_title_chars),
+        "cipher_suite": suite,
+        "title": checked_title,
         "member_dids": dids,
-        "device_id": None if device_id is None else validate.uuid(device_id, "device_id"),
+        "device_id": device,
+        "creation_digest": digest,
     }
-    if device_id is None:
+    if device is None:  # one statement: nothing to undo
         created = await conn.fetch_one(_CREATE_WITH_MEMBERS, params)
-        assert created is not None  # an INSERT ... RETURNING that did not raise returns it
-        return created.conversation()
+        return (
+            created.conversation() if created else await _created_before(conn, convo, actor, digest)
+        )
     # A transaction (a savepoint in the caller's), so a refused device undoes the rest.
     async with conn.transaction() as tx:
         created = await tx.fetch_one(_CREATE_WITH_MEMBERS, params)
-        assert created is not None
+        if created is None:
+            return await _created_before(tx, convo, actor, digest)
         if created.creator_device == "unknown":
             raise NotFound(f"{actor_did} has no device {device_id}")
         if created.creator_device == "revoked":
             raise DeviceRevoked(f"device {device_id} was revoked")
     return created.conversation()
+
+
+def _digest(
+    actor: str, suite: int, title: str | None, dids: list[str], device: UUID | None
+) -> bytes:
+    """What a creation asks for, as one SHA-256: the same request always gives the same
+    digest (the creator is a member whether listed or not)."""
+    asked = [suite, title, [d for d in dids if d != actor], None if device is None else str(device)]
+    return hashlib.sha256(json.dumps(asked, separators=(",", ":")).encode()).digest()
+
+
+async def _created_before(
+    conn: Executor, convo_id: UUID, actor_did: str, digest: bytes
+) -> Conversation:
+    """The conversation a creation found its id taken by, when it is this creation
+    again; else AlreadyExists."""
+    params = {"convo_id": convo_id, "actor_did": actor_did, "creation_digest": digest}
+    found = await conn.fetch_one(_CREATED_BEFORE, params)
+    if found is None or not found.replays:
+        raise AlreadyExists(f"conversation id {convo_id} is taken")
+    return Conversation(*(getattr(found, f.name) for f in fields(Conversation)))
 
 
 async def get_conversation(
@@ -159,6 +204,26 @@ async def get_current_epoch(conn: Executor, convo_id: UUID, *, actor_did: str) -
     _access.refuse(row.outcome, convo, actor)
     assert row.epoch is not None  # set for an active member
     return row.epoch
+
+
+async def set_external_joins(
+    conn: Executor, convo_id: UUID, *, actor_did: str, policy: ExternalJoins
+) -> None:
+    """Set who may join the conversation's group by an external commit: 'own_devices'
+    lets a new device of an active member join by itself
+    (member_devices.join_by_external_commit); 'none', the default, makes every device
+    join by an add commit and its welcome. Nobody else ever joins by an external commit.
+
+    Raises NotFound, NotAMember, NotAnAdmin (decided on the actor's locked row);
+    InvalidInput on a bad argument.
+    """
+    convo, actor = validate.uuid(convo_id, "convo_id"), validate.did(actor_did, "actor_did")
+    if not isinstance(policy, str) or policy not in get_args(ExternalJoins):
+        raise InvalidInput(f"policy must be one of {', '.join(get_args(ExternalJoins))}")
+    params = {"convo_id": convo, "actor_did": actor, "policy": policy}
+    outcome = await conn.fetch_value(_SET_EXTERNAL_JOINS, params)
+    assert outcome is not None  # the statement always returns its verdict
+    _access.refuse(outcome, convo, actor)
 
 
 async def delete_conversation(conn: Executor, convo_id: UUID, *, actor_did: str) -> None:

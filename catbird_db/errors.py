@@ -16,6 +16,7 @@ __all__ = [
     "EpochConflict",
     "InvalidCursor",
     "InvalidInput",
+    "JoinNotAllowed",
     "LastAdmin",
     "NoKeyPackageAvailable",
     "NotAMember",
@@ -67,6 +68,10 @@ class NotAnAdmin(NotAMember):
 
 class NotTheSender(NotAMember):
     """Only the sender of a message may do this to it."""
+
+
+class JoinNotAllowed(NotAMember):
+    """The conversation does not let this device join its group by an external commit."""
 
 
 class LastAdmin(CatbirdDbError):

@@ -5,23 +5,27 @@ In MLS each device is its own client, its own leaf. An add by commit
 group; a removal by commit (`members.remove_members_with_commit`) takes devices out,
 and a member whose last device goes with them. A device its owner revoked, and every
 device of a member who asked to leave, stays in the group until a commit removes it:
-until then it is a pending removal.
-docs/devices.md explains the model.
+until then it is a pending removal. Where the conversation's policy allows it, a new
+device of an active member joins by itself, with an external commit
+(`join_by_external_commit`). docs/devices.md explains the model.
 """
 
 from __future__ import annotations
 
 from uuid import UUID
 
-from . import _access, validate
+from . import _access, group_infos, validate
+from ._sequence import recorded_change, sequence
 from .database import Executor
-from .models import MemberDevice
+from .errors import AlreadyExists, DeviceRevoked, JoinNotAllowed, NotFound
+from .models import MemberDevice, MembersAdded
 from .pages import _MEMBER_DEVICES, Page
-from .sql import query
+from .sql import query, scalar
 
-__all__ = ["list_member_devices", "list_pending_removals"]
+__all__ = ["join_by_external_commit", "list_member_devices", "list_pending_removals"]
 
 _LIST = query("list_member_devices", MemberDevice)
+_JOIN = scalar("join_by_external_commit", str)
 
 
 async def list_member_devices(
@@ -73,3 +77,79 @@ async def _list(
     }
     rows = await conn.fetch_all(_LIST, params)
     return await _access.page(conn, _MEMBER_DEVICES, rows, size, scope, convo, actor)
+
+
+async def join_by_external_commit(
+    conn: Executor,
+    convo_id: UUID,
+    *,
+    actor_did: str,
+    device_id: UUID,
+    expected_epoch: int,
+    commit_id: UUID,
+    commit: bytes,
+    group_info: bytes | None = None,
+) -> MembersAdded:
+    """Store the external commit by which the actor's device `device_id` joins the
+    conversation's group by itself (built from the GroupInfo of `expected_epoch`,
+    group_infos.get_group_info), atomically: the commit sequenced, the epoch advanced,
+    the device in the group from this commit on. Allowed only where an admin set the
+    conversation's policy to 'own_devices' (conversations.set_external_joins), and only
+    for a new device of an active member: nobody else joins this way. `group_info`, the
+    GroupInfo of the epoch the commit creates, is kept with it.
+
+    Idempotent by `commit_id`: the same actor sending the same commit (epoch and bytes)
+    again gets the stored result, and nothing is written twice. Raises EpochConflict
+    (with the current epoch) if `expected_epoch` is not the current one; AlreadyExists
+    if `commit_id` is taken or the device is in the group already; NotFound if the
+    conversation does not exist or the actor has no device `device_id`; NotAMember if
+    the actor is not an active member (or asked to leave); JoinNotAllowed if the policy
+    does not allow it, or the device was in the group and was removed (an add commit
+    brings it back); DeviceRevoked; InvalidInput on a bad argument. Any failure writes
+    nothing.
+    """
+    convo, actor = validate.uuid(convo_id, "convo_id"), validate.did(actor_did, "actor_did")
+    device = validate.uuid(device_id, "device_id")
+    expected = validate.non_negative(expected_epoch, "expected_epoch")
+    commit_uuid = validate.uuid(commit_id, "commit_id")
+    ciphertext = validate.bytes_(commit, "commit", conn.config.max_message_bytes)
+    info = group_infos.checked(conn, group_info)
+    async with conn.transaction() as tx:
+        # The joining device is not in the group yet: the commit is the member's.
+        sequenced = await sequence(
+            tx,
+            convo,
+            actor,
+            message_id=commit_uuid,
+            message_type="commit",
+            epoch=expected,
+            ciphertext=ciphertext,
+            group_info=info,
+        )
+        stored = sequenced.message
+        if sequenced.replayed:
+            devices_added = (await recorded_change(tx, stored)).devices_joined
+        else:
+            params = {"convo_id": convo, "actor_did": actor, "device_id": device, "seq": stored.seq}
+            _refuse_join(await tx.fetch_value(_JOIN, params), convo, device)
+            devices_added = 1
+    return MembersAdded(
+        convo, commit_uuid, stored.seq, expected + 1, stored.sent_at, 0, devices_added
+    )
+
+
+def _refuse_join(outcome: str | None, convo_id: UUID, device_id: UUID) -> None:
+    """Raise the error join_by_external_commit's verdict names; return on 'joined'."""
+    if outcome == "not_allowed":
+        raise JoinNotAllowed(f"conversation {convo_id} does not allow external joins")
+    if outcome == "unknown_device":
+        raise NotFound(f"no device {device_id} of the actor's")
+    if outcome == "revoked":
+        raise DeviceRevoked(f"device {device_id} was revoked")
+    if outcome == "in_group":
+        raise AlreadyExists(f"device {device_id} is in the group already")
+    if outcome == "left":
+        raise JoinNotAllowed(
+            f"device {device_id} was removed from the group: an add commit brings it back"
+        )
+    assert outcome == "joined"  # the statement's outcomes are the ones named above

@@ -4,7 +4,7 @@ In MLS the roster changes only by commits: `remove_members_with_commit` stores t
 commit that removes devices or whole members (the add is welcomes'
 `add_members_with_commit`), and a member leaves by asking (`request_leave`: a proposal
 in the conversation's order) for the next removal commit to fulfil. `add_member` and
-`remove_member` change the roster without a commit: the seed's bare operations, kept
+`remove_member` change the roster without a commit: the bare operations, kept
 for what they are (docs/usage.md).
 """
 
@@ -15,7 +15,7 @@ from dataclasses import dataclass, fields
 from datetime import datetime
 from uuid import UUID
 
-from . import _access, validate
+from . import _access, group_infos, validate
 from ._sequence import recorded_change, sequence
 from .database import Executor
 from .errors import InvalidInput, LastAdmin, NotAnAdmin, NotFound
@@ -100,6 +100,7 @@ async def remove_members_with_commit(
     commit: bytes,
     removals: Sequence[Removal],
     device_id: UUID | None = None,
+    group_info: bytes | None = None,
 ) -> MembersRemoved:
     """Store an MLS commit that removes devices or whole members, atomically: the commit
     sequenced, the epoch advanced, the removed devices out of the group at this commit
@@ -116,7 +117,9 @@ async def remove_members_with_commit(
     commit or is refused).
 
     Idempotent by `commit_id`: the same actor sending the same commit (epoch and bytes)
-    again gets the stored result, and nothing is written twice. Raises EpochConflict
+    again gets the stored result, and nothing is written twice. `group_info`, the
+    GroupInfo of the epoch the commit creates, is kept with it (group_infos). Raises
+    EpochConflict
     (with the current epoch) if `expected_epoch` is not the current one; AlreadyExists
     if `commit_id` is taken; NotFound if the conversation does not exist or a member
     named is not active (or a device named is not in the group); NotAMember (also for
@@ -130,6 +133,7 @@ async def remove_members_with_commit(
     ciphertext = validate.bytes_(commit, "commit", conn.config.max_message_bytes)
     wanted = _removals(conn, removals)
     device = None if device_id is None else validate.uuid(device_id, "device_id")
+    info = group_infos.checked(conn, group_info)
     async with conn.transaction() as tx:
         sequenced = await sequence(
             tx,
@@ -142,6 +146,7 @@ async def remove_members_with_commit(
             targets=sorted({r.member_did for r in wanted}),
             lock_admins=True,
             device_id=device,
+            group_info=info,
         )
         stored = sequenced.message
         if sequenced.replayed:

@@ -6,7 +6,7 @@ from datetime import datetime
 from typing import Literal
 from uuid import UUID
 
-from . import _access, validate
+from . import _access, group_infos, validate
 from ._sequence import sequence
 from .database import Executor
 from .errors import InvalidInput, NotFound, NotTheSender
@@ -70,16 +70,28 @@ async def submit_commit(
     epoch: int,
     ciphertext: bytes,
     device_id: UUID | None = None,
+    group_info: bytes | None = None,
 ) -> Message:
     """Store a commit made at `epoch` and move the conversation to `epoch + 1`, atomically.
 
     Returns the stored commit. Of concurrent commits for one epoch exactly one wins; the
     others get EpochConflict with the current epoch. Idempotent by `message_id` like
     create_message (AlreadyExists if the id is taken otherwise); NotFound, NotAMember
-    (as for create_message).
+    (as for create_message). `group_info`, the GroupInfo of `epoch + 1`, is kept with
+    the commit, in its transaction (group_infos; InvalidInput past
+    `max_group_info_bytes`).
     """
     return await _send(
-        conn, convo_id, actor_did, "commit", message_id, epoch, ciphertext, None, device_id
+        conn,
+        convo_id,
+        actor_did,
+        "commit",
+        message_id,
+        epoch,
+        ciphertext,
+        None,
+        device_id,
+        group_info,
     )
 
 
@@ -93,6 +105,7 @@ async def _send(
     ciphertext: bytes,
     expires_at: datetime | None,
     device_id: UUID | None,
+    group_info: bytes | None = None,
 ) -> Message:
     """create_message and submit_commit: the arguments checked in the order they take
     them, then the message sequenced."""
@@ -109,6 +122,7 @@ async def _send(
         epoch_window=0 if message_type == "commit" else conn.config.epoch_window,
         expires_at=validate.expiry(expires_at),
         device_id=_device(device_id),
+        group_info=group_infos.checked(conn, group_info),
     )
     return sequenced.message
 

@@ -13,11 +13,14 @@ from uuid import UUID
 
 Role = Literal["admin", "member"]
 MessageType = Literal["app", "commit", "proposal"]
+ExternalJoins = Literal["none", "own_devices"]
 
 
 @dataclass(frozen=True, slots=True)
 class Conversation:
-    """An MLS group: its current epoch and its message counter."""
+    """An MLS group: its current epoch and its message counter; `external_joins`, who
+    may join its group by an external commit ('none', or 'own_devices': new devices of
+    its active members)."""
 
     id: UUID
     creator_did: str
@@ -27,6 +30,7 @@ class Conversation:
     title: str | None
     created_at: datetime
     updated_at: datetime
+    external_joins: ExternalJoins
 
 
 @dataclass(frozen=True, slots=True)
@@ -231,6 +235,17 @@ class MembersAdded:
     sent_at: datetime
     members_added: int
     devices_added: int
+
+
+@dataclass(frozen=True, slots=True)
+class GroupInfo:
+    """A conversation's latest MLS GroupInfo, as a commit carried it: the group at
+    `epoch`, the epoch that commit created (what an external commit joins from)."""
+
+    convo_id: UUID
+    epoch: int
+    group_info: bytes
+    updated_at: datetime
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from uuid import UUID
 
-from . import mls, validate
+from . import group_infos, mls, validate
 from ._sequence import recorded_change, sequence
 from .database import Executor
 from .errors import AlreadyExists, DeviceRevoked, InvalidInput, NotFound, RetryableError
@@ -46,6 +46,7 @@ async def add_members_with_commit(
     commit: bytes,
     new_members: Sequence[NewMember],
     device_id: UUID | None = None,
+    group_info: bytes | None = None,
 ) -> MembersAdded:
     """Store an MLS commit that adds devices, their members and their welcomes,
     atomically; returns the commit's seq, the new epoch and what joined.
@@ -68,7 +69,9 @@ async def add_members_with_commit(
     over while the call ran. Any failure writes nothing.
 
     Idempotent by `commit_id`: the same actor sending the same commit (epoch and bytes)
-    again gets the stored result, and nothing is written twice.
+    again gets the stored result, and nothing is written twice. `group_info`, the
+    GroupInfo of the epoch the commit creates, is kept with it (group_infos; InvalidInput
+    past `max_group_info_bytes`).
     """
     convo, actor = validate.uuid(convo_id, "convo_id"), validate.did(actor_did, "actor_did")
     expected = validate.non_negative(expected_epoch, "expected_epoch")
@@ -76,12 +79,13 @@ async def add_members_with_commit(
     ciphertext = validate.bytes_(commit, "commit", conn.config.max_message_bytes)
     members = _new_members(conn, new_members)
     device = None if device_id is None else validate.uuid(device_id, "device_id")
+    info = group_infos.checked(conn, group_info)
     # A second run only follows an add_member of a target that committed after the
     # first run's snapshot (its row was not locked): the rerun sees the row and locks it.
     for _ in range(2):
         try:
             return await _add(
-                conn, convo, actor, expected, commit_uuid, ciphertext, members, device
+                conn, convo, actor, expected, commit_uuid, ciphertext, members, device, info
             )
         except _Raced:
             continue
@@ -204,6 +208,7 @@ async def _add(
     ciphertext: bytes,
     members: list[NewMember],
     device_id: UUID | None,
+    group_info: bytes | None,
 ) -> MembersAdded:
     """One run of add_members_with_commit's checked arguments. One transaction (a
     savepoint in the caller's): any refusal rolls the sequenced commit back with it."""
@@ -220,6 +225,7 @@ async def _add(
             admin_only=True,
             targets=sorted({m.member_did for m in members}),
             device_id=device_id,
+            group_info=group_info,
         )
         stored, locked_targets = sequenced.message, sequenced.locked_targets
         if sequenced.replayed:

@@ -1,21 +1,28 @@
 -- name: create_conversation_with_members
 -- Creates the conversation, its creator as admin and the other members, in one
 -- statement; a DID listed twice (or the creator listed again) joins once. With
--- device_id, the creator's device is in the group from the start (joined_seq 0).
--- Returns: the new conversation's row (always one) and creator_device: 'added', or
--- 'unknown' (the creator has no device of that id) or 'revoked', when the caller then
--- rolls the transaction back; NULL without device_id.
+-- device_id, the creator's device is in the group from the start (joined_seq 0). The
+-- digest of what was asked is kept (creation_digest), for a retry to be recognised.
+-- Returns: the new conversation's row and creator_device: 'added', or 'unknown' (the
+-- creator has no device of that id) or 'revoked', when the caller then rolls the
+-- transaction back; NULL without device_id. No row when the id is taken (nothing is
+-- written: the caller reads what holds it, get_created_conversation).
 -- Locks: only the rows it inserts (the conversation's, its members', the member device);
 -- the creator's device row is read, not locked (the member device's foreign key check
 -- takes FOR KEY SHARE, which a revocation does not wait for): a revocation committed
 -- before the statement is seen ('revoked'), a later one finds the device in the group,
--- a pending removal, as it would any other.
--- Index: devices_pkey or devices_id_key (the creator's device, when named).
+-- a pending removal, as it would any other. A concurrent creation of the same id is
+-- waited for (the insert's unique check), then this one writes nothing.
+-- Index: conversations_pkey (the id's conflict); devices_pkey or devices_id_key (the
+-- creator's device, when named).
 WITH convo AS (
     -- The new conversation.
-    INSERT INTO conversations (id, creator_did, cipher_suite, title)
-    VALUES (%(convo_id)s, %(actor_did)s, %(cipher_suite)s, %(title)s)
-    RETURNING id, creator_did, cipher_suite, epoch, last_seq, title, created_at, updated_at
+    INSERT INTO conversations (id, creator_did, cipher_suite, title, creation_digest)
+    VALUES (%(convo_id)s, %(actor_did)s, %(cipher_suite)s, %(title)s, %(creation_digest)s)
+    ON CONFLICT (id) DO NOTHING
+    RETURNING
+        id, creator_did, cipher_suite, epoch, last_seq, title, created_at, updated_at,
+        external_joins
 ),
 
 dids AS (
@@ -67,6 +74,7 @@ SELECT
     convo.title,
     convo.created_at,
     convo.updated_at,
+    convo.external_joins,
     CASE
         WHEN %(device_id)s::uuid IS NULL THEN NULL
         WHEN EXISTS (SELECT 1 FROM in_group) THEN 'added'
@@ -74,6 +82,40 @@ SELECT
         ELSE 'unknown'
     END AS creator_device
 FROM convo;
+
+-- name: get_created_conversation
+-- The conversation holding an id that a creation found taken, as it is now, and
+-- whether the creation was this one again: the same creator asking for the same
+-- conversation (creation_digest) and still an active member of it.
+-- Returns: the conversation's row and replays (FALSE for a conversation created before
+-- digests were kept); no row when no conversation has the id (it was deleted since the
+-- creation found it).
+-- Locks: none.
+-- Index: conversations_pkey; members_pkey or members_active_by_member (the creator's
+-- membership).
+-- not null: replays
+SELECT
+    c.id,
+    c.creator_did,
+    c.cipher_suite,
+    c.epoch,
+    c.last_seq,
+    c.title,
+    c.created_at,
+    c.updated_at,
+    c.external_joins,
+    coalesce(
+        c.creator_did = %(actor_did)s
+        AND c.creation_digest = %(creation_digest)s
+        AND EXISTS (
+            SELECT 1
+            FROM members AS m
+            WHERE m.convo_id = c.id AND m.member_did = c.creator_did AND m.left_at IS NULL
+        ),
+        FALSE
+    ) AS replays
+FROM conversations AS c
+WHERE c.id = %(convo_id)s;
 
 -- name: get_conversation
 -- A conversation, seen by one of its active members.
@@ -90,7 +132,8 @@ SELECT
     c.last_seq,
     c.title,
     c.created_at,
-    c.updated_at
+    c.updated_at,
+    c.external_joins
 FROM conversations AS c
 WHERE
     c.id = %(convo_id)s
@@ -120,6 +163,7 @@ SELECT
     c.title,
     c.created_at,
     c.updated_at,
+    c.external_joins,
     m.role,
     m.last_read_seq,
     (
@@ -155,6 +199,50 @@ FROM (SELECT %(convo_id)s::uuid AS id) AS wanted
 LEFT JOIN conversations AS c ON wanted.id = c.id
 LEFT JOIN members AS m
     ON c.id = m.convo_id AND m.member_did = %(actor_did)s AND m.left_at IS NULL;
+
+-- name: set_external_joins
+-- Sets the conversation's policy for external joins, for an active admin.
+-- Returns: one row: the outcome ('set', 'not_found', 'not_a_member', 'not_an_admin'),
+-- decided on the locked row.
+-- Locks: in the layer's order: the actor's members row, FOR NO KEY UPDATE (the admin
+-- check is made on its newest version: a demotion in flight is waited for); then the
+-- conversation row, by the UPDATE, only for an admin.
+-- Index: members_pkey or members_active_by_member (the actor's row); conversations_pkey.
+-- not null: outcome (a CASE whose every branch is a literal)
+WITH locked AS (
+    -- The actor's active members row, locked first.
+    SELECT l.role
+    FROM members AS l
+    WHERE l.convo_id = %(convo_id)s AND l.member_did = %(actor_did)s AND l.left_at IS NULL
+    FOR NO KEY UPDATE
+),
+
+judged AS (
+    -- The actor's rights on the locked row, read before the conversation row is touched.
+    SELECT
+        count(*) > 0 AS is_member,
+        coalesce(bool_or(l.role = 'admin'), FALSE) AS is_admin
+    FROM locked AS l
+),
+
+changed AS (
+    -- The policy, set by an admin.
+    UPDATE conversations AS c
+    SET external_joins = %(policy)s
+    FROM judged
+    WHERE c.id = %(convo_id)s AND judged.is_admin
+    RETURNING c.id
+)
+
+SELECT
+    CASE
+        WHEN EXISTS (SELECT 1 FROM changed) THEN 'set'
+        WHEN c.id IS NULL THEN 'not_found'
+        WHEN NOT judged.is_member THEN 'not_a_member'
+        ELSE 'not_an_admin'
+    END AS outcome
+FROM judged
+LEFT JOIN conversations AS c ON c.id = %(convo_id)s;
 
 -- name: delete_conversation
 -- The first of delete_conversation's two statements: it locks the conversation for the

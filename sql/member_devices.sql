@@ -37,3 +37,87 @@ WHERE
     )
 ORDER BY md.member_did, md.device_id
 LIMIT %(limit)s;
+
+-- name: join_by_external_commit
+-- The second statement of an external join, in the transaction whose sequence_message
+-- stored the joining device's commit (the actor's members row and the conversation row
+-- are locked already): the device of the actor's enters the group at that commit,
+-- where the conversation's policy lets new devices of members join by themselves.
+-- Returns: one row: the outcome, decided in this order: 'not_allowed' (the policy is
+-- not 'own_devices'), 'unknown_device' (the actor has no such device), 'revoked',
+-- 'in_group' (the device is in the group already), 'left' (it was in the group and
+-- was removed: an add commit brings it back) or 'joined', the member device stored and
+-- what the commit changed recorded; the caller rolls back on any other.
+-- Locks: the member device it inserts. The conversation row is read under the lock its
+-- commit holds, so the policy cannot change meanwhile; the device row is read, not
+-- locked (a revocation does not wait for the join: one committed later finds the
+-- device in the group, a pending removal).
+-- Index: conversations_pkey; devices_pkey (the device); member_devices_pkey (its
+-- earlier membership).
+-- not null: outcome (a CASE whose every branch is a literal)
+WITH named AS (
+    -- The actor's device of that id.
+    SELECT d.revoked_at IS NOT NULL AS revoked
+    FROM devices AS d
+    WHERE d.owner_did = %(actor_did)s AND d.id = %(device_id)s
+),
+
+earlier AS (
+    -- The device's row in the group, when it was ever in it.
+    SELECT md.left_at IS NULL AS in_group
+    FROM member_devices AS md
+    WHERE
+        md.convo_id = %(convo_id)s
+        AND md.member_did = %(actor_did)s
+        AND md.device_id = %(device_id)s
+),
+
+verdict AS (
+    -- The outcome, in the order the header gives.
+    SELECT
+        CASE
+            WHEN
+                NOT EXISTS (
+                    SELECT 1
+                    FROM conversations AS c
+                    WHERE c.id = %(convo_id)s AND c.external_joins = 'own_devices'
+                )
+                THEN 'not_allowed'
+            WHEN NOT EXISTS (SELECT 1 FROM named) THEN 'unknown_device'
+            WHEN (SELECT named.revoked FROM named) THEN 'revoked'
+            WHEN (SELECT earlier.in_group FROM earlier) THEN 'in_group'
+            WHEN EXISTS (SELECT 1 FROM earlier) THEN 'left'
+            ELSE 'joined'
+        END AS outcome
+),
+
+joined AS (
+    -- The device, in the group from this commit on.
+    INSERT INTO member_devices (convo_id, member_did, device_id, joined_seq)
+    SELECT
+        %(convo_id)s::uuid AS convo_id,
+        %(actor_did)s::text AS member_did,
+        %(device_id)s::uuid AS device_id,
+        %(seq)s::bigint AS joined_seq
+    FROM verdict
+    WHERE verdict.outcome = 'joined'
+    RETURNING device_id
+),
+
+recorded AS (
+    -- What this commit changed, for a retry of it.
+    INSERT INTO roster_commits (
+        convo_id, seq, members_joined, devices_joined, members_left, devices_left
+    )
+    SELECT
+        %(convo_id)s::uuid AS convo_id,
+        %(seq)s::bigint AS seq,
+        0 AS members_joined,
+        1 AS devices_joined,
+        0 AS members_left,
+        0 AS devices_left
+    FROM joined
+)
+
+SELECT verdict.outcome
+FROM verdict;

@@ -41,6 +41,7 @@ _TABLES = (
     "devices",
     "member_devices",
     "roster_commits",
+    "group_infos",
 )
 
 

@@ -103,8 +103,9 @@ async def test_a_misnamed_column_is_reported(database_url: str, tmp_path: Path) 
     sql_dir = broken_copy(
         tmp_path,
         "conversations.sql",
-        "    c.updated_at\nFROM conversations AS c\nWHERE\n    c.id",
-        "    c.updated_at AS modified_at\nFROM conversations AS c\nWHERE\n    c.id",
+        "    c.updated_at,\n    c.external_joins\nFROM conversations AS c\nWHERE\n    c.id",
+        "    c.updated_at AS modified_at,\n    c.external_joins\nFROM conversations AS c\nWHERE\n"
+        "    c.id",
     )
     line = only(await check(database_url, sql_dir=sql_dir))
     assert line.startswith("catbird_db/conversations.py:")
@@ -144,11 +145,12 @@ async def test_a_nullable_column_into_a_non_optional_field_is_reported(
         "conversations.sql",
         # get_conversation's select list: only it reads the conversation guarded by EXISTS.
         "    c.id,\n    c.creator_did,\n    c.cipher_suite,\n    c.epoch,\n    c.last_seq,\n"
-        "    c.title,\n    c.created_at,\n    c.updated_at\nFROM conversations AS c\nWHERE\n"
-        "    c.id = %(convo_id)s\n    AND EXISTS (",
-        "    c.id,\n    c.title AS creator_did,\n    c.cipher_suite,\n    c.epoch,\n"
-        "    c.last_seq,\n    c.title,\n    c.created_at,\n    c.updated_at\n"
+        "    c.title,\n    c.created_at,\n    c.updated_at,\n    c.external_joins\n"
         "FROM conversations AS c\nWHERE\n    c.id = %(convo_id)s\n    AND EXISTS (",
+        "    c.id,\n    c.title AS creator_did,\n    c.cipher_suite,\n    c.epoch,\n"
+        "    c.last_seq,\n    c.title,\n    c.created_at,\n    c.updated_at,\n"
+        "    c.external_joins\nFROM conversations AS c\nWHERE\n    c.id = %(convo_id)s\n"
+        "    AND EXISTS (",
     )
     line = only(await check(database_url, sql_dir=sql_dir))
     assert "get_conversation: column creator_did (text) -> Conversation.creator_did" in line

@@ -8,6 +8,7 @@ from uuid import UUID, uuid4
 
 import psycopg
 import pytest
+from test_member_devices import with_devices
 
 from catbird_db import (
     AlreadyExists,
@@ -54,6 +55,79 @@ async def test_create_with_a_taken_id_is_already_exists_and_changes_nothing(
             db, actor_did=BOB, cipher_suite=1, convo_id=convo.id, member_dids=[CAROL]
         )
     assert snapshot(raw) == before
+
+
+async def test_a_retried_creation_gets_the_stored_conversation_and_writes_nothing(
+    db: Database, raw: psycopg.Connection[Any]
+) -> None:
+    (device,) = await with_devices(db, ALICE, 1)
+    asked: dict[str, Any] = {
+        "actor_did": ALICE,
+        "cipher_suite": 1,
+        "title": "Team",
+        "member_dids": [BOB, CAROL],
+        "convo_id": uuid4(),
+        "device_id": device,
+    }
+    first = await conversations.create_conversation_with_members(db, **asked)
+    await messages.create_message(
+        db, first.id, actor_did=ALICE, message_id=uuid4(), epoch=0, ciphertext=b"hi"
+    )
+    before = snapshot(raw)
+    # The same request, its members in another order and the creator listed: the same.
+    again = await conversations.create_conversation_with_members(
+        db, **{**asked, "member_dids": [CAROL, ALICE, BOB, CAROL]}
+    )
+    assert snapshot(raw) == before
+    assert (again.id, again.created_at, again.title) == (first.id, first.created_at, "Team")
+    assert again.last_seq == 1  # as it is now
+    # Anything else with the id reveals nothing.
+    for other in (
+        {"title": "Other"},
+        {"cipher_suite": 2},
+        {"member_dids": [BOB]},
+        {"device_id": None},
+        {"actor_did": BOB, "device_id": None},
+    ):
+        with pytest.raises(AlreadyExists, match=r"is taken$"):
+            await conversations.create_conversation_with_members(db, **{**asked, **other})
+    assert snapshot(raw) == before
+
+
+async def test_a_creation_retried_after_its_creator_left_is_already_exists(
+    db: Database,
+) -> None:
+    convo_id = uuid4()
+    await conversations.create_conversation_with_members(
+        db, actor_did=ALICE, cipher_suite=1, member_dids=[BOB], convo_id=convo_id
+    )
+    await members.set_role(db, convo_id, BOB, "admin", actor_did=ALICE)
+    await members.remove_member(db, convo_id, ALICE, actor_did=ALICE)
+    with pytest.raises(AlreadyExists):
+        await conversations.create_conversation_with_members(
+            db, actor_did=ALICE, cipher_suite=1, member_dids=[BOB], convo_id=convo_id
+        )
+
+
+async def test_a_creation_racing_its_own_retry_makes_one_conversation(
+    db: Database, raw: psycopg.Connection[Any]
+) -> None:
+    """The retry waits for the first attempt's uncommitted insert of the id, then gets
+    what it stored."""
+    convo_id = uuid4()
+    asked: dict[str, Any] = {
+        "actor_did": ALICE,
+        "cipher_suite": 1,
+        "member_dids": [BOB],
+        "convo_id": convo_id,
+    }
+    async with db.transaction() as tx:
+        first = await conversations.create_conversation_with_members(tx, **asked)
+        retry = asyncio.ensure_future(conversations.create_conversation_with_members(db, **asked))
+        await until_waiting_on_a_lock(raw)
+    assert (await retry).id == first.id
+    rows = raw.execute("SELECT count(*) FROM conversations WHERE id = %s", (convo_id,))
+    assert rows.fetchone() == (1,)
 
 
 async def test_create_with_members_is_atomic_on_a_bad_member(

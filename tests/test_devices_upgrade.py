@@ -148,8 +148,19 @@ async def test_the_upgrade_gives_every_did_a_device_and_rolls_back_to_the_same_d
     assert len(owners) == len(data.tables["key_packages"])
     assert all(device == devices.legacy_device_id(did) for did, device in owners)
     after = snapshot(raw)
-    for table in ("conversations", "messages", "blobs", "blob_usage"):
+    for table in ("messages", "blobs", "blob_usage"):
         assert after[table] == before[table], table
+    # Conversations gain the external-join policy ('none') and an empty creation digest
+    # (0014).
+    old_convos = raw.execute(
+        "SELECT (id, creator_did, cipher_suite, epoch, last_seq, title, created_at,"
+        " updated_at)::text FROM conversations ORDER BY 1"
+    ).fetchall()
+    assert old_convos == before["conversations"]
+    assert raw.execute(
+        "SELECT count(*) FROM conversations"
+        " WHERE external_joins <> 'none' OR creation_digest IS NOT NULL"
+    ).fetchall() == [(0,)]
     # Members gain the columns of removals by commit and requests to leave (0013), empty.
     old_columns = raw.execute(
         "SELECT (convo_id, member_did, role, joined_at, left_at, joined_seq, last_read_seq)::text"
@@ -177,13 +188,16 @@ async def test_the_upgrade_gives_every_did_a_device_and_rolls_back_to_the_same_d
     assert snapshot(raw) == before
 
 
+AFTER_0011 = ["0012_member_devices", "0013_roster_commits", "0014_group_info_and_joins"]
+
+
 async def test_the_upgrade_to_member_devices_keeps_every_device_a_member_joined_with(
     database_url: str, raw: psycopg.Connection[Any]
 ) -> None:
     """Data written with devices but before member devices (migration 0011): Bob joined
     with two devices' packages (an admin added the second while he was active); Carol's
     device was revoked after her add consumed its package, her welcome still pending."""
-    assert migrate.rollback(database_url, 2) == ["0013_roster_commits", "0012_member_devices"]
+    assert migrate.rollback(database_url, 3) == AFTER_0011[::-1]
     bob_1, bob_2, carol_d = uuid4(), uuid4(), uuid4()
     convo = uuid4()
     raw.execute(
@@ -222,7 +236,7 @@ async def test_the_upgrade_to_member_devices_keeps_every_device_a_member_joined_
         )
     before = snapshot(raw)
 
-    assert migrate.apply(database_url) == ["0012_member_devices", "0013_roster_commits"]
+    assert migrate.apply(database_url) == AFTER_0011
     carried = raw.execute(
         "SELECT member_did, device_id FROM member_devices ORDER BY 1, 2"
     ).fetchall()
@@ -238,7 +252,7 @@ async def test_the_upgrade_to_member_devices_keeps_every_device_a_member_joined_
         removals = await member_devices.list_pending_removals(db, convo, actor_did=ALICE)
         assert [(d.member_did, d.device_id) for d in removals.items] == [(CAROL, carol_d)]
 
-    assert migrate.rollback(database_url, 2) == ["0013_roster_commits", "0012_member_devices"]
+    assert migrate.rollback(database_url, 3) == AFTER_0011[::-1]
     after = snapshot(raw)
     # The legacy device it registered stays (devices are never deleted); all else is back.
     added = set(after.pop("devices")) - set(before.pop("devices"))

@@ -67,6 +67,7 @@ async def test_explaining_a_write_leaves_nothing_behind(
             "title": None,
             "member_dids": f'["{BOB}"]',
             "device_id": None,
+            "creation_digest": "\\x" + "ab" * 32,
         },
     )
     assert any("Insert on members" in line for line in lines)
@@ -103,8 +104,10 @@ async def test_values_are_read_as_the_types_the_statement_gives_its_parameters(
             "title": None,
             "member_dids": f'["{BOB}", "{ALICE}"]',
             "device_id": str(convo_id),
+            "creation_digest": "\\x" + "ab" * 32,
         },
     )
+    assert params["creation_digest"] == bytes([0xAB] * 32)
     assert params["cipher_suite"] == 3
     assert params["title"] is None
     assert params["member_dids"] == [BOB, ALICE]
@@ -164,6 +167,8 @@ def test_the_command_reports_a_refused_statement_and_keeps_nothing(
             "member_dids=[]",
             "--null",
             "device_id",
+            "--null",
+            "creation_digest",
         ]
     )
     assert code == 1

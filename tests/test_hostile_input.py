@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta, timezone, tzinfo
 from decimal import Decimal
 from typing import Any, cast
-from uuid import UUID, uuid4
+from uuid import UUID
 
 import psycopg
 import pytest
@@ -40,6 +40,7 @@ from catbird_db import (
     InvalidCursor,
     InvalidInput,
     IsolationLevel,
+    JoinNotAllowed,
     LastAdmin,
     NewMember,
     NoKeyPackageAvailable,
@@ -53,6 +54,7 @@ from catbird_db import (
     blobs,
     conversations,
     devices,
+    group_infos,
     key_packages,
     member_devices,
     members,
@@ -75,6 +77,7 @@ LIMITS: dict[str, Any] = {
     "max_page_size": 2,
     "max_message_bytes": 64,
     "max_welcome_bytes": 320,
+    "max_group_info_bytes": 64,
     "max_key_package_bytes": 128,
     "max_blob_bytes": 64,
     "user_quota_bytes": 100,
@@ -107,6 +110,7 @@ MALLORY_DEVICE = devices.legacy_device_id(MALLORY)  # registered, publishes
 MALLORY_OLD = UUID("00000000-0000-4000-8000-0000000de001")  # Mallory's, revoked
 BOB_DEVICE = devices.legacy_device_id(BOB)
 NO_DEVICE = UUID("00000000-0000-4000-8000-0000000de0ff")  # nobody's
+ERIN_PHONE = UUID("00000000-0000-4000-8000-0000000de002")  # Erin's, in no group
 EPOCH_A = 2  # a commit and an add since creation
 
 # Key packages: published (or not) in the world below; refs computed from the bytes.
@@ -571,6 +575,24 @@ get_convo = entity(conversations.get_conversation, DB, CONVO_A, actor_did=BOB)
 list_convos = entity(conversations.list_conversations, DB, actor_did=ALICE, limit=1)
 get_epoch = entity(conversations.get_current_epoch, DB, CONVO_A, actor_did=BOB)
 delete_convo = entity(conversations.delete_conversation, DB, CONVO_D, actor_did=ALICE)
+set_joins = entity(
+    conversations.set_external_joins, DB, CONVO_A, actor_did=ALICE, policy="own_devices"
+)
+get_group_info = entity(group_infos.get_group_info, DB, CONVO_A, actor_did=BOB)
+# Erin's second device joins CONVO_C (open to members' own devices) by itself.
+ERIN_DEVICE = devices.legacy_device_id(ERIN)  # in CONVO_C's group since its add
+join = entity(
+    member_devices.join_by_external_commit,
+    DB,
+    CONVO_C,
+    actor_did=ERIN,
+    device_id=ERIN_PHONE,
+    expected_epoch=1,
+    commit_id=FRESH_ID,
+    commit=b"erin's phone joins",
+)
+# A commit's optional GroupInfo: None is no GroupInfo, so it is not hostile here.
+BAD_GROUP_INFOS = [v for v in bad_bytes(64, b"group info") if v[0] != "none"]
 
 CONVERSATIONS = [
     *dids(create, "actor_did"),
@@ -631,6 +653,29 @@ CONVERSATIONS = [
     delete_convo.case("actor=stranger", NotAMember, actor_did=MALLORY),
     delete_convo.case("actor=former-member", NotAMember, at={1: CONVO_A}, actor_did=DAVE),
     delete_convo.case("convo=unknown", NotFound, at={1: NO_CONVO}),
+    *set_joins.vary(1, BAD_UUIDS),
+    *dids(set_joins, "actor_did"),
+    *set_joins.vary(
+        "policy",
+        [
+            ("unknown", "anyone"),
+            ("upper-case", "NONE"),
+            ("lone-surrogate", "own_devices" + SURROGATE),
+            ("nul", "none\x00"),
+            ("none", None),
+            ("bytes", b"none"),
+            ("int", 1),
+        ],
+    ),
+    set_joins.case("actor=member-not-admin", NotAnAdmin, actor_did=BOB),
+    set_joins.case("actor=former-member", NotAMember, actor_did=DAVE),
+    set_joins.case("actor=stranger", NotAMember, actor_did=MALLORY),
+    set_joins.case("convo=unknown", NotFound, at={1: NO_CONVO}),
+    *get_group_info.vary(1, BAD_UUIDS),
+    *dids(get_group_info, "actor_did"),
+    get_group_info.case("actor=former-member", NotAMember, actor_did=DAVE),
+    get_group_info.case("actor=stranger", NotAMember, actor_did=MALLORY),
+    get_group_info.case("convo=unknown", None, at={1: NO_CONVO}),
 ]
 
 # members
@@ -747,6 +792,7 @@ MEMBERS = [
     *remove_by_commit.vary("commit", bad_bytes(64, b"commit bytes")),
     *remove_by_commit.vary("removals", BAD_REMOVALS),
     *remove_by_commit.vary("device_id", DEVICE_IDS),
+    *remove_by_commit.vary("group_info", BAD_GROUP_INFOS),
     remove_by_commit.case("expected_epoch=stale", EpochConflict, expected_epoch=1),
     remove_by_commit.case("commit_id=taken", AlreadyExists, commit_id=COMMIT_A),
     remove_by_commit.case("actor=member-not-admin", NotAnAdmin, actor_did=BOB),
@@ -828,6 +874,7 @@ MESSAGES = [
     *commit.vary("epoch", [*BAD_COUNTS, ("none", None)]),
     *commit.vary("ciphertext", bad_bytes(64, b"ciphertext")),
     *commit.vary("device_id", DEVICE_IDS),
+    *commit.vary("group_info", BAD_GROUP_INFOS),
     commit.case("device_id=not-in-the-group", NotAMember, device_id=NO_DEVICE),
     commit.case("epoch=stale", EpochConflict, epoch=1),
     commit.case("epoch=ahead", EpochConflict, epoch=EPOCH_A + 1),
@@ -1167,6 +1214,7 @@ WELCOMES = [
     *add_members.vary("commit", bad_bytes(64, b"commit bytes")),
     *add_members.vary("new_members", BAD_NEW_MEMBERS),
     *add_members.vary("device_id", DEVICE_IDS),
+    *add_members.vary("group_info", BAD_GROUP_INFOS),
     add_members.case("device_id=not-in-the-group", NotAMember, device_id=NO_DEVICE),
     add_members.case("expected_epoch=stale", EpochConflict, expected_epoch=1),
     add_members.case(
@@ -1470,6 +1518,28 @@ DEVICES = [
     *revoke.vary(1, BAD_UUIDS),
     revoke.case("device=unknown", NotFound, at={1: NO_DEVICE}),
     revoke.case("device=another-users", NotFound, at={1: BOB_DEVICE}),
+    *join.vary(1, BAD_UUIDS),
+    *dids(join, "actor_did"),
+    *join.vary("device_id", BAD_UUIDS),
+    *join.vary("expected_epoch", [*BAD_COUNTS, ("none", None)]),
+    *join.vary("commit_id", BAD_UUIDS),
+    *join.vary("commit", bad_bytes(64, b"commit bytes")),
+    *join.vary("group_info", BAD_GROUP_INFOS),
+    join.case("expected_epoch=stale", EpochConflict, expected_epoch=0),
+    join.case("commit_id=taken", AlreadyExists, commit_id=ADD_ERIN_C),
+    join.case("device_id=in-the-group", AlreadyExists, device_id=ERIN_DEVICE),
+    join.case("device_id=another-users", NotFound, device_id=BOB_DEVICE),
+    join.case("device_id=unknown", NotFound, device_id=NO_DEVICE),
+    join.case("actor=stranger", NotAMember, actor_did=MALLORY),
+    join.case("convo=unknown", NotFound, at={1: NO_CONVO}),
+    join.case(
+        "convo=policy-none",
+        JoinNotAllowed,
+        at={1: CONVO_A},
+        actor_did=BOB,
+        device_id=BOB_DEVICE,
+        expected_epoch=EPOCH_A,
+    ),
 ]
 
 CASES: list[ParameterSet] = [
@@ -1533,7 +1603,7 @@ async def build_world(db: Database) -> World:
     await devices.register_device(db, MALLORY_OLD, actor_did=MALLORY)
     await devices.revoke_device(db, MALLORY_OLD, actor_did=MALLORY)
     await device_of(db, ERIN)
-    await devices.register_device(db, uuid4(), actor_did=ERIN)  # Erin is at the cap of 2
+    await devices.register_device(db, ERIN_PHONE, actor_did=ERIN)  # Erin is at the cap of 2
     publish = key_packages.publish_key_packages
     await publish(
         db, actor_did=BOB, device_id=await device_of(db, BOB), cipher_suite=1, key_packages=BOB_KPS
@@ -1591,6 +1661,7 @@ async def build_world(db: Database) -> World:
             new_members=[NewMember(ERIN, REF[kp], fake_welcome([kp]))],
         )
     assert await conversations.get_current_epoch(db, CONVO_A, actor_did=ALICE) == EPOCH_A
+    await conversations.set_external_joins(db, CONVO_C, actor_did=ALICE, policy="own_devices")
     await send(CONVO_A, ALICE, M_ALICE_2, EPOCH_A)
 
     stored: list[tuple[bytes, str, UUID | None]] = [
@@ -1691,6 +1762,7 @@ def _entity_functions() -> set[str]:
         welcomes,
         blobs,
         devices,
+        group_infos,
     )
     for module in modules:
         for name in module.__all__:

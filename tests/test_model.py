@@ -48,7 +48,7 @@ USERS = (ALICE, BOB, CAROL, DAVE)
 QUOTA = 1000
 _TABLES = (
     "conversations, members, member_devices, messages, roster_commits, key_packages, welcomes,"
-    " blobs, blob_usage"
+    " blobs, blob_usage, group_infos"
 )
 
 

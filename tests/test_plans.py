@@ -52,8 +52,13 @@ Need = str | frozenset[str]  # an index, or a choice of indexes that serve equal
 INTENDED: dict[str, tuple[Need, ...]] = {
     # conversations
     # The creator's device, when named: either index finds the one row.
-    "create_conversation_with_members": (frozenset({"devices_pkey", "devices_id_key"}),),
+    "create_conversation_with_members": (
+        "conversations_pkey",
+        frozenset({"devices_pkey", "devices_id_key"}),
+    ),
+    "get_created_conversation": ("conversations_pkey", GUARD),
     "get_conversation": ("conversations_pkey", GUARD),
+    "set_external_joins": (GUARD, "conversations_pkey"),
     "list_conversations": (ACTIVE, "conversations_pkey", "messages_pkey"),
     "get_current_epoch": ("conversations_pkey", GUARD),
     "delete_conversation": ("conversations_pkey", GUARD),
@@ -128,6 +133,14 @@ INTENDED: dict[str, tuple[Need, ...]] = {
     "delete_consumed_welcomes": ("welcomes_ended", "welcomes_expired", "welcomes_pkey"),
     # member devices
     "list_member_devices": ("member_devices_pkey", "devices_pkey", GUARD),
+    "join_by_external_commit": (
+        "conversations_pkey",
+        frozenset({"devices_pkey", "devices_id_key"}),
+        "member_devices_pkey",
+    ),
+    # group infos
+    "store_group_info": ("group_infos_pkey",),
+    "get_group_info": ("group_infos_pkey", GUARD),
     # blobs
     "store_blob": ("conversations_pkey", GUARD, "blobs_pkey", "blob_usage_pkey"),
     "bind_blob": ("blobs_pkey", GUARD),
@@ -180,8 +193,23 @@ def values(p: seed.Picks) -> dict[str, dict[str, Any]]:
             "title": "Plans",
             "member_dids": [member, p.busy_did],
             "device_id": p.device_id,
+            "creation_digest": bytes(32),
+        },
+        "get_created_conversation": {
+            "convo_id": convo,
+            "actor_did": admin,
+            "creation_digest": bytes(32),
         },
         "get_conversation": {"convo_id": convo, "actor_did": member},
+        "set_external_joins": {"convo_id": convo, "actor_did": admin, "policy": "own_devices"},
+        "join_by_external_commit": {
+            "convo_id": convo,
+            "actor_did": p.owner_did,
+            "device_id": p.owner_device_id,
+            "seq": p.message_seq,
+        },
+        "store_group_info": {"convo_id": convo, "epoch": 6, "group_info": bytes(2000)},
+        "get_group_info": {"convo_id": convo, "actor_did": member},
         "list_conversations": {
             "actor_did": p.busy_did,
             "before_updated_at": first_page[0],

@@ -49,6 +49,7 @@ _LAYOUT = {
     "claimable_key_packages": ["SELECT", "UPDATE"],
     "conversations": ["SELECT", "INSERT", "UPDATE", "DELETE"],
     "devices": ["SELECT", "INSERT", "UPDATE"],
+    "group_infos": ["SELECT", "INSERT", "UPDATE"],
     "key_package_rows": ["SELECT", "UPDATE"],
     "key_packages": ["SELECT", "INSERT", "UPDATE", "DELETE"],
     "member_devices": ["SELECT", "INSERT", "UPDATE"],

@@ -47,6 +47,7 @@ blob_usage,
 devices,
 member_devices,
 roster_commits,
+group_infos,
 _yoyo_migration
 FROM {grantee};
 
@@ -109,6 +110,11 @@ GRANT SELECT, INSERT, UPDATE ON TABLE member_devices TO {grantee};
 -- Written by the roster commits, read back when one is retried. Rows go only with
 -- their commit's cascade: no UPDATE, no DELETE.
 GRANT SELECT, INSERT ON TABLE roster_commits TO {grantee};
+
+-- name: grant_group_infos
+-- Kept by the commits that carry one (INSERT, and UPDATE by ON CONFLICT), read by
+-- members. Rows go only with their conversation's cascade: no DELETE.
+GRANT SELECT, INSERT, UPDATE ON TABLE group_infos TO {grantee};
 
 -- name: grant_blobs
 -- Stored, bound to a conversation (UPDATE), read, deleted by their uploader or as
