@@ -17,7 +17,7 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-from . import _access, group_infos
+from . import _access, group_infos, validate
 from .database import Executor
 from .errors import AlreadyExists, EpochConflict, NotAMember, NotFound
 from .events import CHANNEL
@@ -52,6 +52,68 @@ class RosterChange:
     devices_joined: int
     members_left: int
     devices_left: int
+
+
+@dataclass(frozen=True, slots=True)
+class Commit:
+    """The checked arguments every commit operation takes: the conversation, the actor,
+    the epoch the commit was made at, the commit's id and bytes, the committing device
+    (when named) and the GroupInfo of the epoch it creates (when given)."""
+
+    convo_id: UUID
+    actor_did: str
+    epoch: int
+    commit_id: UUID
+    commit: bytes
+    device_id: UUID | None
+    group_info: bytes | None
+
+    @classmethod
+    def checked(
+        cls,
+        conn: Executor,
+        convo_id: object,
+        actor_did: object,
+        expected_epoch: object,
+        commit_id: object,
+        commit: object,
+        device_id: object,
+        group_info: object,
+    ) -> Commit:
+        """The arguments checked, in the order the operations take them; InvalidInput."""
+        return cls(
+            validate.uuid(convo_id, "convo_id"),
+            validate.did(actor_did, "actor_did"),
+            validate.non_negative(expected_epoch, "expected_epoch"),
+            validate.uuid(commit_id, "commit_id"),
+            validate.bytes_(commit, "commit", conn.config.max_message_bytes),
+            None if device_id is None else validate.uuid(device_id, "device_id"),
+            group_infos.checked(conn, group_info),
+        )
+
+    async def sequence(
+        self,
+        conn: Executor,
+        *,
+        targets: Sequence[str] = (),
+        admin_only: bool = False,
+        lock_admins: bool = False,
+    ) -> Sequenced:
+        """The commit in its place (`sequence`), its GroupInfo kept with it."""
+        return await sequence(
+            conn,
+            self.convo_id,
+            self.actor_did,
+            message_id=self.commit_id,
+            message_type="commit",
+            epoch=self.epoch,
+            ciphertext=self.commit,
+            admin_only=admin_only,
+            targets=targets,
+            lock_admins=lock_admins,
+            device_id=self.device_id,
+            group_info=self.group_info,
+        )
 
 
 _SEQUENCE = query("sequence_message", _Sequenced)

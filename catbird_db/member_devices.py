@@ -14,8 +14,8 @@ from __future__ import annotations
 
 from uuid import UUID
 
-from . import _access, group_infos, validate
-from ._sequence import recorded_change, sequence
+from . import _access, validate
+from ._sequence import Commit, recorded_change
 from .database import Executor
 from .errors import AlreadyExists, DeviceRevoked, JoinNotAllowed, NotFound
 from .models import MemberDevice, MembersAdded
@@ -108,33 +108,27 @@ async def join_by_external_commit(
     brings it back); DeviceRevoked; InvalidInput on a bad argument. Any failure writes
     nothing.
     """
-    convo, actor = validate.uuid(convo_id, "convo_id"), validate.did(actor_did, "actor_did")
+    # The joining device is not in the group yet: the commit is the member's, no device.
+    c = Commit.checked(
+        conn, convo_id, actor_did, expected_epoch, commit_id, commit, None, group_info
+    )
     device = validate.uuid(device_id, "device_id")
-    expected = validate.non_negative(expected_epoch, "expected_epoch")
-    commit_uuid = validate.uuid(commit_id, "commit_id")
-    ciphertext = validate.bytes_(commit, "commit", conn.config.max_message_bytes)
-    info = group_infos.checked(conn, group_info)
     async with conn.transaction() as tx:
-        # The joining device is not in the group yet: the commit is the member's.
-        sequenced = await sequence(
-            tx,
-            convo,
-            actor,
-            message_id=commit_uuid,
-            message_type="commit",
-            epoch=expected,
-            ciphertext=ciphertext,
-            group_info=info,
-        )
+        sequenced = await c.sequence(tx)
         stored = sequenced.message
         if sequenced.replayed:
             devices_added = (await recorded_change(tx, stored)).devices_joined
         else:
-            params = {"convo_id": convo, "actor_did": actor, "device_id": device, "seq": stored.seq}
-            _refuse_join(await tx.fetch_value(_JOIN, params), convo, device)
+            params = {
+                "convo_id": c.convo_id,
+                "actor_did": c.actor_did,
+                "device_id": device,
+                "seq": stored.seq,
+            }
+            _refuse_join(await tx.fetch_value(_JOIN, params), c.convo_id, device)
             devices_added = 1
     return MembersAdded(
-        convo, commit_uuid, stored.seq, expected + 1, stored.sent_at, 0, devices_added
+        c.convo_id, c.commit_id, stored.seq, c.epoch + 1, stored.sent_at, 0, devices_added
     )
 
 

@@ -15,8 +15,8 @@ from dataclasses import dataclass, fields
 from datetime import datetime
 from uuid import UUID
 
-from . import _access, group_infos, validate
-from ._sequence import recorded_change, sequence
+from . import _access, validate
+from ._sequence import Commit, recorded_change, sequence
 from .database import Executor
 from .errors import InvalidInput, LastAdmin, NotAnAdmin, NotFound
 from .models import Member, Membership, MembersRemoved, Message, Removal, Role
@@ -127,49 +127,35 @@ async def remove_members_with_commit(
     LastAdmin if an admin would leave and no active admin who has not asked to leave
     would stay; InvalidInput on a bad argument. Any failure writes nothing.
     """
-    convo, actor = validate.uuid(convo_id, "convo_id"), validate.did(actor_did, "actor_did")
-    expected = validate.non_negative(expected_epoch, "expected_epoch")
-    commit_uuid = validate.uuid(commit_id, "commit_id")
-    ciphertext = validate.bytes_(commit, "commit", conn.config.max_message_bytes)
+    c = Commit.checked(
+        conn, convo_id, actor_did, expected_epoch, commit_id, commit, device_id, group_info
+    )
     wanted = _removals(conn, removals)
-    device = None if device_id is None else validate.uuid(device_id, "device_id")
-    info = group_infos.checked(conn, group_info)
     async with conn.transaction() as tx:
-        sequenced = await sequence(
-            tx,
-            convo,
-            actor,
-            message_id=commit_uuid,
-            message_type="commit",
-            epoch=expected,
-            ciphertext=ciphertext,
-            targets=sorted({r.member_did for r in wanted}),
-            lock_admins=True,
-            device_id=device,
-            group_info=info,
-        )
+        targets = sorted({r.member_did for r in wanted})
+        sequenced = await c.sequence(tx, targets=targets, lock_admins=True)
         stored = sequenced.message
         if sequenced.replayed:
             change = await recorded_change(tx, stored)
             members_removed, devices_removed = change.members_left, change.devices_left
         else:
             params = {
-                "convo_id": convo,
-                "actor_did": actor,
-                "actor_device_id": device,
+                "convo_id": c.convo_id,
+                "actor_did": c.actor_did,
+                "actor_device_id": c.device_id,
                 "seq": stored.seq,
                 "member_dids": [r.member_did for r in wanted],
                 "device_ids": [r.device_id for r in wanted],
             }
             result = await tx.fetch_one(_REMOVE, params)
             assert result is not None  # the statement always returns its verdict
-            _refuse_removal(result.outcome, convo, actor)
+            _refuse_removal(result.outcome, c.convo_id, c.actor_did)
             members_removed, devices_removed = result.members_left, result.devices_left
     return MembersRemoved(
-        convo,
-        commit_uuid,
+        c.convo_id,
+        c.commit_id,
         stored.seq,
-        expected + 1,
+        c.epoch + 1,
         stored.sent_at,
         members_removed,
         devices_removed,
@@ -367,21 +353,9 @@ class _Verdict:
 
     def member(self) -> Member:
         """The row as a Member; only for an outcome that returns one."""
-        assert self.convo_id is not None
-        assert self.member_did is not None
-        assert self.role is not None
-        assert self.joined_at is not None
-        assert self.joined_seq is not None
-        assert self.last_read_seq is not None
-        return Member(
-            self.convo_id,
-            self.member_did,
-            self.role,
-            self.joined_at,
-            self.left_at,
-            self.joined_seq,
-            self.last_read_seq,
-        )
+        row = {f.name: getattr(self, f.name) for f in fields(Member)}
+        assert None not in (v for name, v in row.items() if name != "left_at")
+        return Member(**row)
 
 
 @dataclass(frozen=True, slots=True)
@@ -395,14 +369,7 @@ class _Marked(_Verdict):
         assert self.unread_count is not None
         m = self.member()
         return Membership(
-            m.convo_id,
-            m.member_did,
-            m.role,
-            m.joined_at,
-            m.left_at,
-            m.joined_seq,
-            m.last_read_seq,
-            self.unread_count,
+            **{f.name: getattr(m, f.name) for f in fields(m)}, unread_count=self.unread_count
         )
 
 

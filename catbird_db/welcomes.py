@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from datetime import timedelta
 from uuid import UUID
 
-from . import group_infos, mls, validate
-from ._sequence import recorded_change, sequence
+from . import mls, validate
+from ._sequence import Commit, recorded_change
 from .database import Executor
 from .errors import AlreadyExists, DeviceRevoked, InvalidInput, NotFound, RetryableError
 from .models import MembersAdded, NewMember, Welcome
@@ -73,20 +73,15 @@ async def add_members_with_commit(
     GroupInfo of the epoch the commit creates, is kept with it (group_infos; InvalidInput
     past `max_group_info_bytes`).
     """
-    convo, actor = validate.uuid(convo_id, "convo_id"), validate.did(actor_did, "actor_did")
-    expected = validate.non_negative(expected_epoch, "expected_epoch")
-    commit_uuid = validate.uuid(commit_id, "commit_id")
-    ciphertext = validate.bytes_(commit, "commit", conn.config.max_message_bytes)
+    c = Commit.checked(
+        conn, convo_id, actor_did, expected_epoch, commit_id, commit, device_id, group_info
+    )
     members = _new_members(conn, new_members)
-    device = None if device_id is None else validate.uuid(device_id, "device_id")
-    info = group_infos.checked(conn, group_info)
     # A second run only follows an add_member of a target that committed after the
     # first run's snapshot (its row was not locked): the rerun sees the row and locks it.
     for _ in range(2):
         try:
-            return await _add(
-                conn, convo, actor, expected, commit_uuid, ciphertext, members, device, info
-            )
+            return await _add(conn, c, members)
         except _Raced:
             continue
     raise RetryableError(f"a member was added to {convo_id} concurrently; add again")
@@ -199,43 +194,22 @@ class _Raced(Exception):
     """An add met a target's members row it had not locked; its transaction rolls back."""
 
 
-async def _add(
-    conn: Executor,
-    convo: UUID,
-    actor: str,
-    expected: int,
-    commit_id: UUID,
-    ciphertext: bytes,
-    members: list[NewMember],
-    device_id: UUID | None,
-    group_info: bytes | None,
-) -> MembersAdded:
+async def _add(conn: Executor, c: Commit, members: list[NewMember]) -> MembersAdded:
     """One run of add_members_with_commit's checked arguments. One transaction (a
     savepoint in the caller's): any refusal rolls the sequenced commit back with it."""
     refs = [m.key_package_ref for m in members]
     async with conn.transaction() as tx:
-        sequenced = await sequence(
-            tx,
-            convo,
-            actor,
-            message_id=commit_id,
-            message_type="commit",
-            epoch=expected,
-            ciphertext=ciphertext,
-            admin_only=True,
-            targets=sorted({m.member_did for m in members}),
-            device_id=device_id,
-            group_info=group_info,
-        )
+        targets = sorted({m.member_did for m in members})
+        sequenced = await c.sequence(tx, targets=targets, admin_only=True)
         stored, locked_targets = sequenced.message, sequenced.locked_targets
         if sequenced.replayed:
             # The same commit stored before: its result as it was, nothing written.
             change = await recorded_change(tx, stored)
             return MembersAdded(
-                convo,
-                commit_id,
+                c.convo_id,
+                c.commit_id,
                 stored.seq,
-                expected + 1,
+                c.epoch + 1,
                 stored.sent_at,
                 change.members_joined,
                 change.devices_joined,
@@ -243,8 +217,8 @@ async def _add(
         locked = await tx.fetch_all(_LOCK_DEVICES, {"key_package_refs": refs})
         devices = _devices_of(members, {d.key_package_ref: d for d in locked})
         params = {
-            "convo_id": convo,
-            "actor_did": actor,
+            "convo_id": c.convo_id,
+            "actor_did": c.actor_did,
             "seq": stored.seq,
             "member_dids": [m.member_did for m in members],
             "device_ids": devices,
@@ -267,10 +241,10 @@ async def _add(
                 "add, or an unexpired last-resort one"
             )
     return MembersAdded(
-        convo,
-        commit_id,
+        c.convo_id,
+        c.commit_id,
         stored.seq,
-        expected + 1,
+        c.epoch + 1,
         stored.sent_at,
         added.members_added,
         added.devices_added,

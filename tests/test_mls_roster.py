@@ -101,7 +101,7 @@ async def test_a_losing_adders_welcome_never_reaches_its_recipient(
         await until_waiting_on_a_lock(raw, 2)
         await side.rollback()
         outcomes = dict(zip((ALICE, BOB), await racing, strict=True))
-    (winner,) = [did for did, got in outcomes.items() if isinstance(got, MembersAdded)]
+    ((winner, won),) = [(d, got) for d, got in outcomes.items() if isinstance(got, MembersAdded)]
     loser = BOB if winner == ALICE else ALICE
     lost = outcomes[loser]
     assert isinstance(lost, EpochConflict)
@@ -118,7 +118,7 @@ async def test_a_losing_adders_welcome_never_reaches_its_recipient(
 
     # The winner's welcome puts her in the group the others are in.
     await carol.join(db)
-    carol.seen = outcomes[winner].seq  # type: ignore[union-attr]
+    carol.seen = won.seq
     winning, losing = (alice, bob) if winner == ALICE else (bob, alice)
     # The loser catches up: it processes the winner's commit, its own never stored.
     for d in (winning, losing):
