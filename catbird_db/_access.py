@@ -47,6 +47,19 @@ async def check(
     return access
 
 
+async def found_or_none(
+    conn: Executor, found: R | None, convo_id: UUID, actor_did: str
+) -> R | None:
+    """A look-up's row; when it found none, None if the conversation does not exist,
+    else the refusal (NotAMember) if the actor may not look."""
+    if found is None:
+        try:
+            await check(conn, convo_id, actor_did)
+        except NotFound:
+            return None
+    return found
+
+
 def refuse(outcome: str, convo_id: UUID, actor_did: str) -> None:
     """Raise the error a statement's verdict names, for the refusals every conversation
     statement shares: not_found, not_a_member, not_an_admin. Any other outcome returns,

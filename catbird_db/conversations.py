@@ -165,13 +165,7 @@ async def get_conversation(
     """The conversation, or None if it does not exist; NotAMember if the actor is not in it."""
     convo, actor = validate.uuid(convo_id, "convo_id"), validate.did(actor_did, "actor_did")
     params = {"convo_id": convo, "actor_did": actor}
-    found = await conn.fetch_one(_GET, params)
-    if found is None:
-        try:
-            await _access.check(conn, convo, actor)
-        except NotFound:
-            return None
-    return found
+    return await _access.found_or_none(conn, await conn.fetch_one(_GET, params), convo, actor)
 
 
 async def list_conversations(

@@ -12,7 +12,6 @@ from uuid import UUID
 
 from . import _access, validate
 from .database import Executor
-from .errors import NotFound
 from .models import GroupInfo
 from .sql import command, query
 
@@ -28,12 +27,7 @@ async def get_group_info(conn: Executor, convo_id: UUID, *, actor_did: str) -> G
     InvalidInput on a bad argument."""
     convo, actor = validate.uuid(convo_id, "convo_id"), validate.did(actor_did, "actor_did")
     found = await conn.fetch_one(_GET, {"convo_id": convo, "actor_did": actor})
-    if found is None:
-        try:
-            await _access.check(conn, convo, actor)
-        except NotFound:
-            return None
-    return found
+    return await _access.found_or_none(conn, found, convo, actor)
 
 
 def checked(conn: Executor, group_info: object) -> bytes | None:

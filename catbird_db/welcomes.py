@@ -197,58 +197,53 @@ class _Raced(Exception):
 async def _add(conn: Executor, c: Commit, members: list[NewMember]) -> MembersAdded:
     """One run of add_members_with_commit's checked arguments. One transaction (a
     savepoint in the caller's): any refusal rolls the sequenced commit back with it."""
-    refs = [m.key_package_ref for m in members]
     async with conn.transaction() as tx:
         targets = sorted({m.member_did for m in members})
         sequenced = await c.sequence(tx, targets=targets, admin_only=True)
-        stored, locked_targets = sequenced.message, sequenced.locked_targets
+        stored = sequenced.message
         if sequenced.replayed:
             # The same commit stored before: its result as it was, nothing written.
             change = await recorded_change(tx, stored)
-            return MembersAdded(
-                c.convo_id,
-                c.commit_id,
-                stored.seq,
-                c.epoch + 1,
-                stored.sent_at,
-                change.members_joined,
-                change.devices_joined,
-            )
-        locked = await tx.fetch_all(_LOCK_DEVICES, {"key_package_refs": refs})
-        devices = _devices_of(members, {d.key_package_ref: d for d in locked})
-        params = {
-            "convo_id": c.convo_id,
-            "actor_did": c.actor_did,
-            "seq": stored.seq,
-            "member_dids": [m.member_did for m in members],
-            "device_ids": devices,
-            "locked_targets": locked_targets,
-            "key_package_refs": refs,
-            "welcome_data": [m.welcome_data for m in members],
-            "welcome_ttl_s": conn.config.welcome_ttl_s,
-        }
-        added = await tx.fetch_one(_ADD_MEMBERS, params)
-        assert added is not None  # the statement always returns its verdict
-        if added.outcome == "raced":
-            raise _Raced
-        if added.outcome == "present":
-            raise AlreadyExists("a device listed is in the conversation's group already")
-        if added.outcome == "unusable":
-            raise InvalidInput(
-                "every new device's key_package_ref must be a key package of that device "
-                "of its member, of the conversation's cipher suite, held by the committer "
-                "(claimed and not taken by another claimer since) and not used by another "
-                "add, or an unexpired last-resort one"
-            )
-    return MembersAdded(
-        c.convo_id,
-        c.commit_id,
-        stored.seq,
-        c.epoch + 1,
-        stored.sent_at,
-        added.members_added,
-        added.devices_added,
-    )
+            joined = (change.members_joined, change.devices_joined)
+        else:
+            joined = await _store_added(tx, c, members, stored.seq, sequenced.locked_targets)
+    return MembersAdded(c.convo_id, c.commit_id, stored.seq, c.epoch + 1, stored.sent_at, *joined)
+
+
+async def _store_added(
+    tx: Executor, c: Commit, members: list[NewMember], seq: int, locked_targets: list[str]
+) -> tuple[int, int]:
+    """add_members_with_commit's second and third statements, once its commit is
+    sequenced at `seq`: the devices locked, then the members, member devices and
+    welcomes stored. The members and the devices it added."""
+    refs = [m.key_package_ref for m in members]
+    locked = await tx.fetch_all(_LOCK_DEVICES, {"key_package_refs": refs})
+    devices = _devices_of(members, {d.key_package_ref: d for d in locked})
+    params = {
+        "convo_id": c.convo_id,
+        "actor_did": c.actor_did,
+        "seq": seq,
+        "member_dids": [m.member_did for m in members],
+        "device_ids": devices,
+        "locked_targets": locked_targets,
+        "key_package_refs": refs,
+        "welcome_data": [m.welcome_data for m in members],
+        "welcome_ttl_s": tx.config.welcome_ttl_s,
+    }
+    added = await tx.fetch_one(_ADD_MEMBERS, params)
+    assert added is not None  # the statement always returns its verdict
+    if added.outcome == "raced":
+        raise _Raced
+    if added.outcome == "present":
+        raise AlreadyExists("a device listed is in the conversation's group already")
+    if added.outcome == "unusable":
+        raise InvalidInput(
+            "every new device's key_package_ref must be a key package of that device "
+            "of its member, of the conversation's cipher suite, held by the committer "
+            "(claimed and not taken by another claimer since) and not used by another "
+            "add, or an unexpired last-resort one"
+        )
+    return added.members_added, added.devices_added
 
 
 def _new_members(conn: Executor, new_members: object) -> list[NewMember]:
