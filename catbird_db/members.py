@@ -176,15 +176,16 @@ async def request_leave(
     cannot commit its own removal) in the conversation's order, as a message of type
     'proposal'; returns it. From it on the actor sends nothing (reads go on); it is
     listed with its devices among the pending removals, and the next removal commit, by
-    any member, fulfils it. The proposal must be made at the current epoch.
+    any member, fulfils it. The proposal must be made at the current epoch. MLS removes
+    one leaf per proposal: a member with several devices in the group calls this once
+    per device, and the request dates from the first.
 
     Idempotent by `message_id` like create_message (a retry of the same proposal gets
     it back). Raises LastAdmin if the actor is the last active admin who has not asked
     to leave while another active member has not asked either (promote someone first);
     EpochConflict (with the current epoch); AlreadyExists if the id is taken; NotFound,
-    NotAMember (also when the actor asked to leave already with another proposal, or
-    `device_id`, when given, is not in the group); InvalidInput on a bad argument. Any
-    failure writes nothing.
+    NotAMember (also when `device_id`, when given, is not in the group); InvalidInput on
+    a bad argument. Any failure writes nothing.
     """
     convo, actor = validate.uuid(convo_id, "convo_id"), validate.did(actor_did, "actor_did")
     msg_id = validate.uuid(message_id, "message_id")

@@ -11,8 +11,9 @@
 -- actor's read marker moved to it, the notification queued), else not_found,
 -- not_a_member, not_in_group (`device_id` names a device of the actor's that is not in
 -- the group), leaving (the actor asked to leave, and sends nothing more: unless this is
--- a replay), not_an_admin (when admin_only, unless every target is an active member:
--- an add of new devices of members is any member's), replayed (this id was sent before by
+-- a replay, or another proposal: a request to leave is one proposal per device),
+-- not_an_admin (when admin_only, unless every target is an active member: an add of
+-- new devices of members is any member's), replayed (this id was sent before by
 -- the actor, with the same type, epoch and ciphertext: the stored message, nothing
 -- written), id_taken, and epoch_conflict (the conversation's epoch minus `epoch` is not
 -- within 0..epoch_window; commits pass 0): the caller then reads the epoch as it is now
@@ -74,7 +75,10 @@ judged AS (
             bool_or(a.member_did = %(actor_did)s AND a.left_at IS NULL AND a.role = 'admin'),
             FALSE
         ) AS is_admin,
-        coalesce(
+        -- A member who asked to leave sends nothing more but further requests (one
+        -- remove proposal per device of theirs).
+        %(message_type)s::text <> 'proposal'
+        AND coalesce(
             bool_or(a.member_did = %(actor_did)s AND a.leave_requested_seq IS NOT NULL),
             FALSE
         ) AS is_leaving,

@@ -266,10 +266,12 @@ async def test_a_member_asks_to_leave_and_the_next_removal_by_anyone_fulfils_it(
     assert read == proposal  # in the conversation's order, for every member to process
     with pytest.raises(NotAMember, match="asked to leave"):
         await send(db, convo, BOB, 1)
-    with pytest.raises(NotAMember, match="asked to leave"):
-        await members.request_leave(
-            db, convo, actor_did=BOB, message_id=uuid4(), epoch=1, proposal=b"again"
-        )
+    # MLS removes one leaf per proposal: his other device's proposal is stored too, and
+    # the request stays dated from the first.
+    other = await members.request_leave(
+        db, convo, actor_did=BOB, message_id=uuid4(), epoch=1, proposal=b"remove my laptop"
+    )
+    assert (other.message_type, other.seq) == ("proposal", proposal.seq + 1)
     again = await members.request_leave(
         db, convo, actor_did=BOB, message_id=proposal.id, epoch=1, proposal=b"remove me"
     )
