@@ -24,13 +24,15 @@ test: $(STAMP)
 # transaction pooling mode (transaction_pooler set, LISTEN direct): about 60 s. Needs the
 # pgbouncer binary; the tests start and stop their own (see docs/pgbouncer.md).
 PGBOUNCER_TESTS = tests/test_messages*.py tests/test_members.py tests/test_conversations.py \
-	tests/test_key_packages*.py tests/test_welcomes*.py tests/test_blobs*.py tests/test_devices.py
+	tests/test_key_packages*.py tests/test_welcomes*.py tests/test_blobs*.py tests/test_devices.py \
+	tests/test_member_devices.py tests/test_roster_commits.py tests/test_external_joins.py \
+	tests/test_roles.py
 test-pgbouncer: $(STAMP)
 	CATBIRD_TEST_PGBOUNCER=1 $(BIN)/pytest -q $(PGBOUNCER_TESTS)
 
 # The long variants of the proof harness: the soak (and the model-based test) run many
 # more operations and examples than in `make test`.
-DEEP_TESTS = tests/test_soak.py $(wildcard tests/test_model.py)
+DEEP_TESTS = tests/test_soak.py tests/test_roster_soak.py $(wildcard tests/test_model.py)
 test-deep: $(STAMP)
 	CATBIRD_DEEP=1 $(BIN)/pytest -q $(DEEP_TESTS)
 

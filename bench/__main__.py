@@ -49,22 +49,41 @@ def _numbered(sql_text: str) -> tuple[str, list[str]]:
 
 
 async def wrapper_overhead(url: str, convo: UUID, msg: UUID) -> str:
-    """get_message: the typed function against raw drivers running the same SQL."""
+    """get_message: the typed function on the Database (default, and with the pool's
+    check on checkout), on a request-scoped connection, against raw drivers running the
+    same SQL."""
     stmt = statement("get_message")
-    params = {"convo_id": convo, "actor_did": ALICE, "id": msg}
+    params = {"convo_id": convo, "actor_did": ALICE, "device_id": None, "id": msg}
     numbered, order = _numbered(stmt.text)
     alchemy_sql = text(_PARAM.sub(r":\1", stmt.text))
-    config = DbConfig(database_url=url, min_size=1, max_size=2)
+    config = DbConfig(database_url=url, min_size=1, max_size=4)
+    checked = DbConfig(database_url=url, min_size=1, max_size=2, check_on_checkout=True)
     engine = create_async_engine(url.replace("postgresql://", "postgresql+psycopg://"))
     apool = await asyncpg.create_pool(url, min_size=1, max_size=2)
-    async with Database.connect(config) as db:
+    async with (
+        Database.connect(config) as db,
+        Database.connect(checked) as checked_db,
+        db.connection() as request,
+        db._pool.connection() as held,
+    ):
         pool = db._pool
 
         async def typed() -> object:
             return await messages.get_message(db, convo, msg, actor_did=ALICE)
 
+        async def typed_checked() -> object:
+            return await messages.get_message(checked_db, convo, msg, actor_did=ALICE)
+
+        async def typed_request() -> object:
+            return await messages.get_message(request, convo, msg, actor_did=ALICE)
+
         async def raw_psycopg() -> object:
             async with pool.connection() as conn, conn.cursor(binary=True) as cur:
+                await cur.execute(stmt.text, params)
+                return await cur.fetchall()
+
+        async def raw_held() -> object:
+            async with held.cursor(binary=True) as cur:
                 await cur.execute(stmt.text, params)
                 return await cur.fetchall()
 
@@ -78,8 +97,11 @@ async def wrapper_overhead(url: str, convo: UUID, msg: UUID) -> str:
 
         results = await compare(
             {
-                "catbird_db get_message": typed,
+                "catbird_db get_message (Database)": typed,
+                "catbird_db get_message, pool check on checkout": typed_checked,
+                "catbird_db get_message (db.connection())": typed_request,
                 "raw psycopg, same pool and SQL": raw_psycopg,
+                "raw psycopg, held connection": raw_held,
                 "SQLAlchemy Core (psycopg)": sqlalchemy_core,
                 "raw asyncpg, same SQL": raw_asyncpg,
             },
@@ -91,7 +113,7 @@ async def wrapper_overhead(url: str, convo: UUID, msg: UUID) -> str:
     ceiling = pgbench_ceiling(url, stmt.text, params)
     results.append(Result("pgbench -M prepared, 1 client (server ceiling)", ceiling))
     return table(
-        "Wrapper overhead: get_message, one client", results, "raw psycopg, same pool and SQL"
+        "Wrapper overhead: get_message, one client", results, "raw psycopg, held connection"
     )
 
 
@@ -101,10 +123,17 @@ def pgbench_ceiling(url: str, sql_text: str, params: dict[str, object]) -> float
     # the name comment and doc lines go, as their colons would read as variables too.
     script = re.sub(r"/\*.*?\*/", "", sql_text, flags=re.S)
     script = " ".join(line for line in script.splitlines() if not line.strip().startswith("--"))
-    script = _PARAM.sub(r":\1", script)
+    # A NULL has no -D spelling: it goes into the script as the literal.
+    nulls = {name for name, value in params.items() if value is None}
+    script = _PARAM.sub(lambda m: "NULL" if m[1] in nulls else f":{m[1]}", script)
     with tempfile.NamedTemporaryFile("w", suffix=".sql", delete=False) as f:
         f.write(script + "\n")
-    defines = [arg for name, value in params.items() for arg in ("-D", f"{name}={value}")]
+    defines = [
+        arg
+        for name, value in params.items()
+        if value is not None
+        for arg in ("-D", f"{name}={value}")
+    ]
     out = subprocess.run(
         ["pgbench", "-n", "-M", "prepared", "-c", "1", "-T", "5", *defines, "-f", f.name, url],
         capture_output=True,
@@ -142,7 +171,13 @@ async def pagination(url: str, convo: UUID) -> str:
             async with pool.connection() as conn, conn.cursor(binary=True) as cur:
                 await cur.execute(
                     offset_sql,
-                    {"convo_id": convo, "actor_did": ALICE, "limit": 50, "offset": DEPTH - 50},
+                    {
+                        "convo_id": convo,
+                        "actor_did": ALICE,
+                        "device_id": None,
+                        "limit": 50,
+                        "offset": DEPTH - 50,
+                    },
                 )
                 return await cur.fetchall()
 

@@ -18,7 +18,7 @@ from . import (
     welcomes,
 )
 from .config import DbConfig
-from .database import Database, Executor, IsolationLevel, Transaction
+from .database import Connection, Database, Executor, IsolationLevel, Transaction
 from .errors import (
     AlreadyExists,
     BlobIntegrityError,
@@ -83,6 +83,7 @@ __all__ = [
     "CatbirdDbError",
     "ClaimedKeyPackages",
     "ConfigurationError",
+    "Connection",
     "ConnectionLost",
     "Conversation",
     "ConversationSummary",

@@ -52,7 +52,11 @@ def new_pool(config: DbConfig) -> psycopg_pool.AsyncConnectionPool[Any]:
         max_idle=config.idle_timeout,
         max_lifetime=config.max_lifetime,
         reconnect_timeout=config.reconnect_timeout,
-        check=psycopg_pool.AsyncConnectionPool.check_connection,
+        # A check costs a round trip per checkout; without it, Database._run finds
+        # broken connections (see DbConfig.check_on_checkout).
+        check=psycopg_pool.AsyncConnectionPool.check_connection
+        if config.check_on_checkout
+        else None,
         # Behind a transaction pooler a session SET would stay on one server
         # connection, for whichever clients get it next: each call sets its own.
         configure=None if config.transaction_pooler else configure,

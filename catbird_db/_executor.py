@@ -16,7 +16,7 @@ from psycopg import AsyncConnection, IsolationLevel
 from psycopg.rows import tuple_row
 
 from .config import DbConfig
-from .errors import TransactionClosed, translate
+from .errors import InvalidInput, TransactionClosed, translate
 from .pages import CursorCodec
 from .sql import Command, Query, R, Scalar, Statement, V, statement
 
@@ -223,3 +223,79 @@ class Transaction(Executor):
         if isolation is not None:
             raise ValueError("a savepoint cannot change the isolation level")
         return self.savepoint()
+
+
+@asynccontextmanager
+async def begin(
+    conn: AsyncConnection[Any], settings: Settings, isolation: IsolationLevel | None
+) -> AsyncIterator[Transaction]:
+    """A Transaction on `conn`: BEGIN (at `isolation`), COMMIT on success, ROLLBACK on
+    exception; the Transaction is closed, and the isolation level reset, after it."""
+    check_isolation(isolation)
+    if isolation is not None:
+        await conn.set_isolation_level(isolation)
+    tx = Transaction(conn, settings)
+    try:
+        async with conn.transaction():
+            yield tx
+    finally:
+        tx._close()
+        if isolation is not None and not conn.closed:
+            await conn.set_isolation_level(None)
+
+
+def check_isolation(isolation: object) -> None:
+    """InvalidInput unless `isolation` is None or an IsolationLevel."""
+    # IsolationLevel is an IntEnum: psycopg would take a bare 3 or True for one.
+    if isolation is not None and type(isolation) is not IsolationLevel:
+        raise InvalidInput("isolation must be None or a catbird_db.IsolationLevel")
+
+
+class Connection(Executor):
+    """One pooled connection held for the several calls of one request
+    (`Database.connection()`): each statement runs on it in autocommit, its own
+    transaction, as on the Database, without a checkout per call.
+
+    Not safe to share between concurrently running tasks. Behind a transaction pooler
+    each statement carries set_local_timeouts, as on the Database.
+    """
+
+    _autocommit = True
+
+    def __init__(self, conn: AsyncConnection[Any], settings: Settings) -> None:
+        super().__init__(settings)
+        self._conn: AsyncConnection[Any] | None = conn
+
+    @property
+    def closed(self) -> bool:
+        """True once the `async with` block that made this connection has ended."""
+        return self._conn is None
+
+    def _close(self) -> None:
+        # Back in the pool, on to other callers: a stale reference must not use it.
+        self._conn = None
+
+    def _live(self) -> AsyncConnection[Any]:
+        if self._conn is None:
+            raise TransactionClosed("this connection went back to the pool; check out another")
+        return self._conn
+
+    def _connection(self) -> AbstractAsyncContextManager[AsyncConnection[Any]]:
+        return nullcontext(self._live())
+
+    @asynccontextmanager
+    async def savepoint(self) -> AsyncIterator[Connection]:
+        """Nothing, as on the Database: each statement here commits as it returns."""
+        yield self
+
+    @asynccontextmanager
+    async def transaction(
+        self, *, isolation: IsolationLevel | None = None
+    ) -> AsyncIterator[Transaction]:
+        """BEGIN on this connection; COMMIT on success, ROLLBACK on exception. Nested
+        `tx.transaction()` makes a savepoint. TransactionClosed if the connection went
+        back to the pool; InvalidInput for a bad `isolation`."""
+        conn = self._live()
+        with _translated():
+            async with begin(conn, self._settings, isolation) as tx:
+                yield tx

@@ -41,6 +41,11 @@ class DbConfig:
     # Seconds the pool keeps trying to replace a lost connection before it gives the slot
     # up; a call then opens a fresh one. Short, so a restarted server serves at once.
     reconnect_timeout: float = 1.0
+    # Test each connection with a round trip as it is checked out of the pool. Off: a
+    # broken connection is found by the call that meets it (the pool discards it as it
+    # comes back, and sweeps its idle ones then); a read is run again once, a write
+    # raises ConnectionLost (sends and commits are idempotent by id: send them again).
+    check_on_checkout: bool = False
     # None disables server-side prepared statements; transaction_pooler forces None.
     prepare_threshold: int | None = 2
     # The database_url reaches PostgreSQL through a pooler in transaction mode (PgBouncer

@@ -14,6 +14,7 @@ Transaction and nothing on the Database, so a function can take either.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -25,15 +26,32 @@ import psycopg_pool
 from psycopg import AsyncConnection, IsolationLevel
 
 from ._connect import new_pool, probe
-from ._executor import Executor, Params, Settings, Tracer, Transaction, _translated
+from ._executor import (
+    Connection,
+    Executor,
+    Params,
+    Settings,
+    Tracer,
+    Transaction,
+    _translated,
+    begin,
+    check_isolation,
+)
 from ._paths import MIGRATIONS_DIR
 from .config import DbConfig
-from .errors import CatbirdDbError, InvalidInput, RetryableError, SchemaNotMigrated
+from .errors import (
+    CatbirdDbError,
+    ConnectionLost,
+    InvalidInput,
+    RetryableError,
+    SchemaNotMigrated,
+)
 from .events import Listener
 from .models import HealthReport
-from .sql import query, registry
+from .sql import Statement, query, registry
 
 __all__ = [
+    "Connection",
     "Database",
     "Executor",
     "IsolationLevel",
@@ -95,6 +113,44 @@ class Database(Executor):
     def _connection(self) -> AbstractAsyncContextManager[AsyncConnection[Any]]:
         return self._pool.connection()
 
+    async def _run(self, stmt: Statement, params: Params, factory: Any, *, fetch: bool) -> Any:
+        try:
+            return await super()._run(stmt, params, factory, fetch=fetch)
+        except ConnectionLost:
+            # The pool hands connections out unchecked (a check is a round trip per
+            # call): a broken one is met here, and what broke it (a restart, a
+            # failover) broke the idle ones too. Sweep them; run a read once more.
+            await self._sweep()
+            if not stmt.read_only:
+                raise
+        return await super()._run(stmt, params, factory, fetch=fetch)
+
+    async def _sweep(self) -> None:
+        """Discard the pool's broken idle connections (one round trip each)."""
+        with contextlib.suppress(psycopg_pool.PoolClosed):
+            await self._pool.check()
+
+    @asynccontextmanager
+    async def connection(self) -> AsyncIterator[Connection]:
+        """One pooled connection for the several calls of one request: `async with
+        db.connection() as conn:` checks it out once, runs each call on it in
+        autocommit (each statement its own transaction, as on the Database) and
+        returns it to the pool when the block ends. `conn.transaction()` is a
+        transaction on it.
+
+        Not safe to share between concurrently running tasks. A read is not run again
+        on a broken connection here (the connection is the block's): the call raises
+        ConnectionLost, and the pool discards the connection when the block ends.
+        DatabaseUnavailable if no connection can be had.
+        """
+        with _translated():
+            async with self._pool.connection() as raw:
+                conn = Connection(raw, self._settings)
+                try:
+                    yield conn
+                finally:
+                    conn._close()
+
     @asynccontextmanager
     async def savepoint(self) -> AsyncIterator[Database]:
         """Nothing: yields the Database itself. Each statement on a Database is a
@@ -115,19 +171,17 @@ class Database(Executor):
         `run_transaction` for a body that may be re-run after a serialization failure.
         InvalidInput if `isolation` is neither None nor an IsolationLevel.
         """
-        _check_isolation(isolation)
-        with _translated():
-            async with self._pool.connection() as conn:
-                if isolation is not None:
-                    await conn.set_isolation_level(isolation)
-                tx = Transaction(conn, self._settings)
-                try:
-                    async with conn.transaction():
-                        yield tx
-                finally:
-                    tx._close()
-                    if isolation is not None and not conn.closed:
-                        await conn.set_isolation_level(None)
+        check_isolation(isolation)
+        try:
+            with _translated():
+                async with (
+                    self._pool.connection() as conn,
+                    begin(conn, self._settings, isolation) as tx,
+                ):
+                    yield tx
+        except ConnectionLost:
+            await self._sweep()  # as a statement's failure does (_run)
+            raise
 
     async def run_transaction(
         self,
@@ -148,7 +202,7 @@ class Database(Executor):
             raise InvalidInput("body must be a callable that takes the Transaction")
         if type(retries) is not int or not 0 <= retries <= _MAX_RETRIES:
             raise InvalidInput(f"retries must be an integer from 0 to {_MAX_RETRIES}")
-        _check_isolation(isolation)
+        check_isolation(isolation)
         for attempt in range(retries + 1):
             try:
                 async with self.transaction(isolation=isolation) as tx:
@@ -211,12 +265,6 @@ class Database(Executor):
         missing = sorted(expected - {r.migration_id for r in rows})
         if missing:
             raise SchemaNotMigrated(f"migrations not applied: {', '.join(missing)}")
-
-
-def _check_isolation(isolation: object) -> None:
-    # IsolationLevel is an IntEnum: psycopg would take a bare 3 or True for one.
-    if isolation is not None and type(isolation) is not IsolationLevel:
-        raise InvalidInput("isolation must be None or a catbird_db.IsolationLevel")
 
 
 @dataclass(frozen=True, slots=True)

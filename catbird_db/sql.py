@@ -65,6 +65,16 @@ _NAME_LINE = re.compile(r"^--\s*name:\s*(?P<name>\S+)\s*$")
 _VALID_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 _PARAM = re.compile(r"%\((\w+)\)s")
 _SLOT = re.compile(r"\{([a-z][a-z0-9_]*)\}")
+# What makes a statement more than a read: a write, a row lock, a notification, a
+# session change. A statement with none of these may be run again if its connection
+# broke before it answered (Database._run).
+_NOT_A_READ = re.compile(
+    r"\b(?:INSERT|UPDATE|DELETE|MERGE|TRUNCATE|COPY|CALL|NOTIFY|LISTEN|SET|CREATE|ALTER"
+    r"|DROP|GRANT|REVOKE|pg_notify|set_config|nextval|pg_advisory\w*|FOR\s+(?:NO\s+KEY\s+"
+    r"UPDATE|UPDATE|SHARE|KEY\s+SHARE))\b",
+    re.IGNORECASE,
+)
+_COMMENT = re.compile(r"--[^\n]*|/\*.*?\*/", re.DOTALL)
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +89,8 @@ class Statement:
     path: Path
     line: int
     identifiers: frozenset[str] = frozenset()
+    # Only reads: no write, row lock, notification or session change.
+    read_only: bool = False
 
     @property
     def qualified_name(self) -> str:
@@ -186,6 +198,7 @@ def _parse_file(path: Path) -> list[Statement]:
                 path=path,
                 line=start,
                 identifiers=frozenset(_SLOT.findall(text)),
+                read_only=not _NOT_A_READ.search(_COMMENT.sub(" ", text)),
             )
         )
 

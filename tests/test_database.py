@@ -440,3 +440,49 @@ def test_config_refuses_a_misspelt_variable_and_names_a_bad_value() -> None:
         DbConfig.from_env({"CATBIRD_DB_MAX_SIZE": "seven"})
     with pytest.raises(ValueError, match="CATBIRD_DB_MAX_SIZE"):
         DbConfig.from_env({"CATBIRD_DB_MAX_SIZE": "0"})
+
+
+async def test_a_request_scoped_connection_runs_every_call_on_one_checkout(
+    config: DbConfig, raw: psycopg.Connection[Any]
+) -> None:
+    """`db.connection()`: the calls of one request share one pooled connection, each in
+    autocommit (committed as it returns), with one checkout for all of them."""
+    async with Database.connect(config) as db:
+        requests_before = db._pool.get_stats().get("requests_num", 0)
+        async with db.connection() as conn:
+            convo = await conversations.create_conversation(conn, actor_did=ALICE, cipher_suite=1)
+            sent = await messages.create_message(
+                conn, convo.id, actor_did=ALICE, message_id=uuid4(), epoch=0, ciphertext=b"hi"
+            )
+            # Committed already: another session sees it before the block ends.
+            seen = raw.execute("SELECT count(*) FROM messages WHERE id = %s", [sent.id])
+            assert seen.fetchone() == (1,)
+            assert await messages.get_message(conn, convo.id, sent.id, actor_did=ALICE) == sent
+            page = await conversations.list_conversations(conn, actor_did=ALICE)
+            assert [c.id for c in page.items] == [convo.id]
+            assert not conn.closed
+        assert db._pool.get_stats().get("requests_num", 0) - requests_before == 1
+        assert conn.closed
+        with pytest.raises(TransactionClosed):
+            await conversations.get_conversation(conn, convo.id, actor_did=ALICE)
+
+
+async def test_a_transaction_on_a_request_scoped_connection_commits_or_rolls_back(
+    db: Database, raw: psycopg.Connection[Any]
+) -> None:
+    async with db.connection() as conn:
+        async with conn.transaction() as tx:
+            kept = await conversations.create_conversation(tx, actor_did=ALICE, cipher_suite=1)
+        before = snapshot(raw)
+        with pytest.raises(RuntimeError):
+            async with conn.transaction(isolation=IsolationLevel.SERIALIZABLE) as tx:
+                await conversations.create_conversation(tx, actor_did=BOB, cipher_suite=1)
+                raise RuntimeError("undo")
+        assert snapshot(raw) == before
+        # The connection goes on, back at the default isolation level, in autocommit.
+        assert await conversations.get_conversation(conn, kept.id, actor_did=ALICE) == kept
+        async with conn.savepoint() as same:
+            assert same is conn
+        with pytest.raises(InvalidInput):
+            async with conn.transaction(isolation=3):  # type: ignore[arg-type]
+                pass

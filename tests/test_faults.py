@@ -908,3 +908,51 @@ async def test_a_failed_catch_up_is_run_again_before_events_are_delivered(
         later = await send(fdb, convo.id, uuid4())
         assert await next_event(events) == event_of(later)
         assert calls == 2, "events were delivered after a catch-up that failed"
+
+
+# -- no check on checkout: the call that meets a broken connection ------------------------
+
+
+async def test_a_read_that_meets_a_broken_pooled_connection_runs_again_on_a_fresh_one(
+    database_url: str, raw: psycopg.Connection[Any]
+) -> None:
+    """The pool hands its connections out unchecked (no round trip per checkout): a read
+    that meets a dead one is run again once, on a fresh connection, and succeeds."""
+    config = faulty_config(database_url, min_size=1, max_size=1)
+    async with Database.connect(config) as db:
+        convo = await group(db)
+        terminate(raw, await until_backend(raw, "state = 'idle'"))
+        found = await conversations.get_conversation(db, convo.id, actor_did=ALICE)
+        assert found == convo
+        assert await until_backend(raw, "state = 'idle'")  # a new session took its place
+
+
+async def test_a_write_that_meets_a_broken_pooled_connection_raises_and_its_retry_is_stored_once(
+    database_url: str, raw: psycopg.Connection[Any]
+) -> None:
+    """A write is never run again by the layer (it cannot know whether it ran): it
+    raises ConnectionLost, and the client's retry by the same id is stored once."""
+    config = faulty_config(database_url, min_size=1, max_size=1)
+    async with Database.connect(config) as db:
+        convo = await group(db)
+        terminate(raw, await until_backend(raw, "state = 'idle'"))
+        msg_id = uuid4()
+        with pytest.raises(ConnectionLost):
+            await send(db, convo.id, msg_id)
+        first = await send(db, convo.id, msg_id)
+        again = await send(db, convo.id, msg_id)
+        assert first == again
+        assert first.seq == 1
+        assert_gapless(raw, convo.id, 1)
+
+
+async def test_a_checked_pool_finds_the_broken_connection_before_the_call(
+    database_url: str, raw: psycopg.Connection[Any]
+) -> None:
+    """With check_on_checkout, the pool tests each connection as it hands it out: even a
+    write never meets a dead one."""
+    config = faulty_config(database_url, min_size=1, max_size=1, check_on_checkout=True)
+    async with Database.connect(config) as db:
+        convo = await group(db)
+        terminate(raw, await until_backend(raw, "state = 'idle'"))
+        assert (await send(db, convo.id, uuid4())).seq == 1
