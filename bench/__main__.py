@@ -55,7 +55,9 @@ async def wrapper_overhead(url: str, convo: UUID, msg: UUID) -> str:
     stmt = statement("get_message")
     params = {"convo_id": convo, "actor_did": ALICE, "device_id": None, "id": msg}
     numbered, order = _numbered(stmt.text)
-    alchemy_sql = text(_PARAM.sub(r":\1", stmt.text))
+    # SQLAlchemy reads `:name::type` as no parameter: the casts are spelt CAST(...).
+    cast = re.sub(r"%\((\w+)\)s::(\w+)", r"CAST(:\1 AS \2)", stmt.text)
+    alchemy_sql = text(_PARAM.sub(r":\1", cast))
     config = DbConfig(database_url=url, min_size=1, max_size=4)
     checked = DbConfig(database_url=url, min_size=1, max_size=2, check_on_checkout=True)
     engine = create_async_engine(url.replace("postgresql://", "postgresql+psycopg://"))
