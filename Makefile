@@ -6,7 +6,8 @@ STAMP := $(VENV)/.installed
 DATABASE_URL ?= postgresql://postgres@127.0.0.1:5432/catbird_demo
 SCALE ?= 1
 
-.PHONY: install test test-deep test-pgbouncer lint demo migrate seed plan-test bench check clean
+.PHONY: install test test-deep test-pgbouncer lint demo migrate seed plan-test bench bench-docs \
+	bench-quick check clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -64,8 +65,16 @@ seed: migrate
 check: migrate
 	DATABASE_URL='$(DATABASE_URL)' $(BIN)/catbird-db check
 
+# The benchmarks print their tables; bench-docs also writes docs/benchmarks.md, and
+# bench-quick is the smoke run CI makes (tiny data, figures not to be read).
 bench: $(STAMP)
 	$(BIN)/python -m bench
+
+bench-docs: $(STAMP)
+	BENCH_WRITE=1 $(BIN)/python -m bench
+
+bench-quick: $(STAMP)
+	BENCH_QUICK=1 $(BIN)/python -m bench
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info

@@ -13,17 +13,29 @@ from catbird_db import migrate
 ALICE = "did:plc:ewvi7nxzyoun6zhxrhs64oiz"
 
 
-def fresh_database(server_url: str, name: str) -> str:
-    """Drop and create database `name` on the server, migrate it, return its URL."""
+def fresh_database(server_url: str, prefix: str) -> str:
+    """Create a database of a name no other run has (`prefix` and a random suffix) on
+    the server, migrate it, return its URL; drop_database removes it."""
     parts = urlsplit(server_url)
-    admin = urlunsplit(parts._replace(path="/postgres"))
-    with psycopg.connect(admin, autocommit=True) as conn:
-        ident = pgsql.Identifier(name)
-        conn.execute(pgsql.Composed([pgsql.SQL("DROP DATABASE IF EXISTS "), ident]))
-        conn.execute(pgsql.Composed([pgsql.SQL("CREATE DATABASE "), ident]))
+    name = f"{prefix}_{uuid4().hex[:12]}"
+    with psycopg.connect(_admin(server_url), autocommit=True) as conn:
+        conn.execute(pgsql.Composed([pgsql.SQL("CREATE DATABASE "), pgsql.Identifier(name)]))
     url = urlunsplit(parts._replace(path=f"/{name}"))
     migrate.apply(url)
     return url
+
+
+def drop_database(url: str) -> None:
+    """Drop the database of `url` (made by fresh_database), with its sessions."""
+    name = urlsplit(url).path.lstrip("/")
+    with psycopg.connect(_admin(url), autocommit=True) as conn:
+        conn.execute(
+            pgsql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(pgsql.Identifier(name))
+        )
+
+
+def _admin(url: str) -> str:
+    return urlunsplit(urlsplit(url)._replace(path="/postgres"))
 
 
 def conversation(
