@@ -27,6 +27,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from catbird_db import Database, DbConfig, messages
 from catbird_db.sql import statement
 
+from . import clients
 from .harness import Result, compare, table
 from .keys import key_packages_section
 from .setup import ALICE, conversation, drop_database, fresh_database, message_id
@@ -123,7 +124,7 @@ async def wrapper_overhead(url: str, convo: UUID, msg: UUID) -> str:
     )
 
 
-def pgbench_ceiling(url: str, sql_text: str, params: dict[str, object]) -> float:
+def pgbench_ceiling(url: str, sql_text: str, params: dict[str, object], clients: int = 1) -> float:
     """Transactions per second of the same statement through pgbench's prepared protocol."""
     # pgbench binds `:name` variables (given with -D) as parameters of a prepared statement;
     # the name comment and doc lines go, as their colons would read as variables too.
@@ -147,7 +148,9 @@ def pgbench_ceiling(url: str, sql_text: str, params: dict[str, object]) -> float
             "-M",
             "prepared",
             "-c",
-            "1",
+            str(clients),
+            "-j",
+            str(min(clients, os.cpu_count() or 1)),
             "-T",
             "1" if QUICK else "5",
             *defines,
@@ -163,6 +166,17 @@ def pgbench_ceiling(url: str, sql_text: str, params: dict[str, object]) -> float
     match = re.search(r"tps = ([\d.]+)", out.stdout)
     assert match, out.stdout + out.stderr
     return float(match[1])
+
+
+def under_load(url: str, convo: UUID, msg: UUID) -> str:
+    """get_message at 1, 4 and 16 clients, under each event loop (bench/clients.py)."""
+    stmt = statement("get_message")
+    params = {"convo_id": convo, "actor_did": ALICE, "device_id": None, "id": msg}
+
+    def ceiling(count: int) -> float:
+        return pgbench_ceiling(url, stmt.text, params, count)
+
+    return clients.section(url, convo, msg, max(20, ITER // 8), ceiling)
 
 
 async def pagination(url: str, convo: UUID) -> str:
@@ -251,6 +265,7 @@ async def main() -> None:
         with_devices = conversation(url, members=devices_size, messages=0, devices=5)
         sections = [
             await wrapper_overhead(url, deep, message_id(url, deep, DEPTH // 2)),
+            under_load(url, deep, message_id(url, deep, DEPTH // 2)),
             await pagination(url, deep),
             await fan_out(url, small, large, large_size, with_devices, devices_size),
             await key_packages_section(url, QUICK),
