@@ -6,6 +6,8 @@ async with Database.connect(DbConfig.from_env()) as db:
     )
 """
 
+from importlib.metadata import PackageNotFoundError, version
+
 from . import (
     blobs,
     conversations,
@@ -75,6 +77,17 @@ from .models import (
 )
 from .pages import Page
 
+
+def _installed_version() -> str:
+    try:
+        return version("catbird-db")
+    except PackageNotFoundError:  # a checkout imported without being installed
+        return "0+unknown"
+
+
+# The installed distribution's version (pyproject.toml's), as `catbird-db --version` says.
+__version__: str = _installed_version()
+
 __all__ = [
     "AlreadyExists",
     "Blob",
@@ -133,6 +146,7 @@ __all__ = [
     "TransactionClosed",
     "TransactionTimeout",
     "Welcome",
+    "__version__",
     "blobs",
     "conversations",
     "devices",

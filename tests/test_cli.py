@@ -3,6 +3,7 @@ exit status 2 for a usage error and 1 for anything else."""
 
 from __future__ import annotations
 
+import importlib.metadata
 import os
 import socket
 import subprocess
@@ -17,6 +18,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
+import catbird_db
 from catbird_db import migrate
 
 _ROOT = Path(__file__).resolve().parent.parent
@@ -146,3 +148,10 @@ def test_a_command_that_succeeds_prints_nothing_on_stderr(database_url: str) -> 
     assert result.returncode == 0
     assert result.stderr == ""
     assert "applied  0001_conversations" in result.stdout
+
+
+def test_version_names_the_installed_distribution() -> None:
+    result = run("--version")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == f"catbird-db {catbird_db.__version__}"
+    assert catbird_db.__version__ == importlib.metadata.version("catbird-db")

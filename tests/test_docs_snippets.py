@@ -150,7 +150,7 @@ def test_shell_snippets_run(
                 continue
             argv = list(command.argv[1:])
             sub = next((a for a in argv if not a.startswith("-")), None)
-            if "--help" in argv:
+            if "--help" in argv or "--version" in argv:
                 ran.append(_main(command.where, argv, expect=0))
                 continue
             if sub not in RUN:

@@ -21,7 +21,7 @@ from typing import NoReturn
 import psycopg
 from yoyo.exceptions import BadMigration, LockTimeout, MigrationConflict
 
-from .. import migrate
+from .. import __version__, migrate
 from .._paths import SQL_DIR
 from ..errors import CatbirdDbError
 
@@ -187,6 +187,7 @@ def _cmd_seed(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
     parser = _Parser(prog="catbird-db", description="Catbird MLS delivery service: database tools.")
+    parser.add_argument("--version", action="version", version=f"catbird-db {__version__}")
     url = _Parser(add_help=False)
     url.add_argument("--database-url", help="PostgreSQL URL (default: $DATABASE_URL)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
