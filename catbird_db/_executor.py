@@ -16,7 +16,7 @@ from psycopg import AsyncConnection, IsolationLevel
 from psycopg.rows import tuple_row
 
 from .config import DbConfig
-from .errors import InvalidInput, TransactionClosed, translate
+from .errors import ConnectionLost, InvalidInput, TransactionClosed, translate
 from .pages import CursorCodec
 from .sql import Command, Query, R, Scalar, Statement, V, statement
 
@@ -61,6 +61,8 @@ class Executor(ABC):
     _timeouts_pending: bool
     # Whether each statement is a transaction of its own (its limits end with it).
     _autocommit: bool
+    # Whether a lost connection is swept for and a read run again (a Database's pool).
+    _sweeps = False
 
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
@@ -128,7 +130,14 @@ class Executor(ABC):
     def _connection(self) -> AbstractAsyncContextManager[AsyncConnection[Any]]:
         """The connection the next statement runs on."""
 
-    async def _run(self, stmt: Statement, params: Params, factory: Any, *, fetch: bool) -> Any:
+    async def _sweep(self) -> None:
+        """After a lost connection: discard the other broken ones it can reach (only a
+        Database has a pool to sweep)."""
+        return None
+
+    async def _run(
+        self, stmt: Statement, params: Params, factory: Any, *, fetch: bool, again: bool = True
+    ) -> Any:
         settings = self._settings
         tracer = settings.tracer
         started = time.perf_counter() if tracer else 0.0
@@ -157,12 +166,21 @@ class Executor(ABC):
                     await cur.execute(stmt.text, params)
                 result = await cur.fetchall() if fetch else cur.rowcount
         except (psycopg.Error, psycopg_pool.PoolTimeout, psycopg_pool.PoolClosed) as exc:
-            raise translate(exc) from exc
-        if local and not self._autocommit:
-            self._timeouts_pending = False  # they hold until the transaction ends
-        if tracer:
-            tracer(stmt, params, time.perf_counter() - started)
-        return result
+            error = translate(exc)
+            if not (self._sweeps and again and isinstance(error, ConnectionLost)):
+                raise error from exc
+            await self._sweep()
+            if not stmt.read_only:  # it may have run: the caller decides (ids make it safe)
+                raise error from exc
+        else:
+            if local and not self._autocommit:
+                self._timeouts_pending = False  # they hold until the transaction ends
+            if tracer:
+                tracer(stmt, params, time.perf_counter() - started)
+            return result
+        # A read that met a broken connection (a read changes nothing): once more, on
+        # another connection.
+        return await self._run(stmt, params, factory, fetch=fetch, again=False)
 
 
 class Transaction(Executor):

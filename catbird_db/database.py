@@ -48,7 +48,7 @@ from .errors import (
 )
 from .events import Listener
 from .models import HealthReport
-from .sql import Statement, query, registry
+from .sql import query, registry
 
 __all__ = [
     "Connection",
@@ -111,19 +111,12 @@ class Database(Executor):
             await pool.close()
 
     def _connection(self) -> AbstractAsyncContextManager[AsyncConnection[Any]]:
-        return self._pool.connection()
+        return _Checkout(self._pool)
 
-    async def _run(self, stmt: Statement, params: Params, factory: Any, *, fetch: bool) -> Any:
-        try:
-            return await super()._run(stmt, params, factory, fetch=fetch)
-        except ConnectionLost:
-            # The pool hands connections out unchecked (a check is a round trip per
-            # call): a broken one is met here, and what broke it (a restart, a
-            # failover) broke the idle ones too. Sweep them; run a read once more.
-            await self._sweep()
-            if not stmt.read_only:
-                raise
-        return await super()._run(stmt, params, factory, fetch=fetch)
+    # The pool hands connections out unchecked (a check is a round trip per call): a
+    # broken one is met by the call, and what broke it (a restart, a failover) broke the
+    # idle ones too. Executor._run sweeps them, and runs a read once more.
+    _sweeps = True
 
     async def _sweep(self) -> None:
         """Discard the pool's broken idle connections (one round trip each)."""
@@ -265,6 +258,26 @@ class Database(Executor):
         missing = sorted(expected - {r.migration_id for r in rows})
         if missing:
             raise SchemaNotMigrated(f"migrations not applied: {', '.join(missing)}")
+
+
+class _Checkout:
+    """A pooled connection for one statement: getconn, then putconn (which discards a
+    broken connection). What `pool.connection()` does, without its generator and the
+    connection's own `async with` (a commit or rollback an autocommit connection never
+    needs): the hot path of every call on the Database."""
+
+    __slots__ = ("_conn", "_pool")
+
+    def __init__(self, pool: psycopg_pool.AsyncConnectionPool[Any]) -> None:
+        self._pool = pool
+
+    async def __aenter__(self) -> AsyncConnection[Any]:
+        conn: AsyncConnection[Any] = await self._pool.getconn()
+        self._conn = conn
+        return conn
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._pool.putconn(self._conn)
 
 
 @dataclass(frozen=True, slots=True)
