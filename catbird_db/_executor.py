@@ -248,8 +248,9 @@ async def begin(
     conn: AsyncConnection[Any], settings: Settings, isolation: IsolationLevel | None
 ) -> AsyncIterator[Transaction]:
     """A Transaction on `conn`: BEGIN (at `isolation`), COMMIT on success, ROLLBACK on
-    exception; the Transaction is closed, and the isolation level reset, after it."""
-    check_isolation(isolation)
+    exception; the Transaction is closed, and the isolation level reset, after it.
+    The caller checks `isolation` first (check_isolation), before it takes a
+    connection."""
     if isolation is not None:
         await conn.set_isolation_level(isolation)
     tx = Transaction(conn, settings)
@@ -313,6 +314,7 @@ class Connection(Executor):
         """BEGIN on this connection; COMMIT on success, ROLLBACK on exception. Nested
         `tx.transaction()` makes a savepoint. TransactionClosed if the connection went
         back to the pool; InvalidInput for a bad `isolation`."""
+        check_isolation(isolation)
         conn = self._live()
         with _translated():
             async with begin(conn, self._settings, isolation) as tx:

@@ -147,7 +147,8 @@ async def sequence(
     replay.
 
     Raises NotFound, NotAMember (also for an actor who asked to leave, unless this is a
-    replay, and when `device_id` names a device of the actor's not in the group),
+    replay or another proposal, and when `device_id` names a device of the actor's not
+    in the group),
     NotAnAdmin (with `admin_only`, unless every target is an active member),
     AlreadyExists (the id is taken, or a replay when `replay` is False), EpochConflict
     with the current epoch (judged before the id when `replay` is False).

@@ -6,7 +6,6 @@ import hashlib
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass, fields
-from typing import get_args
 from uuid import UUID, uuid4
 
 from . import _access, validate
@@ -39,9 +38,6 @@ class _Created(Conversation):
     """The new conversation, and whether the creator's device named is in its group."""
 
     creator_device: str | None
-
-    def conversation(self) -> Conversation:
-        return Conversation(*(getattr(self, f.name) for f in fields(Conversation)))
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,7 +120,7 @@ async def create_conversation_with_members(
     if device is None:  # one statement: nothing to undo
         created = await conn.fetch_one(_CREATE_WITH_MEMBERS, params)
         return (
-            created.conversation() if created else await _created_before(conn, convo, actor, digest)
+            _conversation(created) if created else await _created_before(conn, convo, actor, digest)
         )
     # A transaction (a savepoint in the caller's), so a refused device undoes the rest.
     async with conn.transaction() as tx:
@@ -135,7 +131,7 @@ async def create_conversation_with_members(
             raise NotFound(f"{actor_did} has no device {device_id}")
         if created.creator_device == "revoked":
             raise DeviceRevoked(f"device {device_id} was revoked")
-    return created.conversation()
+    return _conversation(created)
 
 
 def _digest(
@@ -156,7 +152,12 @@ async def _created_before(
     found = await conn.fetch_one(_CREATED_BEFORE, params)
     if found is None or not found.replays:
         raise AlreadyExists(f"conversation id {convo_id} is taken")
-    return Conversation(*(getattr(found, f.name) for f in fields(Conversation)))
+    return _conversation(found)
+
+
+def _conversation(row: Conversation) -> Conversation:
+    """The Conversation of a row that carries more columns than it."""
+    return Conversation(*(getattr(row, f.name) for f in fields(Conversation)))
 
 
 async def get_conversation(
@@ -212,9 +213,7 @@ async def set_external_joins(
     InvalidInput on a bad argument.
     """
     convo, actor = validate.uuid(convo_id, "convo_id"), validate.did(actor_did, "actor_did")
-    if not isinstance(policy, str) or policy not in get_args(ExternalJoins):
-        raise InvalidInput(f"policy must be one of {', '.join(get_args(ExternalJoins))}")
-    params = {"convo_id": convo, "actor_did": actor, "policy": policy}
+    params = {"convo_id": convo, "actor_did": actor, "policy": validate.external_joins(policy)}
     outcome = await conn.fetch_value(_SET_EXTERNAL_JOINS, params)
     assert outcome is not None  # the statement always returns its verdict
     _access.refuse(outcome, convo, actor)

@@ -53,6 +53,7 @@ _MAX_DID_BYTES = 2048
 # RFC 9420 section 17.1: the registered cipher suites.
 CIPHER_SUITES = frozenset(range(1, 8))
 ROLES = ("admin", "member")
+EXTERNAL_JOINS = ("none", "own_devices")
 # RFC 6838 section 4.2 restricted names, lower case (media types are case-insensitive);
 # no parameters. The same check as the blobs.mime_type constraint.
 _MIME_TYPE = re.compile(r"[a-z0-9][a-z0-9!#$&^_.+-]{0,126}/[a-z0-9][a-z0-9!#$&^_.+-]{0,126}")
@@ -134,6 +135,13 @@ def role(value: object) -> str:
     if value not in ROLES:
         raise InvalidInput(f"role must be one of {ROLES}")
     assert isinstance(value, str)
+    return value
+
+
+def external_joins(value: object) -> str:
+    """A conversation's policy for external joins: `none` or `own_devices`."""
+    if not isinstance(value, str) or value not in EXTERNAL_JOINS:
+        raise InvalidInput(f"policy must be one of {EXTERNAL_JOINS}")
     return value
 
 
